@@ -1,0 +1,3 @@
+// Binds the traversal source that DriverRemoteConnection(url, "g") targets.
+def globals = [:]
+globals << [g : traversal().withEmbedded(graph)]
