@@ -1,0 +1,195 @@
+"""Gremlin client for the local Gremlin Server and Amazon Neptune, one code path for both.
+
+Requests are built as bytecode by a function of the traversal source (``client.submit(lambda g: ...)``),
+never as strings, and re-built after a reconnect. Transient failures — optimistic-transaction conflicts
+(TinkerTransactionGraph, Neptune's ConcurrentModificationException), dropped connections, expired IAM
+signatures — are retried with exponential backoff and jitter; everything else fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.driver.protocol import GremlinServerError
+from gremlin_python.process.anonymous_traversal import traversal
+from gremlin_python.process.graph_traversal import GraphTraversal, GraphTraversalSource
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from identigraph.config import Settings
+from identigraph.errors import GraphError
+
+log = logging.getLogger(__name__)
+# gremlinpython logs every server error at ERROR with the whole response; we raise or retry instead.
+logging.getLogger("gremlinpython").setLevel(logging.CRITICAL)
+
+# Substrings of server errors that a retry can fix.
+_CONFLICT_MARKERS = (
+    "ConcurrentModificationException",  # Neptune
+    "Conflict",  # TinkerTransactionGraph: "Conflict: element modified in another transaction"
+    "TransactionException",
+    "Transaction conflict",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "ReadOnlyViolationException",  # Neptune writer fail-over in progress
+)
+_AUTH_MARKERS = ("AccessDenied", "Signature expired", "Missing Authentication Token", "Invalid credentials")
+
+Fetch = Literal["list", "next", "iterate", "one_or_none"]
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import aiohttp
+
+    if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, OSError)):
+        return True
+    # gremlinpython signals a closed transport/pool with bare RuntimeError/Exception("... closed ...")
+    return type(exc) in (RuntimeError, Exception) and "closed" in str(exc).lower()
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, GremlinServerError):
+        text = f"{exc} {getattr(exc, 'status_exceptions', '')}"
+        return any(m in text for m in _CONFLICT_MARKERS + _AUTH_MARKERS)
+    return _is_connection_error(exc)
+
+
+def _needs_reconnect(exc: BaseException) -> bool:
+    if isinstance(exc, GremlinServerError):
+        return any(m in str(exc) for m in _AUTH_MARKERS)
+    return _is_connection_error(exc)
+
+
+def neptune_iam_headers(host: str, port: int, region: str, credentials: Any | None = None) -> dict[str, str]:
+    """SigV4-sign the websocket handshake (service ``neptune-db``); valid for minutes, so sign per connect."""
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    creds = credentials or boto3.Session().get_credentials()
+    if creds is None:
+        raise GraphError("graph.iam_auth is on but no AWS credentials were found (env, profile or role)")
+    request = AWSRequest(method="GET", url=f"https://{host}:{port}/gremlin", data=None)
+    SigV4Auth(creds.get_frozen_credentials() if hasattr(creds, "get_frozen_credentials") else creds,
+              "neptune-db", region).add_auth(request)
+    return dict(request.headers.items())
+
+
+class GraphClient:
+    """Thread-safe: one pooled connection shared by worker threads; reconnects replace it for all."""
+
+    def __init__(self, settings: Settings, pool_size: int | None = None) -> None:
+        self.settings = settings
+        self.pool_size = pool_size or settings.graph.pool_size
+        self._lock = threading.Lock()
+        self._conn: DriverRemoteConnection | None = None
+        self._g: GraphTraversalSource | None = None
+        self._generation = 0
+        self.retries = 0  # observable: how many transient failures were retried
+        self.reconnects = 0
+
+    @property
+    def url(self) -> str:
+        scheme = "wss" if self.settings.graph.use_tls else "ws"
+        return f"{scheme}://{self.settings.graph_host}:{self.settings.graph_port}/gremlin"
+
+    @property
+    def is_neptune(self) -> bool:
+        return self.settings.graph.kind == "neptune"
+
+    def _open(self) -> None:
+        cfg = self.settings.graph
+        headers = None
+        if cfg.iam_auth:
+            headers = neptune_iam_headers(self.settings.graph_host, self.settings.graph_port, cfg.region or "")
+        self._conn = DriverRemoteConnection(
+            self.url, cfg.traversal_source, pool_size=self.pool_size, max_workers=self.pool_size,
+            headers=headers,
+        )
+        self._g = traversal().with_remote(self._conn)
+        self._generation += 1
+
+    def g(self) -> GraphTraversalSource:
+        with self._lock:
+            if self._g is None:
+                self._open()
+            assert self._g is not None
+            return self._g
+
+    def reconnect(self, seen_generation: int | None = None) -> None:
+        """Replace the connection unless another thread already did since ``seen_generation``."""
+        with self._lock:
+            if seen_generation is not None and seen_generation != self._generation:
+                return
+            old = self._conn
+            self._conn, self._g = None, None
+            if old is not None:
+                try:
+                    old.close()
+                except Exception:  # the old connection is already broken; closing it may fail too
+                    pass
+            self._open()
+            self.reconnects += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn, self._g = None, None
+
+    def __enter__(self) -> "GraphClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, build: Callable[[GraphTraversalSource], GraphTraversal], fetch: Fetch = "list") -> Any:
+        """Build and run one request with retries. ``build`` must be side-effect free: it may run again."""
+        retry = self.settings.graph.retry
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("graph request failed (%s: %.200s), retry %d",
+                        type(exc).__name__, exc, state.attempt_number)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(retry.attempts),
+            wait=wait_exponential_jitter(multiplier=retry.initial_backoff_s, max=retry.max_backoff_s,
+                                         jitter=retry.initial_backoff_s),
+            retry=retry_if_exception(is_transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._once, build, fetch)
+        except GremlinServerError as exc:
+            raise GraphError(f"graph request failed: {str(exc)[:500]}") from exc
+
+    def _once(self, build: Callable[[GraphTraversalSource], GraphTraversal], fetch: Fetch) -> Any:
+        with self._lock:
+            generation = self._generation
+        try:
+            t = build(self.g())
+            if fetch == "list":
+                return t.to_list()
+            if fetch == "next":
+                return t.next()
+            if fetch == "one_or_none":
+                out = t.to_list()
+                return out[0] if out else None
+            t.iterate()
+            return None
+        except Exception as exc:
+            if _needs_reconnect(exc):
+                try:
+                    self.reconnect(generation)
+                except Exception:  # reconnect again on the next attempt
+                    pass
+            raise

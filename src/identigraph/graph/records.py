@@ -1,0 +1,108 @@
+"""Identity events → graph records, in Python (the stream consumer, slice loads and tests).
+
+The Spark job builds the same records with DataFrame transforms; both use ``schema`` for ids and
+``pseudonym`` for the keyed hash, and tests compare them, so there is one definition of the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from identigraph.errors import SchemaError
+from identigraph.graph.pseudonym import Pseudonymiser
+from identigraph.graph.schema import (
+    CUSTOMER,
+    IDENTIFIERS,
+    IDENTITY_EVENT_TYPES,
+    PII_LABELS,
+    EdgeRecord,
+    VertexRecord,
+    customer_id,
+    identifier_id,
+)
+
+
+def parse_ts(value: Any, field: str) -> datetime:
+    """UTC datetime from an ISO-8601 string or a timestamp; naive values are taken as UTC."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise SchemaError(f"{field}: not an ISO-8601 timestamp: {value!r}") from None
+    if ts is pd.NaT or pd.isna(ts):
+        raise SchemaError(f"{field}: missing timestamp")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime()
+
+
+def as_utc(value: datetime) -> datetime:
+    """gremlinpython returns naive datetimes (UTC); make comparisons explicit."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def identifier_vertex_id(label: str, raw: str, pseudo: Pseudonymiser) -> str:
+    value = pseudo.pseudonymise(label, raw) if label in PII_LABELS else raw
+    return identifier_id(label, value)
+
+
+def event_edges(event: Mapping[str, Any], pseudo: Pseudonymiser) -> list[EdgeRecord]:
+    """Edges of one identity event (counts of 1). Raises SchemaError naming the bad field."""
+    etype = event.get("event_type")
+    if etype not in IDENTITY_EVENT_TYPES:
+        raise SchemaError(f"event_type: unknown identity event type {etype!r}")
+    cid = customer_id(event.get("customer_id"))  # type: ignore[arg-type]
+    ts = parse_ts(event.get("occurred_at"), "occurred_at")
+    out = []
+    for label, (edge_label, column) in IDENTIFIERS.items():
+        raw = event.get(column)
+        if raw is None or (isinstance(raw, float) and pd.isna(raw)) or raw == "":
+            continue
+        if not isinstance(raw, str):
+            raise SchemaError(f"{column}: must be a string")
+        vid = identifier_vertex_id(label, raw, pseudo)
+        out.append(EdgeRecord(cid, edge_label, vid, ts, ts, {"event_count": 1, f"n_{etype}": 1}))
+    return out
+
+
+def aggregate(records: Iterable[EdgeRecord]) -> list[EdgeRecord]:
+    """Merge records of the same edge: min first_seen, max last_seen, summed counts."""
+    acc: dict[str, EdgeRecord] = {}
+    for r in records:
+        prev = acc.get(r.id)
+        if prev is None:
+            acc[r.id] = r
+            continue
+        counts = dict(prev.counts)
+        for k, v in r.counts.items():
+            counts[k] = counts.get(k, 0) + v
+        acc[r.id] = EdgeRecord(r.from_id, r.label, r.to_id, min(prev.first_seen, r.first_seen),
+                               max(prev.last_seen, r.last_seen), counts)
+    return list(acc.values())
+
+
+def customer_vertex(row: Mapping[str, Any]) -> VertexRecord:
+    props: dict[str, Any] = {}
+    if row.get("created_at") is not None and not pd.isna(row.get("created_at")):
+        props["created_at"] = parse_ts(row["created_at"], "created_at")
+    country = row.get("country")
+    if isinstance(country, str) and country:
+        props["country"] = country
+    ltv = row.get("lifetime_value")
+    if ltv is not None and not pd.isna(ltv):
+        ltv = float(ltv)
+        if ltv < 0:
+            raise SchemaError(f"lifetime_value: must be >= 0, got {ltv}")
+        props["lifetime_value"] = ltv
+    return VertexRecord(customer_id(row.get("customer_id")), CUSTOMER, props)  # type: ignore[arg-type]
+
+
+def edges_from_frame(events: pd.DataFrame, pseudo: Pseudonymiser) -> list[EdgeRecord]:
+    """Aggregated edges of a frame of identity events (the contract's columns), de-duplicated by event_id."""
+    events = events.drop_duplicates("event_id")
+    records: list[EdgeRecord] = []
+    for event in events.to_dict("records"):
+        records.extend(event_edges(event, pseudo))
+    return aggregate(records)

@@ -1,0 +1,141 @@
+"""The identity graph's schema and id scheme — the one place every stage takes them from.
+
+Customers point at the identifiers they used. Ids are deterministic (same input, same id) so the Spark
+load, the stream consumer and a re-run all land on the same vertices and edges, and Neptune bulk-load
+files can be produced without looking anything up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from identigraph.errors import SchemaError
+
+CUSTOMER = "customer"
+# Reserved for the platform's drivers ("captains"): a second actor type linked to the same identifiers.
+# Not built yet; listed so nobody reuses the label for something else.
+RESERVED_LABELS = ("captain",)
+
+# identifier vertex label -> (edge label from customer, input-contract column)
+IDENTIFIERS: dict[str, tuple[str, str]] = {
+    "device": ("has_device", "device_id"),
+    "ip": ("used_ip", "ip"),
+    "email": ("has_email", "email"),
+    "phone": ("has_phone", "phone"),
+    "card": ("has_card", "card_fingerprint"),
+}
+PII_LABELS = frozenset({"email", "phone"})
+VERTEX_LABELS = (CUSTOMER, *IDENTIFIERS)
+EDGE_LABELS = tuple(edge for edge, _ in IDENTIFIERS.values())
+EDGE_TO_IDENTIFIER = {edge: label for label, (edge, _) in IDENTIFIERS.items()}
+
+IDENTITY_EVENT_TYPES = ("signup", "login", "add_payment_method", "profile_update", "booking")
+HISTORY_EVENT_TYPES = ("customer_created", "block", "unblock", "care_contact")
+
+# Edge properties. Counts per event type sit beside the total so models can tell a card that was only
+# added from one that paid for hundreds of bookings.
+EDGE_TIME_PROPS = ("first_seen", "last_seen")
+EDGE_COUNT_PROPS = ("event_count", *(f"n_{t}" for t in IDENTITY_EVENT_TYPES))
+EDGE_PROPS = (*EDGE_TIME_PROPS, *EDGE_COUNT_PROPS)
+
+# Customer properties from the input contract (history properties arrive with the ETL/labeling stages).
+CUSTOMER_PROPS = ("created_at", "country", "lifetime_value")
+
+_SEP = "\x1f"
+
+
+def customer_id(raw: str) -> str:
+    raw = _non_empty(raw, "customer_id")
+    return f"{CUSTOMER}:{raw}"
+
+
+def normalise_ip(raw: str) -> str:
+    """Canonical text of an IPv4/IPv6 address, so '::1' and '0:0::1' are one vertex."""
+    try:
+        return ipaddress.ip_address(str(raw).strip()).compressed
+    except ValueError:
+        raise SchemaError(f"ip: not a valid IPv4 or IPv6 address: {raw!r}") from None
+
+
+def identifier_id(label: str, value: str) -> str:
+    """Vertex id of an identifier. For email/phone ``value`` must already be the keyed hash."""
+    if label not in IDENTIFIERS:
+        raise SchemaError(f"label: unknown identifier label {label!r}; expected one of {list(IDENTIFIERS)}")
+    value = _non_empty(value, IDENTIFIERS[label][1])
+    if label == "ip":
+        value = normalise_ip(value)
+    return f"{label}:{value}"
+
+
+def edge_id(from_id: str, edge_label: str, to_id: str) -> str:
+    """Hash of the triple: unambiguous whatever characters the opaque identifiers contain."""
+    digest = hashlib.blake2b(_SEP.join((from_id, edge_label, to_id)).encode(), digest_size=16).hexdigest()
+    return f"e:{digest}"
+
+
+def _non_empty(value: Any, name: str) -> str:
+    if value is None or not isinstance(value, str) or not value.strip():
+        raise SchemaError(f"{name}: must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class VertexRecord:
+    id: str
+    label: str
+    props: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.label not in VERTEX_LABELS:
+            raise SchemaError(f"label: unknown vertex label {self.label!r}; expected one of {list(VERTEX_LABELS)}")
+        if not self.id.startswith(self.label + ":"):
+            raise SchemaError(f"id: vertex id {self.id!r} does not belong to label {self.label!r}")
+        allowed = CUSTOMER_PROPS if self.label == CUSTOMER else ()
+        extra = set(self.props) - set(allowed)
+        if extra and self.label != CUSTOMER:
+            raise SchemaError(f"props: identifier vertices carry no properties, got {sorted(extra)}")
+
+
+@dataclass(frozen=True)
+class EdgeRecord:
+    """State of one customer→identifier edge: cumulative counts and the first/last time it was seen."""
+
+    from_id: str
+    label: str
+    to_id: str
+    first_seen: datetime
+    last_seen: datetime
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.label not in EDGE_TO_IDENTIFIER:
+            raise SchemaError(f"label: unknown edge label {self.label!r}; expected one of {list(EDGE_LABELS)}")
+        if not self.from_id.startswith(CUSTOMER + ":"):
+            raise SchemaError(f"from_id: edges start at a customer vertex, got {self.from_id!r}")
+        if not self.to_id.startswith(EDGE_TO_IDENTIFIER[self.label] + ":"):
+            raise SchemaError(f"to_id: {self.label} edges end at a {EDGE_TO_IDENTIFIER[self.label]} vertex")
+        if self.first_seen > self.last_seen:
+            raise SchemaError(f"first_seen: {self.first_seen} is after last_seen {self.last_seen}")
+        unknown = set(self.counts) - set(EDGE_COUNT_PROPS)
+        if unknown:
+            raise SchemaError(f"counts: unknown count properties {sorted(unknown)}")
+        if any((not isinstance(v, int)) or v < 0 for v in self.counts.values()):
+            raise SchemaError("counts: must be non-negative integers")
+
+    @property
+    def id(self) -> str:
+        return edge_id(self.from_id, self.label, self.to_id)
+
+    @property
+    def identifier_label(self) -> str:
+        return EDGE_TO_IDENTIFIER[self.label]
+
+    def props(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"first_seen": self.first_seen, "last_seen": self.last_seen}
+        for name in EDGE_COUNT_PROPS:
+            out[name] = int(self.counts.get(name, 0))
+        return out

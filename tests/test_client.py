@@ -1,0 +1,66 @@
+"""Retries, reconnects and Neptune IAM signing."""
+
+import pytest
+from botocore.credentials import Credentials
+from gremlin_python.driver.protocol import GremlinServerError
+
+from identigraph.errors import GraphError
+from identigraph.graph.client import GraphClient, is_transient, neptune_iam_headers
+
+pytestmark = pytest.mark.services
+
+
+def _server_error(message: str) -> GremlinServerError:
+    return GremlinServerError({"code": 500, "message": message, "attributes": {"exceptions": []}})
+
+
+def test_transient_failure_is_retried_then_succeeds(graph):
+    failures = iter([_server_error("Conflict: element modified in another transaction"),
+                     _server_error("ConcurrentModificationException: try again")])
+
+    def build(g):
+        exc = next(failures, None)
+        if exc is not None:
+            raise exc  # injected before the request is sent; the third attempt reaches the server
+        return g.inject(41).math("_ + 1")
+
+    before = graph.retries
+    assert graph.submit(build, "next") == 42
+    assert graph.retries - before == 2
+
+
+def test_permanent_error_fails_at_once_with_graph_error(graph):
+    before = graph.retries
+    with pytest.raises(GraphError, match="graph request failed"):
+        graph.submit(lambda g: g.inject(1).math("_ / "), "next")  # a real server-side parse error
+    assert graph.retries == before
+
+
+def test_dropped_connection_is_rebuilt(settings, services):
+    client = GraphClient(settings)
+    try:
+        assert client.submit(lambda g: g.inject(1), "next") == 1
+        client._conn.close()  # the socket goes away under the client, as after a server restart
+        assert client.submit(lambda g: g.inject(2), "next") == 2
+        assert client.reconnects >= 1
+    finally:
+        client.close()
+
+
+def test_transient_classification():
+    assert is_transient(_server_error("Conflict: element modified in another transaction"))
+    assert is_transient(ConnectionResetError())
+    assert is_transient(RuntimeError("Connection was already closed."))
+    assert not is_transient(_server_error("The provided traversal has a syntax error"))
+    assert not is_transient(ValueError("bad"))
+
+
+def test_neptune_iam_headers_contract_sigv4_offline():
+    """Contract test: SigV4 headers for the websocket handshake, computed offline from static credentials."""
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token="session-token")
+    headers = neptune_iam_headers("db.cluster-x.eu-west-1.neptune.amazonaws.com", 8182, "eu-west-1", creds)
+    auth = headers["Authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/neptune-db/aws4_request" in auth
+    assert "SignedHeaders=host;x-amz-date;x-amz-security-token" in auth
+    assert headers["X-Amz-Security-Token"] == "session-token" and "X-Amz-Date" in headers
