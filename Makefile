@@ -1,0 +1,38 @@
+# make demo: install everything (venv, Python deps, Gremlin Server, ElasticMQ) and run the embedded demo.
+# make test: install the same way and run the test suite (tests start the services they need).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench services-up services-down clean
+
+$(STAMP): pyproject.toml scripts/ensure-system-deps.sh
+	bash scripts/ensure-system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/identigraph services install
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/identigraph demo
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/upsert.py
+
+services-up: install
+	$(BIN)/identigraph services up
+
+services-down: install
+	$(BIN)/identigraph services down
+
+clean:
+	-$(BIN)/identigraph services down
+	rm -rf $(VENV) var

@@ -1,0 +1,215 @@
+"""identigraph: an identity graph of customers and the identifiers they share, scored for fraud."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from identigraph.config import Settings, load_settings
+from identigraph.errors import IdentigraphError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+services_app = typer.Typer(no_args_is_help=True, help="Local Gremlin Server and ElasticMQ.")
+graph_app = typer.Typer(no_args_is_help=True, help="The identity graph: counts, reads, loads, admin.")
+config_app = typer.Typer(no_args_is_help=True, help="The resolved configuration.")
+app.add_typer(services_app, name="services")
+app.add_typer(graph_app, name="graph")
+app.add_typer(config_app, name="config")
+
+console = Console()
+err = Console(stderr=True)
+
+
+class _State:
+    config_path: Optional[Path] = None
+
+
+def settings() -> Settings:
+    return load_settings(_State.config_path)
+
+
+@app.callback()
+def main(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: $IDENTIGRAPH_CONFIG "
+                                          "or conf/identigraph.yaml); IDENTIGRAPH__SECTION__KEY env vars override it."),
+) -> None:
+    _State.config_path = config
+
+
+def run() -> None:
+    """Console entry: typed errors become one clear message and exit code 2."""
+    try:
+        rc = app(standalone_mode=False)  # in this mode click returns typer.Exit's code instead of exiting
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except IdentigraphError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+def _service_table(reports: list) -> Table:
+    table = Table("service", "state", "host:port", "pid", "log")
+    for r in reports:
+        table.add_row(r.name, r.detail, f"{r.host}:{r.port}" if r.port else "-", str(r.pid or "-"), r.log or "-")
+    return table
+
+
+@services_app.command("install")
+def services_install() -> None:
+    """Fetch Gremlin Server and ElasticMQ from Maven Central into the cache (idempotent)."""
+    from identigraph.services import artifacts
+
+    for key, value in artifacts.install(settings()).items():
+        console.print(f"{key}: {value}")
+
+
+@services_app.command("up")
+def services_up(names: Optional[list[str]] = typer.Argument(None, help="gremlin-server, elasticmq (default both)")) -> None:
+    """Start the local services (idempotent); waits until each answers a real request."""
+    from identigraph.services import local
+
+    console.print(_service_table(local.up(settings(), names)))
+
+
+@services_app.command("down")
+def services_down(names: Optional[list[str]] = typer.Argument(None)) -> None:
+    """Stop the local services; Gremlin Server writes its graph to the data directory on the way down."""
+    from identigraph.services import local
+
+    console.print(_service_table(local.down(settings(), names)))
+
+
+@services_app.command("status")
+def services_status(names: Optional[list[str]] = typer.Argument(None)) -> None:
+    from identigraph.services import local
+
+    reports = local.status(settings(), names)
+    console.print(_service_table(reports))
+    if not all(r.running for r in reports):
+        raise typer.Exit(1)
+
+
+@services_app.command("logs")
+def services_logs(name: str = typer.Argument(..., help="gremlin-server or elasticmq"),
+                  lines: int = typer.Option(50, "--lines", "-n")) -> None:
+    from identigraph.services import local
+
+    console.print(local.logs(settings(), name, lines), markup=False, highlight=False)
+
+
+def _client():
+    from identigraph.graph.client import GraphClient
+
+    return GraphClient(settings())
+
+
+@graph_app.command("counts")
+def graph_counts() -> None:
+    """Vertices and edges per label."""
+    from identigraph.graph import queries
+
+    with _client() as client:
+        console.print_json(json.dumps(queries.counts(client)))
+
+
+@graph_app.command("clear")
+def graph_clear(yes: bool = typer.Option(False, "--yes", help="Required: this deletes the whole graph.")) -> None:
+    """Empty the configured graph (refuses without --yes, and refuses Neptune unless the config allows it)."""
+    from identigraph.graph import queries
+
+    if not yes:
+        err.print("refusing to clear the graph without --yes")
+        raise typer.Exit(2)
+    with _client() as client:
+        console.print(f"dropped {queries.clear(client)} vertices (and their edges)")
+
+
+@graph_app.command("identity")
+def graph_identity(customer_id: str) -> None:
+    """A customer's identifiers (emails and phones pseudonymised) with first/last seen and counts."""
+    from identigraph.graph import queries
+
+    with _client() as client:
+        console.print_json(json.dumps(queries.customer_identity(client, customer_id), default=str))
+
+
+@graph_app.command("load-slice")
+def graph_load_slice(
+    input_dir: Path = typer.Option(..., "--input", exists=True, file_okay=False, help="input-contract directory"),
+    events: Optional[int] = typer.Option(None, "--events", help="only the first N identity events"),
+) -> None:
+    """Load a slice of an input-contract directory through the batched upsert path (small worlds, demo)."""
+    from identigraph.graph import pseudonym, queries
+    from identigraph.graph.load_slice import load_slice
+
+    cfg = settings()
+    with _client() as client:
+        report = load_slice(client, pseudonym.from_settings(cfg), input_dir, cfg.data_path / "quarantine", events)
+        up = report.upsert
+        console.print(f"events {report.events:,}  customers {report.customers:,}  quarantined "
+                      f"{sum(report.quarantined.values()):,} {report.quarantined or ''}")
+        console.print(f"upserted {up.vertices:,} customer vertices and {up.edges:,} edges in {up.requests} "
+                      f"requests, {up.seconds:.1f}s, {up.retries} retries")
+        if report.quarantine_file:
+            console.print(f"quarantine: {report.quarantine_file}")
+        console.print_json(json.dumps(queries.counts(client)))
+
+
+@app.command("synth")
+def synth(
+    out: Path = typer.Option(..., "--out", help="output directory (must be empty or absent)"),
+    customers: int = typer.Option(20_000, "--customers"),
+    seed: int = typer.Option(7, "--seed"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet | csv | csv.gz"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Write a synthetic identity world in the input contract, plus its ground truth."""
+    import time
+
+    from identigraph.synth import SynthParams, generate_world, write_world
+
+    t0 = time.perf_counter()
+    params = SynthParams(customers=customers, seed=seed)
+    world = generate_world(params)
+    summary = write_world(world, out, fmt=fmt, overwrite=overwrite)
+    console.print_json(json.dumps(summary, default=str))
+    console.print(f"wrote {out} in {time.perf_counter() - t0:.1f}s")
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """The resolved configuration (file + environment), secrets masked."""
+    cfg = settings()
+    data = cfg.model_dump(mode="json")
+    if data["pii"].get("key"):
+        data["pii"]["key"] = "***"
+    console.print_json(json.dumps(data))
+
+
+@app.command("demo")
+def demo(
+    customers: int = typer.Option(2_000, "--customers"),
+    events: int = typer.Option(20_000, "--events", help="identity events loaded into the graph"),
+    keep_running: bool = typer.Option(False, "--keep-running", help="leave the services up afterwards"),
+) -> None:
+    """Services up → synthetic world → a slice into the graph through the upsert path → counts."""
+    from identigraph.demo import run_demo
+
+    run_demo(settings(), customers=customers, events=events, keep_running=keep_running, console=console)
