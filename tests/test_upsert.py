@@ -97,3 +97,30 @@ def test_request_step_count_is_constant_in_rows(graph):
     assert one == many and one < 1500
     with pytest.raises(Exception, match="max_steps"):
         Upserter(graph, BatchLimits(max_steps=10)).edges(edges[:3])
+
+
+def test_edge_created_concurrently_during_fast_path_is_merged_not_overwritten(graph, settings, monkeypatch):
+    """The create-only request fails on an edge that appeared after the existence check; the batch is merged."""
+    from identigraph.graph import upsert as upsert_mod
+    from identigraph.graph.client import GraphClient
+
+    cid, dev = customer_id("race"), identifier_id("device", "race")
+    other = GraphClient(settings)
+    real_create = upsert_mod._create_traversal
+    fired = []
+
+    def racing_create(g, rows):
+        if not fired:  # another writer creates the edge between our existence check and our create
+            fired.append(1)
+            Upserter(other).edges([EdgeRecord(cid, "has_device", dev, T0 - timedelta(days=3), T0, {"event_count": 9})])
+        return real_create(g, rows)
+
+    monkeypatch.setattr(upsert_mod, "_create_traversal", racing_create)
+    up = Upserter(graph)
+    up.edges([EdgeRecord(cid, "has_device", dev, T0, T0 + timedelta(days=2), {"event_count": 4})])
+    other.close()
+    assert fired and up.create_fallbacks == 1
+    (edge,) = queries.customer_identity(graph, "race")
+    assert as_utc(edge["first_seen"]) == T0 - timedelta(days=3)
+    assert as_utc(edge["last_seen"]) == T0 + timedelta(days=2)
+    assert edge["event_count"] == 9

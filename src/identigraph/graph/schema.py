@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Any
 
@@ -126,7 +127,7 @@ class EdgeRecord:
         if any((not isinstance(v, int)) or v < 0 for v in self.counts.values()):
             raise SchemaError("counts: must be non-negative integers")
 
-    @property
+    @cached_property
     def id(self) -> str:
         return edge_id(self.from_id, self.label, self.to_id)
 

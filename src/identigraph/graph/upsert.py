@@ -5,6 +5,11 @@ so the request's step count stays constant however many rows it carries and the 
 its size. Edge merges keep ``first_seen`` = min and ``last_seen`` = max of what the graph has and what
 the row says, so batches may arrive in any order and applying a batch twice changes nothing.
 
+New edges take a cheaper path: each batch first asks which of its edge ids exist; rows for absent edges
+are created with ``mergeE`` + ``onCreate`` alone, guarded by ``onMatch → fail()`` so an edge that appears
+concurrently in between aborts that request (its transaction rolls back) and the batch is redone through
+the merging path. Endpoint vertices are upserted first, in their own conflict-free request.
+
 Counts have two modes. ``max`` (default) treats a row as the edge's cumulative state — what the
 historical load produces — and is idempotent. ``add`` treats a row as a delta (the stream consumer,
 which de-duplicates events before it writes) and is therefore not idempotent by itself.
@@ -71,8 +76,19 @@ def _vertex_rows(records: Sequence[VertexRecord]) -> list[dict[Any, Any]]:
     return [{"k": {T.id: r.id, T.label: r.label}, "p": r.props} for r in records]
 
 
+def _inject(g: GraphTraversalSource, rows: list[Any]) -> GraphTraversal:
+    """``g.inject(rows)`` without gremlinpython's deep copy of the argument.
+
+    The builder walks every nested dict/list of an argument looking for child traversals (~30 µs a row);
+    rows hold only plain values, so the list is put into the instruction as it is.
+    """
+    t = g.inject(0)
+    t.bytecode.step_instructions[-1] = ["inject", rows]
+    return t
+
+
 def _vertex_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], keys: tuple[str, ...]) -> GraphTraversal:
-    t = g.inject(rows).unfold().as_("r").merge_v(__.select("r").select("k"))
+    t = _inject(g, rows).unfold().as_("r").merge_v(__.select("r").select("k"))
     for key in keys:
         # single cardinality: Neptune's default is set, which would pile up old values
         t = t.property(Cardinality.single, key, __.select("r").select("p").select(key))
@@ -83,12 +99,7 @@ def _edge_rows(records: Sequence[EdgeRecord], counts: CountMode) -> list[dict[An
     rows = []
     for r in records:
         props = r.props()
-        row = {
-            "s": {T.id: r.from_id, T.label: CUSTOMER},
-            "d": {T.id: r.to_id, T.label: r.identifier_label},
-            "e": {T.id: r.id, T.label: r.label, Direction.OUT: r.from_id, Direction.IN: r.to_id},
-            "p": props,
-        }
+        row = {"e": {T.id: r.id, T.label: r.label, Direction.OUT: r.from_id, Direction.IN: r.to_id}, "p": props}
         if counts == "add":
             # Created with zero counts so the summing merge below adds the row's delta exactly once.
             row["c"] = {**{k: props[k] for k in EDGE_TIME_PROPS}, **{k: 0 for k in EDGE_COUNT_PROPS}}
@@ -102,10 +113,9 @@ def _merged(key: str, reducer: str) -> GraphTraversal:
 
 
 def _edge_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], counts: CountMode) -> GraphTraversal:
+    """The order-independent merge: min/max (or sum) of what the graph has and what the row says."""
     t = (
-        g.inject(rows).unfold().as_("r")
-        .merge_v(__.select("r").select("s"))
-        .merge_v(__.select("r").select("d"))
+        _inject(g, rows).unfold().as_("r")
         .merge_e(__.select("r").select("e"))
         # max/min of a value with itself is the value: in max mode a new edge can start from the row
         .option(Merge.on_create, __.select("r").select("c" if counts == "add" else "p"))
@@ -116,6 +126,24 @@ def _edge_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], counts:
     for key in EDGE_COUNT_PROPS:
         t = t.property(key, _merged(key, reducer))
     return t.count()
+
+
+CREATE_GUARD = "identigraph: edge appeared concurrently"
+
+
+def _create_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]]) -> GraphTraversal:
+    """Creates edges known to be absent; an edge that exists after all fails the whole request."""
+    return (
+        _inject(g, rows).unfold().as_("r")
+        .merge_e(__.select("r").select("e"))
+        .option(Merge.on_create, __.select("r").select("p"))
+        .option(Merge.on_match, __.fail(CREATE_GUARD))
+        .count()
+    )
+
+
+def _endpoint_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]]) -> GraphTraversal:
+    return _inject(g, rows).unfold().merge_v().count()
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -129,6 +157,7 @@ class Upserter:
         self.client = client
         self.limits = limits or client.settings.graph.batch
         self.counts = counts
+        self.create_fallbacks = 0  # batches whose create-only request met a concurrently created edge
 
     def _check_steps(self, probe: GraphTraversal) -> None:
         steps = count_steps(probe.bytecode)
@@ -136,9 +165,12 @@ class Upserter:
             raise GraphError(f"one upsert request would have {steps} steps, over graph.batch.max_steps="
                              f"{self.limits.max_steps}")
 
-    def _run(self, jobs: Iterator[tuple[Any, int]], stats: UpsertStats, kind: str) -> UpsertStats:
-        """Run (build, n_rows) jobs with bounded concurrency and bounded in-flight work."""
-        retries_before = self.client.retries
+    def _run(self, jobs: Iterator[tuple[Any, int]], stats: UpsertStats, kind: str, direct: bool = False) -> UpsertStats:
+        """Run (build, n_rows) jobs with bounded concurrency and bounded in-flight work.
+
+        ``direct`` jobs are callables that make their own requests instead of traversal builders.
+        """
+        retries_before, requests_before = self.client.retries, self.client.requests
         start = time.perf_counter()
         in_flight: set[Future] = set()
         cap = self.limits.concurrency
@@ -146,7 +178,6 @@ class Upserter:
         def account(fut: Future) -> None:
             n = fut.result()
             setattr(stats, kind, getattr(stats, kind) + n)
-            stats.requests += 1
             stats.batch_sizes.append(n)
 
         with ThreadPoolExecutor(max_workers=cap, thread_name_prefix="upsert") as pool:
@@ -155,11 +186,12 @@ class Upserter:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     for fut in done:
                         account(fut)
-                in_flight.add(pool.submit(self._submit, build, n))
+                in_flight.add(pool.submit(build) if direct else pool.submit(self._submit, build, n))
             for fut in in_flight:
                 account(fut)
         stats.seconds += time.perf_counter() - start
         stats.retries += self.client.retries - retries_before
+        stats.requests += self.client.requests - requests_before
         return stats
 
     def _submit(self, build: Any, n: int) -> int:
@@ -187,15 +219,44 @@ class Upserter:
     def edges(self, records: Iterable[EdgeRecord], stats: UpsertStats | None = None) -> UpsertStats:
         """Creates missing endpoint vertices bare; their properties come from ``vertices``."""
         stats = stats or UpsertStats()
+        self._check_steps(_edge_traversal(self.client.g(), [], self.counts))
+        # With one writer, batches run in order, so an endpoint written by an earlier batch exists by the
+        # time a later batch needs it. With several, each batch writes all its endpoints itself.
+        endpoints_done: set[str] = set()
+        share = self.limits.concurrency == 1
 
         def jobs() -> Iterator[tuple[Any, int]]:
-            first = True
             for batch in _batches(records, self.limits.max_records):
-                rows = _edge_rows(batch, self.counts)
-                build = (lambda g, rows=rows: _edge_traversal(g, rows, self.counts))
-                if first:
-                    self._check_steps(_edge_traversal(self.client.g(), rows[:1], self.counts))
-                    first = False
-                yield build, len(rows)
+                endpoints: dict[str, str] = {}
+                for r in batch:
+                    for vid, label in ((r.from_id, CUSTOMER), (r.to_id, r.identifier_label)):
+                        if vid not in endpoints_done:
+                            endpoints[vid] = label
+                if share:
+                    endpoints_done.update(endpoints)
+                yield (lambda batch=batch, endpoints=endpoints: self._edge_batch(batch, endpoints)), len(batch)
 
-        return self._run(jobs(), stats, "edges")
+        return self._run(jobs(), stats, "edges", direct=True)
+
+    def _edge_batch(self, batch: list[EdgeRecord], endpoints: dict[str, str]) -> int:
+        """Endpoints, then new edges (create-only) and existing ones (merge). Returns rows written."""
+        if endpoints:
+            vrows = [{T.id: vid, T.label: label} for vid, label in endpoints.items()]
+            self._submit(lambda g: _endpoint_traversal(g, vrows), len(vrows))
+        rows = _edge_rows(batch, self.counts)
+        if self.counts == "max":
+            ids = [r.id for r in batch]
+            existing = set(self.client.submit(lambda g: g.E(*ids).id_()))
+            fresh = [row for row, r in zip(rows, batch) if r.id not in existing]
+            rows = [row for row, r in zip(rows, batch) if r.id in existing]
+            if fresh:
+                try:
+                    self._submit(lambda g: _create_traversal(g, fresh), len(fresh))
+                except GraphError as exc:
+                    if CREATE_GUARD not in str(exc):
+                        raise
+                    self.create_fallbacks += 1
+                    rows = rows + fresh  # the request rolled back: merge them all instead
+        if rows:
+            self._submit(lambda g: _edge_traversal(g, rows, self.counts), len(rows))
+        return len(batch)
