@@ -38,7 +38,14 @@ def settings() -> Settings:
 def main(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: $IDENTIGRAPH_CONFIG "
                                           "or conf/identigraph.yaml); IDENTIGRAPH__SECTION__KEY env vars override it."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log retries and other details"),
 ) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False)])
     _State.config_path = config
 
 

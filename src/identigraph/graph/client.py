@@ -165,7 +165,8 @@ class GraphClient:
         def before_sleep(state: RetryCallState) -> None:
             self.retries += 1
             exc = state.outcome.exception() if state.outcome else None
-            log.warning("graph request failed (%s: %.200s), retry %d",
+            # expected under optimistic concurrency; callers see the count in UpsertStats.retries
+            log.info("graph request failed (%s: %.200s), retry %d",
                         type(exc).__name__, exc, state.attempt_number)
 
         retrying = Retrying(

@@ -16,6 +16,7 @@ from identigraph.config import Settings
 from identigraph.errors import JavaNotFoundError, ServiceError
 
 TEMPLATES = Path(__file__).with_name("templates")
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
 
 def require_tool(name: str, what: str) -> str:
@@ -40,10 +41,6 @@ def _mvn(settings: Settings, *args: str, cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def m2_repository() -> Path:
-    return Path("~/.m2/repository").expanduser()
-
-
 def gremlin_server_home(settings: Settings) -> Path:
     """Unpacked gremlin-server distribution, fetched on first use."""
     version = settings.services.gremlin.version
@@ -51,20 +48,18 @@ def gremlin_server_home(settings: Settings) -> Path:
     if (home / "lib" / f"gremlin-server-{version}.jar").exists():
         return home
     coords = f"org.apache.tinkerpop:gremlin-server:{version}:zip:distribution"
-    zip_path = m2_repository() / "org/apache/tinkerpop/gremlin-server" / version / (
-        f"gremlin-server-{version}-distribution.zip"
-    )
-    if not zip_path.exists():
-        _mvn(settings, "dependency:get", f"-Dartifact={coords}", "-Dtransitive=false")
-    if not zip_path.exists():
-        raise ServiceError(f"Maven reported success but {zip_path} is missing")
     settings.cache_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.cache_path) as tmp:
+        # copy (not get): the file lands where we say, whatever local repository the user's Maven uses
+        _mvn(settings, f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={coords}", f"-DoutputDirectory={tmp}")
+        zip_path = Path(tmp) / f"gremlin-server-{version}-distribution.zip"
+        if not zip_path.exists():
+            raise ServiceError(f"Maven reported success but {zip_path.name} is missing")
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(tmp)
         unpacked = Path(tmp) / home.name
         if not unpacked.exists():
-            raise ServiceError(f"{zip_path} does not contain {home.name}/")
+            raise ServiceError(f"{zip_path.name} does not contain {home.name}/")
         if home.exists():
             shutil.rmtree(home)
         unpacked.rename(home)
@@ -92,7 +87,7 @@ def elasticmq_classpath(settings: Settings) -> str:
         pom = Path(tmp) / "pom.xml"
         pom.write_text((TEMPLATES / "elasticmq-pom.xml").read_text().replace("${elasticmq.version}", version))
         out = Path(tmp) / "cp.txt"
-        _mvn(settings, "dependency:build-classpath", f"-Dmdep.outputFile={out}", cwd=Path(tmp))
+        _mvn(settings, f"{DEPENDENCY_PLUGIN}:build-classpath", f"-Dmdep.outputFile={out}", cwd=Path(tmp))
         cp = out.read_text().strip()
     if "elasticmq-server" not in cp:
         raise ServiceError(f"resolved ElasticMQ classpath lacks elasticmq-server: {cp[:200]}")
