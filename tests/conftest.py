@@ -67,3 +67,15 @@ def graph(session_client: GraphClient) -> GraphClient:
 @pytest.fixture(scope="session")
 def pseudo() -> Pseudonymiser:
     return Pseudonymiser(b"test-key-0123456789abcdef")
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings):
+    """One local Spark for the whole run (JVM start-up is seconds; the jobs are small)."""
+    from identigraph.etl.spark import session
+
+    local_settings = settings.model_copy(update={"etl": settings.etl.model_copy(
+        update={"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "2g", "output_files": 1})})
+    spark = session(local_settings, app_name="identigraph-tests")
+    yield spark
+    spark.stop()

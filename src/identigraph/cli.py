@@ -157,26 +157,82 @@ def graph_identity(customer_id: str) -> None:
         console.print_json(json.dumps(queries.customer_identity(client, customer_id), default=str))
 
 
-@graph_app.command("load-slice")
-def graph_load_slice(
+@app.command("etl")
+def etl(
     input_dir: Path = typer.Option(..., "--input", exists=True, file_okay=False, help="input-contract directory"),
-    events: Optional[int] = typer.Option(None, "--events", help="only the first N identity events"),
+    snapshot_dir: Path = typer.Option(..., "--snapshot", help="output snapshot directory"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 cut-off (default: latest valid event)"),
+    load_graph: bool = typer.Option(False, "--load-graph", help="then load the snapshot into the configured graph"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
-    """Load a slice of an input-contract directory through the batched upsert path (small worlds, demo)."""
-    from identigraph.graph import pseudonym, queries
-    from identigraph.graph.load_slice import load_slice
+    """Historical load (Spark): validate the tables, build the graph snapshot (Neptune CSV), optionally load it."""
+    from identigraph.etl.job import run_etl
+    from identigraph.etl.report import print_summary
+    from identigraph.etl.spark import session
+    from identigraph.graph import pseudonym
 
     cfg = settings()
+    spark = session(cfg)
+    err.print(f"[bold]etl[/] {input_dir} → {snapshot_dir}")
+    summary = run_etl(spark, cfg, input_dir, snapshot_dir, pseudonym.resolve_key(cfg), as_of=as_of,
+                      overwrite=overwrite, console=err)
+    print_summary(summary, console)
+    if load_graph:
+        _load(spark, cfg, snapshot_dir)
+
+
+def _load(spark, cfg: Settings, snapshot_dir: Path) -> None:
+    from identigraph.etl.graph_load import load_snapshot
+
+    stats = load_snapshot(spark, cfg, snapshot_dir, console=err)
+    console.print(f"graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
+                  f"({stats['elements_per_s']:,.0f} elements/s), {stats['requests']:,} requests, "
+                  f"{stats['retries']} retries")
+
+
+@graph_app.command("load")
+def graph_load(snapshot_dir: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False)) -> None:
+    """Load a snapshot (ours or anyone's in the same format) into the configured graph with batched upserts."""
+    from identigraph.etl.spark import session
+
+    cfg = settings()
+    _load(session(cfg), cfg, snapshot_dir)
+
+
+@graph_app.command("export")
+def graph_export(
+    snapshot_dir: Path = typer.Option(..., "--snapshot", help="output directory"),
+    page: int = typer.Option(10_000, "--page", help="elements fetched per request"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Write the current graph to the snapshot format (Neptune CSV), paging through the server."""
+    from identigraph.etl.export import export_snapshot
+
     with _client() as client:
-        report = load_slice(client, pseudonym.from_settings(cfg), input_dir, cfg.data_path / "quarantine", events)
-        up = report.upsert
-        console.print(f"events {report.events:,}  customers {report.customers:,}  quarantined "
-                      f"{sum(report.quarantined.values()):,} {report.quarantined or ''}")
-        console.print(f"upserted {up.vertices:,} customer vertices and {up.edges:,} edges in {up.requests} "
-                      f"requests, {up.seconds:.1f}s, {up.retries} retries")
-        if report.quarantine_file:
-            console.print(f"quarantine: {report.quarantine_file}")
-        console.print_json(json.dumps(queries.counts(client)))
+        summary = export_snapshot(client, snapshot_dir, page=page, overwrite=overwrite)
+    console.print_json(json.dumps(summary))
+
+
+@app.command("neptune-load")
+def neptune_load(
+    snapshot_dir: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False),
+    s3_uri: str = typer.Option(..., "--s3", help="s3://bucket/prefix to stage the CSVs in"),
+    iam_role_arn: str = typer.Option(..., "--iam-role-arn", help="role Neptune assumes to read the bucket"),
+) -> None:
+    """Bulk-load a snapshot into Neptune: upload to S3, start the loader (vertices, then edges), wait."""
+    import boto3
+
+    from identigraph.etl.neptune_bulk import bulk_load
+
+    cfg = settings()
+    if cfg.graph.kind != "neptune":
+        err.print("neptune-load needs graph.kind: neptune (and graph.host, graph.region) in the config")
+        raise typer.Exit(2)
+    region = cfg.graph.region or cfg.queues.region
+    neptune = boto3.client("neptunedata", region_name=region,
+                           endpoint_url=f"https://{cfg.graph_host}:{cfg.graph_port}")
+    result = bulk_load(boto3.client("s3", region_name=region), neptune, snapshot_dir, s3_uri, iam_role_arn, region)
+    console.print_json(json.dumps(result, default=str))
 
 
 @app.command("synth")
@@ -212,11 +268,10 @@ def config_show() -> None:
 
 @app.command("demo")
 def demo(
-    customers: int = typer.Option(2_000, "--customers"),
-    events: int = typer.Option(20_000, "--events", help="identity events loaded into the graph"),
+    customers: int = typer.Option(5_000, "--customers"),
     keep_running: bool = typer.Option(False, "--keep-running", help="leave the services up afterwards"),
 ) -> None:
-    """Services up → synthetic world → a slice into the graph through the upsert path → counts."""
+    """The whole pipeline as it stands, on a synthetic world: services, world, Spark load, graph."""
     from identigraph.demo import run_demo
 
-    run_demo(settings(), customers=customers, events=events, keep_running=keep_running, console=console)
+    run_demo(settings(), customers=customers, keep_running=keep_running, console=console)

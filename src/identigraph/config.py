@@ -34,9 +34,9 @@ class BatchLimits(_Strict):
 
 
 class RetryPolicy(_Strict):
-    attempts: int = Field(8, ge=1)
+    attempts: int = Field(12, ge=1)
     initial_backoff_s: float = Field(0.05, gt=0)
-    max_backoff_s: float = Field(5.0, gt=0)
+    max_backoff_s: float = Field(2.0, gt=0)
 
 
 class GraphConfig(_Strict):
@@ -103,6 +103,16 @@ class QueueConfig(_Strict):
     visibility_timeout_s: int = Field(30, ge=0, le=43200)
 
 
+class EtlConfig(_Strict):
+    """Spark settings for the historical load. On a cluster spark-submit's own flags take precedence."""
+
+    master: str = "local[*]"
+    shuffle_partitions: int = Field(8, ge=1)
+    driver_memory: str = "4g"
+    output_files: int = Field(2, ge=1, description="CSV part files per vertex/edge label")
+    load_partitions: int = Field(2, ge=1, description="Spark partitions writing to the graph at once")
+
+
 class PiiConfig(_Strict):
     """Key for the keyed hash of emails and phones. Never logged; never written anywhere but the key file."""
 
@@ -117,6 +127,7 @@ class Settings(_Strict):
     graph: GraphConfig = GraphConfig()
     services: ServicesConfig = ServicesConfig()
     queues: QueueConfig = QueueConfig()
+    etl: EtlConfig = EtlConfig()
     pii: PiiConfig = PiiConfig()
 
     @model_validator(mode="after")

@@ -1,12 +1,11 @@
-"""The embedded demo behind ``make demo``: every stage that exists so far, on a small synthetic world.
+"""The embedded demo behind ``make demo``: every stage that exists so far, on a synthetic world.
 
-Each later stage (Spark load, stream, labels, model, API) adds its step here, so ``make demo`` always
-shows the whole pipeline as it stands.
+Each stage adds its step here (stream, labels, model, API are the open issues), so ``make demo``
+always shows the whole pipeline as it stands.
 """
 
 from __future__ import annotations
 
-import json
 import time
 
 from rich.console import Console
@@ -15,10 +14,13 @@ from rich.rule import Rule
 from identigraph.config import Settings
 
 
-def run_demo(settings: Settings, customers: int, events: int, keep_running: bool, console: Console) -> dict:
+def run_demo(settings: Settings, customers: int, keep_running: bool, console: Console) -> dict:
+    from identigraph.etl.graph_load import load_snapshot
+    from identigraph.etl.job import run_etl
+    from identigraph.etl.report import print_summary
+    from identigraph.etl.spark import session
     from identigraph.graph import pseudonym, queries
     from identigraph.graph.client import GraphClient
-    from identigraph.graph.load_slice import load_slice
     from identigraph.services import local
     from identigraph.synth import SynthParams, generate_world, write_world
 
@@ -29,32 +31,37 @@ def run_demo(settings: Settings, customers: int, events: int, keep_running: bool
         console.print(f"  {r.name}: {r.detail} on {r.host}:{r.port} (pid {r.pid}, log {r.log})")
     try:
         console.print(Rule(f"2. synthetic world ({customers:,} customers)"))
-        world_dir = settings.data_path / "demo" / "world"
+        demo_dir = settings.data_path / "demo"
         t0 = time.perf_counter()
         world = generate_world(SynthParams(customers=customers, seed=7))
-        counts = write_world(world, world_dir, fmt="parquet", overwrite=True)
-        console.print(f"  {world_dir}  ({time.perf_counter() - t0:.1f}s)")
-        console.print(f"  {json.dumps(counts.get('counts', counts), default=str)}")
-        summary["world"] = counts
+        counts = write_world(world, demo_dir / "world", fmt="parquet", overwrite=True)
+        console.print(f"  {demo_dir / 'world'} in {time.perf_counter() - t0:.1f}s: "
+                      + ", ".join(f"{k} {v:,}" for k, v in counts.items() if isinstance(v, int)))
 
-        console.print(Rule(f"3. first {events:,} identity events into the graph (batched upserts)"))
+        console.print(Rule("3. historical load (Spark): tables → snapshot → graph"))
+        spark = session(settings)
+        snap = run_etl(spark, settings, demo_dir / "world", demo_dir / "snapshot", pseudonym.resolve_key(settings),
+                       overwrite=True, console=console)
+        print_summary(snap, console)
         with GraphClient(settings) as client:
             queries.clear(client)
-            report = load_slice(client, pseudonym.from_settings(settings), world_dir,
-                                settings.data_path / "quarantine", events)
-            up = report.upsert
-            console.print(f"  {report.events:,} events → {up.edges:,} edges, {report.customers:,} customers "
-                          f"in {up.requests} requests, {up.seconds:.1f}s ({up.elements_per_s:,.0f} elements/s), "
-                          f"{up.retries} retries; quarantined {sum(report.quarantined.values())}")
+        stats = load_snapshot(spark, settings, demo_dir / "snapshot", console=console)
+        console.print(f"  graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
+                      f"({stats['elements_per_s']:,.0f}/s), {stats['retries']} retries")
+        summary["snapshot"] = snap
+
+        console.print(Rule("4. the graph"))
+        with GraphClient(settings) as client:
             graph_counts = queries.counts(client)
             for key in sorted(graph_counts):
-                console.print(f"  {key:<14} {graph_counts[key]:>8,}")
+                console.print(f"  {key:<14} {graph_counts[key]:>9,}")
             summary["graph"] = graph_counts
-            sample = world.truth[world.truth["fraud_type"] == "ring"]["customer_id"].head(1).tolist()
-            if sample:
-                hood = queries.neighbourhood(client, sample, hops=1, fanout_cap=20)
-                console.print(f"  ring member {sample[0]}: {len(hood.customers) - 1} customers share its "
-                              f"identifiers ({len(hood.truncated_identifiers)} hub identifiers capped)")
+            ring = world.truth[(world.truth["fraud_type"] == "ring")]["customer_id"].head(1).tolist()
+            if ring:
+                hood = queries.neighbourhood(client, ring, hops=1, fanout_cap=20)
+                blocked = sum(1 for c in hood.customers if hood.vertices[c].get("blocked"))
+                console.print(f"  ring member {ring[0]}: {len(hood.customers) - 1} customers share its identifiers, "
+                              f"{blocked} of them blocked; {len(hood.truncated_identifiers)} hub identifiers capped")
     finally:
         if not keep_running:
             console.print(Rule("services down"))

@@ -97,12 +97,3 @@ def customer_vertex(row: Mapping[str, Any]) -> VertexRecord:
             raise SchemaError(f"lifetime_value: must be >= 0, got {ltv}")
         props["lifetime_value"] = ltv
     return VertexRecord(customer_id(row.get("customer_id")), CUSTOMER, props)  # type: ignore[arg-type]
-
-
-def edges_from_frame(events: pd.DataFrame, pseudo: Pseudonymiser) -> list[EdgeRecord]:
-    """Aggregated edges of a frame of identity events (the contract's columns), de-duplicated by event_id."""
-    events = events.drop_duplicates("event_id")
-    records: list[EdgeRecord] = []
-    for event in events.to_dict("records"):
-        records.extend(event_edges(event, pseudo))
-    return aggregate(records)

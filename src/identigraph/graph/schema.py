@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime
@@ -43,10 +44,26 @@ EDGE_TIME_PROPS = ("first_seen", "last_seen")
 EDGE_COUNT_PROPS = ("event_count", *(f"n_{t}" for t in IDENTITY_EVENT_TYPES))
 EDGE_PROPS = (*EDGE_TIME_PROPS, *EDGE_COUNT_PROPS)
 
-# Customer properties from the input contract (history properties arrive with the ETL/labeling stages).
-CUSTOMER_PROPS = ("created_at", "country", "lifetime_value")
+# Customer properties (name -> Neptune CSV type): the input contract's, then a summary of the block and
+# customer-care history known at the snapshot's as-of (the full history sits beside the graph).
+CUSTOMER_PROPERTY_TYPES: dict[str, str] = {
+    "created_at": "Date",
+    "country": "String",
+    "lifetime_value": "Double",
+    "n_blocks": "Int",
+    "last_block_at": "Date",
+    "last_block_reason": "String",
+    "last_block_source": "String",
+    "last_block_rule": "String",
+    "blocked": "Bool",
+    "last_unblock_at": "Date",
+    "n_block_reviews": "Int",
+    "last_care_at": "Date",
+}
+CUSTOMER_PROPS = tuple(CUSTOMER_PROPERTY_TYPES)
 
 _SEP = "\x1f"
+EDGE_ID_HEX = 32
 
 
 def customer_id(raw: str) -> str:
@@ -73,15 +90,27 @@ def identifier_id(label: str, value: str) -> str:
 
 
 def edge_id(from_id: str, edge_label: str, to_id: str) -> str:
-    """Hash of the triple: unambiguous whatever characters the opaque identifiers contain."""
-    digest = hashlib.blake2b(_SEP.join((from_id, edge_label, to_id)).encode(), digest_size=16).hexdigest()
+    """Hash of the triple: unambiguous whatever characters the opaque identifiers contain.
+
+    SHA-256 because Spark computes it natively (``sha2``): the Spark job and this function must agree.
+    """
+    digest = hashlib.sha256(_SEP.join((from_id, edge_label, to_id)).encode()).hexdigest()[:EDGE_ID_HEX]
     return f"e:{digest}"
 
 
+_EDGE_SPACE = re.compile(r"^\s+|\s+$", re.ASCII)
+
+
+def strip_ascii(value: str) -> str:
+    """Trim ASCII whitespace only, as the Spark job's regex does: both paths must build the same ids."""
+    return _EDGE_SPACE.sub("", value)
+
+
 def _non_empty(value: Any, name: str) -> str:
-    if value is None or not isinstance(value, str) or not value.strip():
+    stripped = strip_ascii(value) if isinstance(value, str) else ""
+    if not stripped:
         raise SchemaError(f"{name}: must be a non-empty string, got {value!r}")
-    return value.strip()
+    return stripped
 
 
 @dataclass(frozen=True)
@@ -97,8 +126,9 @@ class VertexRecord:
             raise SchemaError(f"id: vertex id {self.id!r} does not belong to label {self.label!r}")
         allowed = CUSTOMER_PROPS if self.label == CUSTOMER else ()
         extra = set(self.props) - set(allowed)
-        if extra and self.label != CUSTOMER:
-            raise SchemaError(f"props: identifier vertices carry no properties, got {sorted(extra)}")
+        if extra:
+            what = "identifier vertices carry no properties" if self.label != CUSTOMER else "unknown customer properties"
+            raise SchemaError(f"props: {what}: {sorted(extra)}")
 
 
 @dataclass(frozen=True)

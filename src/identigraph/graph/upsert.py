@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -165,9 +166,12 @@ class Upserter:
             raise GraphError(f"one upsert request would have {steps} steps, over graph.batch.max_steps="
                              f"{self.limits.max_steps}")
 
-    def _run(self, jobs: Iterator[tuple[Any, int]], stats: UpsertStats, kind: str, direct: bool = False) -> UpsertStats:
-        """Run (build, n_rows) jobs with bounded concurrency and bounded in-flight work.
+    def _run(self, jobs: Iterator[tuple[Any, int, int]], stats: UpsertStats, kind: str,
+             direct: bool = False) -> UpsertStats:
+        """Run (build, n_rows, lane) jobs: one writer thread per lane, jobs of a lane in order.
 
+        Lanes let callers keep elements that conflict (a hub identifier's edges) on one writer, so
+        concurrent transactions never fight over them. In-flight work is bounded (2 per lane).
         ``direct`` jobs are callables that make their own requests instead of traversal builders.
         """
         retries_before, requests_before = self.client.retries, self.client.requests
@@ -180,15 +184,20 @@ class Upserter:
             setattr(stats, kind, getattr(stats, kind) + n)
             stats.batch_sizes.append(n)
 
-        with ThreadPoolExecutor(max_workers=cap, thread_name_prefix="upsert") as pool:
-            for build, n in jobs:
+        lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"upsert-{i}") for i in range(cap)]
+        try:
+            for build, n, lane in jobs:
                 if len(in_flight) >= 2 * cap:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     for fut in done:
                         account(fut)
+                pool = lanes[lane % cap]
                 in_flight.add(pool.submit(build) if direct else pool.submit(self._submit, build, n))
             for fut in in_flight:
                 account(fut)
+        finally:
+            for pool in lanes:
+                pool.shutdown(wait=True, cancel_futures=True)
         stats.seconds += time.perf_counter() - start
         stats.retries += self.client.retries - retries_before
         stats.requests += self.client.requests - requests_before
@@ -202,8 +211,9 @@ class Upserter:
 
     def vertices(self, records: Iterable[VertexRecord], stats: UpsertStats | None = None) -> UpsertStats:
         stats = stats or UpsertStats()
+        lanes = itertools.count()
 
-        def jobs() -> Iterator[tuple[Any, int]]:
+        def jobs() -> Iterator[tuple[Any, int, int]]:
             for batch in _batches(records, self.limits.max_records):
                 groups: dict[tuple[str, ...], list[VertexRecord]] = {}
                 for rec in batch:
@@ -212,29 +222,45 @@ class Upserter:
                     groups.setdefault(keys, []).append(clean)
                 for keys, group in groups.items():
                     rows = _vertex_rows(group)
-                    yield (lambda g, rows=rows, keys=keys: _vertex_traversal(g, rows, keys)), len(rows)
+                    lane = next(lanes)  # vertices never conflict with each other: spread them evenly
+                    yield (lambda g, rows=rows, keys=keys: _vertex_traversal(g, rows, keys)), len(rows), lane
 
         return self._run(jobs(), stats, "vertices")
 
     def edges(self, records: Iterable[EdgeRecord], stats: UpsertStats | None = None) -> UpsertStats:
-        """Creates missing endpoint vertices bare; their properties come from ``vertices``."""
+        """Creates missing endpoint vertices bare; their properties come from ``vertices``.
+
+        Each identifier's edges go to one lane (by hash of its id): a carrier NAT IP with thousands of
+        customers is then written by one writer at a time instead of conflicting with every other one.
+        """
         stats = stats or UpsertStats()
         self._check_steps(_edge_traversal(self.client.g(), [], self.counts))
-        # With one writer, batches run in order, so an endpoint written by an earlier batch exists by the
-        # time a later batch needs it. With several, each batch writes all its endpoints itself.
-        endpoints_done: set[str] = set()
-        share = self.limits.concurrency == 1
+        cap, size = self.limits.concurrency, self.limits.max_records
+        # Within a lane batches run in order, so an endpoint written by an earlier batch of the same lane
+        # exists when a later one needs it; other lanes keep their own record.
+        endpoints_done: list[set[str]] = [set() for _ in range(cap)]
 
-        def jobs() -> Iterator[tuple[Any, int]]:
-            for batch in _batches(records, self.limits.max_records):
-                endpoints: dict[str, str] = {}
-                for r in batch:
-                    for vid, label in ((r.from_id, CUSTOMER), (r.to_id, r.identifier_label)):
-                        if vid not in endpoints_done:
-                            endpoints[vid] = label
-                if share:
-                    endpoints_done.update(endpoints)
-                yield (lambda batch=batch, endpoints=endpoints: self._edge_batch(batch, endpoints)), len(batch)
+        def job(batch: list[EdgeRecord], lane: int) -> tuple[Any, int, int]:
+            done = endpoints_done[lane]
+            endpoints: dict[str, str] = {}
+            for r in batch:
+                for vid, label in ((r.from_id, CUSTOMER), (r.to_id, r.identifier_label)):
+                    if vid not in done:
+                        endpoints[vid] = label
+            done.update(endpoints)
+            return (lambda: self._edge_batch(batch, endpoints)), len(batch), lane
+
+        def jobs() -> Iterator[tuple[Any, int, int]]:
+            pending: list[list[EdgeRecord]] = [[] for _ in range(cap)]
+            for rec in records:
+                lane = zlib.crc32(rec.to_id.encode()) % cap if cap > 1 else 0
+                pending[lane].append(rec)
+                if len(pending[lane]) >= size:
+                    yield job(pending[lane], lane)
+                    pending[lane] = []
+            for lane, batch in enumerate(pending):
+                if batch:
+                    yield job(batch, lane)
 
         return self._run(jobs(), stats, "edges", direct=True)
 

@@ -1,0 +1,188 @@
+"""Reading and validating the input contract's four tables in Spark.
+
+Every validator returns ``(good, bad)``: ``bad`` carries the original row (as strings, email and phone
+redacted) and a ``reason`` naming the field — the first rule the row broke. Nothing is dropped silently:
+``good`` + ``bad`` always account for every input row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from identigraph.errors import SchemaError
+from identigraph.etl.transforms import normalise_email, normalise_ip, normalise_phone, strip
+from identigraph.graph.schema import IDENTITY_EVENT_TYPES
+
+TABLES: dict[str, list[str]] = {
+    "customers": ["customer_id", "created_at", "country", "lifetime_value"],
+    "identity_events": ["event_id", "customer_id", "event_type", "occurred_at", "device_id", "ip", "email",
+                        "phone", "card_fingerprint"],
+    "blocks": ["customer_id", "blocked_at", "reason", "source", "rule_name", "unblocked_at"],
+    "care_contacts": ["customer_id", "contacted_at", "topic"],
+}
+BLOCK_REASONS = ("fraud", "abuse", "other")
+BLOCK_SOURCES = ("manual", "rule")
+CARE_TOPICS = ("block_review", "payment", "other")
+PII_COLUMNS = ("email", "phone")
+
+
+def find_table(directory: Path, name: str) -> tuple[Path, str]:
+    for suffix, fmt in ((".parquet", "parquet"), (".csv.gz", "csv"), (".csv", "csv")):
+        path = directory / f"{name}{suffix}"
+        if path.exists():
+            return path, fmt
+    raise SchemaError(f"{name}: no {name}.parquet, {name}.csv.gz or {name}.csv in {directory}")
+
+
+def read_table(spark: SparkSession, directory: Path, name: str) -> DataFrame:
+    """All contract columns, as strings (timestamps from Parquet become ISO text), missing ones null."""
+    path, fmt = find_table(directory, name)
+    if fmt == "parquet":
+        df = spark.read.parquet(str(path))
+    else:
+        # every column as text: validation, not the reader, decides what a bad value is
+        df = spark.read.option("header", True).option("mode", "PERMISSIVE").option("inferSchema", False) \
+            .option("escape", '"').option("multiLine", False).csv(str(path))
+    cols = []
+    for col in TABLES[name]:
+        if col not in df.columns:
+            cols.append(F.lit(None).cast("string").alias(col))
+        elif dict(df.dtypes)[col].startswith("timestamp"):
+            cols.append(F.date_format(F.col(col), "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'").alias(col))
+        else:
+            cols.append(F.col(col).cast("string").alias(col))
+    return df.select(*cols)
+
+
+def _ts(col: str) -> Column:
+    return F.expr(f"try_cast({col} as timestamp)")
+
+
+def _blank(col: str) -> Column:
+    return F.col(col).isNull() | (strip(F.col(col)) == "")
+
+
+def _first_failure(rules: list[tuple[Column, str]]) -> Column:
+    expr = F.lit(None).cast("string")
+    for failed, reason in reversed(rules):
+        expr = F.when(failed, F.lit(reason)).otherwise(expr)
+    return expr
+
+
+def _split(df: DataFrame, reason: Column, table: str) -> tuple[DataFrame, DataFrame]:
+    # cached: both halves come from one pass over the input (the caller unpersists via the job's cleanup)
+    df = df.withColumn("_reason", reason).persist()
+    good = df.filter(F.col("_reason").isNull()).drop("_reason")
+    bad = df.filter(F.col("_reason").isNotNull())
+    return good, quarantine_rows(bad, table)
+
+
+def quarantine_rows(bad: DataFrame, table: str) -> DataFrame:
+    """``{table, reason, row}`` with the original columns as text; raw email/phone never leave the job."""
+    cols = []
+    for col in TABLES[table]:
+        value = F.col(col).cast("string")
+        if col in PII_COLUMNS:
+            value = F.when(F.col(col).isNull(), F.lit(None)).otherwise(F.lit("<redacted>"))
+        cols.append(value.alias(col))
+    return bad.select(F.lit(table).alias("table"), F.col("_reason").alias("reason"), F.struct(*cols).alias("row"))
+
+
+def validate_customers(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    df = df.withColumn("_created", _ts("created_at")).withColumn("_ltv", F.expr("try_cast(lifetime_value as double)"))
+    rules = [
+        (_blank("customer_id"), "customer_id: missing"),
+        (_blank("created_at") | F.col("_created").isNull(), "created_at: missing or not an ISO-8601 timestamp"),
+        (F.col("country").isNotNull() & ~F.col("country").rlike("^[A-Z]{2}$"),
+         "country: not an ISO 3166-1 alpha-2 code"),
+        (F.col("lifetime_value").isNotNull() & F.col("_ltv").isNull(), "lifetime_value: not a number"),
+        (F.col("_ltv") < 0, "lifetime_value: negative"),
+    ]
+    good, bad = _split(df, _first_failure(rules), "customers")
+    good = good.select(strip(F.col("customer_id")).alias("customer_id"), F.col("_created").alias("created_at"),
+                       "country", F.coalesce(F.col("_ltv"), F.lit(0.0)).alias("lifetime_value"))
+    good, dupes = _dedupe(good, ["customer_id"], ["created_at", "country", "lifetime_value"], "customers",
+                          "customer_id: duplicate")
+    return good, bad.unionByName(dupes)
+
+
+def validate_events(df: DataFrame, key: bytes) -> tuple[DataFrame, DataFrame]:
+    """Valid events with normalised, pseudonymised identifiers; duplicates of an event_id quarantined."""
+    df = (df.withColumn("_at", _ts("occurred_at"))
+            .withColumn("_ip", normalise_ip(F.col("ip")))
+            .withColumn("_email", normalise_email(F.col("email"), key))
+            .withColumn("_phone", normalise_phone(F.col("phone"), key)))
+    rules = [
+        (_blank("event_id"), "event_id: missing"),
+        (_blank("customer_id"), "customer_id: missing"),
+        (~F.coalesce(strip(F.col("event_type")).isin(*IDENTITY_EVENT_TYPES), F.lit(False)),
+         "event_type: unknown event type"),
+        (_blank("occurred_at") | F.col("_at").isNull(), "occurred_at: missing or not an ISO-8601 timestamp"),
+        (~_blank("ip") & F.col("_ip").isNull(), "ip: not a valid IPv4 or IPv6 address"),
+        (~_blank("email") & F.col("_email").isNull(), "email: not an email address"),
+        (~_blank("phone") & F.col("_phone").isNull(), "phone: not an E.164 number"),
+    ]
+    good, bad = _split(df, _first_failure(rules), "identity_events")
+
+    def ident(col: str) -> Column:
+        value = strip(F.col(col))
+        return F.when(value == "", F.lit(None)).otherwise(value)
+
+    good = good.select(
+        strip(F.col("event_id")).alias("event_id"), strip(F.col("customer_id")).alias("customer_id"),
+        strip(F.col("event_type")).alias("event_type"), F.col("_at").alias("occurred_at"),
+        ident("device_id").alias("device_id"), F.col("_ip").alias("ip"), F.col("_email").alias("email"),
+        F.col("_phone").alias("phone"), ident("card_fingerprint").alias("card_fingerprint"),
+        # raw PII kept only to quarantine a duplicate with the same redaction as any bad row
+        F.col("email").alias("_raw_email"), F.col("phone").alias("_raw_phone"),
+    )
+    good, dupes = _dedupe(good, ["event_id"], ["occurred_at", "customer_id", "event_type", "device_id", "ip",
+                                               "email", "phone", "card_fingerprint"],
+                          "identity_events", "event_id: duplicate")
+    return good.drop("_raw_email", "_raw_phone"), bad.unionByName(dupes)
+
+
+def _dedupe(df: DataFrame, keys: list[str], order: list[str], table: str, reason: str) -> tuple[DataFrame, DataFrame]:
+    """Keep one row per key (deterministically: the smallest by ``order``); quarantine the rest."""
+    w = Window.partitionBy(*keys).orderBy(*[F.col(c).asc_nulls_last() for c in order])
+    ranked = df.withColumn("_rn", F.row_number().over(w))
+    good = ranked.filter(F.col("_rn") == 1).drop("_rn")
+    extra = ranked.filter(F.col("_rn") > 1).withColumn("_reason", F.lit(reason))
+    if table == "identity_events":
+        extra = extra.withColumn("email", F.col("_raw_email")).withColumn("phone", F.col("_raw_phone"))
+    for col in TABLES[table]:
+        if col not in extra.columns:
+            extra = extra.withColumn(col, F.lit(None).cast("string"))
+    return good, quarantine_rows(extra, table)
+
+
+def validate_blocks(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    df = df.withColumn("_blocked", _ts("blocked_at")).withColumn("_unblocked", _ts("unblocked_at"))
+    rules = [
+        (_blank("customer_id"), "customer_id: missing"),
+        (_blank("blocked_at") | F.col("_blocked").isNull(), "blocked_at: missing or not an ISO-8601 timestamp"),
+        (~F.coalesce(F.col("reason").isin(*BLOCK_REASONS), F.lit(False)), "reason: not one of fraud, abuse, other"),
+        (~F.coalesce(F.col("source").isin(*BLOCK_SOURCES), F.lit(False)), "source: not one of manual, rule"),
+        (~_blank("unblocked_at") & F.col("_unblocked").isNull(), "unblocked_at: not an ISO-8601 timestamp"),
+        (F.col("_unblocked") < F.col("_blocked"), "unblocked_at: before blocked_at"),
+    ]
+    good, bad = _split(df, _first_failure(rules), "blocks")
+    good = good.select(strip(F.col("customer_id")).alias("customer_id"), F.col("_blocked").alias("blocked_at"),
+                       "reason", "source", "rule_name", F.col("_unblocked").alias("unblocked_at"))
+    return good, bad
+
+
+def validate_care(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    df = df.withColumn("_at", _ts("contacted_at"))
+    rules = [
+        (_blank("customer_id"), "customer_id: missing"),
+        (_blank("contacted_at") | F.col("_at").isNull(), "contacted_at: missing or not an ISO-8601 timestamp"),
+        (~F.coalesce(F.col("topic").isin(*CARE_TOPICS), F.lit(False)),
+         "topic: not one of block_review, payment, other"),
+    ]
+    good, bad = _split(df, _first_failure(rules), "care_contacts")
+    good = good.select(strip(F.col("customer_id")).alias("customer_id"), F.col("_at").alias("contacted_at"), "topic")
+    return good, bad
