@@ -26,6 +26,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/upsert.py
+	$(BIN)/python bench/etl.py
 
 services-up: install
 	$(BIN)/identigraph services up
