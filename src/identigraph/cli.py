@@ -18,9 +18,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 services_app = typer.Typer(no_args_is_help=True, help="Local Gremlin Server and ElasticMQ.")
 graph_app = typer.Typer(no_args_is_help=True, help="The identity graph: counts, reads, loads, admin.")
 config_app = typer.Typer(no_args_is_help=True, help="The resolved configuration.")
+stream_app = typer.Typer(no_args_is_help=True, help="The event stream (SQS / ElasticMQ).")
 app.add_typer(services_app, name="services")
 app.add_typer(graph_app, name="graph")
 app.add_typer(config_app, name="config")
+app.add_typer(stream_app, name="stream")
 
 console = Console()
 err = Console(stderr=True)
@@ -233,6 +235,19 @@ def neptune_load(
                            endpoint_url=f"https://{cfg.graph_host}:{cfg.graph_port}")
     result = bulk_load(boto3.client("s3", region_name=region), neptune, snapshot_dir, s3_uri, iam_role_arn, region)
     console.print_json(json.dumps(result, default=str))
+
+
+@stream_app.command("publish")
+def stream_publish(
+    events: Path = typer.Option(..., "--events", exists=True, dir_okay=False, help="JSONL, one message body a line"),
+    rate: Optional[float] = typer.Option(None, "--rate", min=0.1, help="messages per second (default: as fast as possible)"),
+) -> None:
+    """Replay a JSONL stream into the events queue (lines are sent as they are, poison included)."""
+    from identigraph.etl.publish import publish_file
+
+    report = publish_file(settings(), events, rate=rate)
+    console.print(f"sent {report.sent:,} messages in {report.seconds:.1f}s "
+                  f"({report.sent / report.seconds if report.seconds else 0:,.0f}/s), {report.resent} re-sent")
 
 
 @app.command("synth")

@@ -1,0 +1,128 @@
+"""Stream events (SQS message bodies) as typed models: parse, or say exactly why a message is poison.
+
+The contract: unknown extra fields are ignored; a missing required field, a wrong type or an unknown
+``event_type`` makes the message poison. Identifiers get the same checks as the historical load's rows
+(valid IP, email, phone), so a value the Spark job would quarantine never enters the graph by the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
+
+from identigraph.errors import IdentigraphError, SchemaError
+from identigraph.graph.pseudonym import normalise_email, normalise_phone
+from identigraph.graph.schema import normalise_ip
+
+NonEmpty = Annotated[StrictStr, Field(min_length=1)]
+Optional = Annotated[StrictStr | None, Field(default=None)]
+
+
+class PoisonMessage(IdentigraphError):
+    """A message that no retry can make valid; goes to the dead-letter queue with this reason."""
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: Literal[1]
+    event_id: NonEmpty
+    customer_id: NonEmpty
+    occurred_at: datetime
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _iso_utc(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO-8601 string")
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            raise ValueError("must carry a time zone (UTC, e.g. 2026-06-30T08:15:00Z)")
+        return parsed
+
+
+class IdentityEvent(_Event):
+    event_type: Literal["signup", "login", "add_payment_method", "profile_update", "booking"]
+    device_id: Optional = None
+    ip: Optional = None
+    email: Optional = None
+    phone: Optional = None
+    card_fingerprint: Optional = None
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        return _checked(normalise_ip, value)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        _checked(normalise_email, value)
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        _checked(normalise_phone, value)
+        return value
+
+
+class CustomerCreated(_Event):
+    event_type: Literal["customer_created"]
+    country: Annotated[StrictStr | None, Field(default=None, pattern=r"^[A-Z]{2}$")] = None
+    lifetime_value: Annotated[float, Field(strict=True, ge=0)] = 0.0
+
+
+class Block(_Event):
+    event_type: Literal["block"]
+    reason: Literal["fraud", "abuse", "other"]
+    source: Literal["manual", "rule"]
+    rule_name: Optional = None
+
+
+class Unblock(_Event):
+    event_type: Literal["unblock"]
+
+
+class CareContact(_Event):
+    event_type: Literal["care_contact"]
+    topic: Literal["block_review", "payment", "other"]
+
+
+StreamEvent = Annotated[
+    Union[IdentityEvent, CustomerCreated, Block, Unblock, CareContact], Field(discriminator="event_type")
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(StreamEvent)
+
+
+def _checked(fn: Any, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return fn(value)
+    except SchemaError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
+
+
+def parse_message(body: str | bytes) -> IdentityEvent | CustomerCreated | Block | Unblock | CareContact:
+    """The typed event, or PoisonMessage naming the field. Raw PII is never put in the reason."""
+    try:
+        data = json.loads(body)
+    except (ValueError, TypeError) as exc:
+        raise PoisonMessage(f"body: not JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise PoisonMessage(f"body: a JSON object is required, got {type(data).__name__}")
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = [str(p) for p in err["loc"]]
+            if len(loc) > 1 and loc[0] in {"signup", "login", "add_payment_method", "profile_update", "booking",
+                                            "customer_created", "block", "unblock", "care_contact"}:
+                loc = loc[1:]  # drop the discriminator's branch name
+            errors.append(f"{'.'.join(loc) or 'body'}: {err['msg']}")
+        raise PoisonMessage("; ".join(errors)) from None
