@@ -188,3 +188,21 @@ def test_cli_synth_etl_load_and_clear_guard(settings, services, tmp_path):
     assert refused.returncode == 2 and "--yes" in refused.stderr
     cleared = subprocess.run([exe, "graph", "clear", "--yes"], capture_output=True, text=True, env=env)
     assert cleared.returncode == 0 and "dropped" in cleared.stdout
+
+
+def test_malformed_csv_line_is_quarantined_whole(spark, settings, world, tmp_path):
+    src = tmp_path / "malformed"
+    src.mkdir()
+    for name in ("customers", "blocks", "care_contacts"):
+        pd.read_csv(world / f"{name}.csv.gz", dtype=str).to_csv(src / f"{name}.csv", index=False)
+    events = pd.read_csv(world / "identity_events.csv.gz", dtype=str).head(200)
+    text = events.to_csv(index=False)
+    # a stray field: the phone would shift into card_fingerprint if the reader trusted positions
+    text += "evX,c0000001,login,2026-01-01T00:00:00Z,dev,10.0.0.1,a@b.c,extra,+971500000000,card\n"
+    (src / "identity_events.csv").write_text(text)
+    summary = run_etl(spark, settings, src, tmp_path / "snap", KEY)
+    assert summary["quarantined"] == {
+        "identity_events: row: malformed CSV line (its fields do not match the header)": 1}
+    assert summary["tables"]["identity_events"] == {"read": 201, "good": 200, "quarantined": 1, "after_as_of": 0}
+    dumped = "".join(f.read_text() for f in (tmp_path / "snap" / "_quarantine").rglob("*.json"))
+    assert "+971500000000" not in dumped and "a@b.c" not in dumped and "evX" not in dumped

@@ -61,6 +61,12 @@ def test_event_edges_pseudonymise_pii_and_count_by_type(pseudo):
     assert edges["used_ip"].first_seen == datetime(2026, 6, 23, 0, 0, 22, tzinfo=timezone.utc)
 
 
+def test_blank_identifiers_are_absent_as_in_the_spark_job(pseudo):
+    event = {"event_id": "e1", "event_type": "login", "customer_id": "c9", "occurred_at": "2026-06-23T00:00:22Z",
+             "device_id": "  ", "ip": "", "email": " ", "card_fingerprint": "k"}
+    assert [e.label for e in event_edges(event, pseudo)] == ["has_card"]
+
+
 def test_event_edges_reject_bad_input_with_field(pseudo):
     base = {"event_id": "e1", "event_type": "login", "customer_id": "c9", "occurred_at": "2026-06-23T00:00:22Z"}
     with pytest.raises(SchemaError, match="^event_type: "):
@@ -88,4 +94,10 @@ def test_customer_vertex_validates_lifetime_value():
     v = customer_vertex({"customer_id": "c1", "created_at": "2025-01-01T00:00:00Z", "country": "AE", "lifetime_value": "12.5"})
     assert v.props["lifetime_value"] == 12.5 and v.props["country"] == "AE"
     with pytest.raises(SchemaError, match="^lifetime_value: "):
-        customer_vertex({"customer_id": "c1", "lifetime_value": -1})
+        customer_vertex({"customer_id": "c1", "created_at": "2025-01-01T00:00:00Z", "lifetime_value": -1})
+    with pytest.raises(SchemaError, match="^created_at: "):
+        customer_vertex({"customer_id": "c1", "lifetime_value": 1})
+    with pytest.raises(SchemaError, match="^country: "):
+        customer_vertex({"customer_id": "c1", "created_at": "2025-01-01T00:00:00Z", "country": "UAE"})
+    bare = customer_vertex({"customer_id": "c1", "created_at": "2025-01-01T00:00:00Z"})
+    assert bare.props["lifetime_value"] == 0.0  # missing means 0, as in the Spark job

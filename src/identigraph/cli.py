@@ -168,19 +168,10 @@ def etl(
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Historical load (Spark): validate the tables, build the graph snapshot (Neptune CSV), optionally load it."""
-    from identigraph.etl.job import run_etl
-    from identigraph.etl.report import print_summary
-    from identigraph.etl.spark import session
-    from identigraph.graph import pseudonym
+    from identigraph.etl.job import run_job
 
-    cfg = settings()
-    spark = session(cfg)
     err.print(f"[bold]etl[/] {input_dir} → {snapshot_dir}")
-    summary = run_etl(spark, cfg, input_dir, snapshot_dir, pseudonym.resolve_key(cfg), as_of=as_of,
-                      overwrite=overwrite, console=err)
-    print_summary(summary, console)
-    if load_graph:
-        _load(spark, cfg, snapshot_dir)
+    run_job(settings(), input_dir, snapshot_dir, as_of, load_graph, overwrite, console=err, summary_console=console)
 
 
 def _load(spark, cfg: Settings, snapshot_dir: Path) -> None:

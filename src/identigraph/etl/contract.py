@@ -1,19 +1,22 @@
 """Reading and validating the input contract's four tables in Spark.
 
-Every validator returns ``(good, bad)``: ``bad`` carries the original row (as strings, email and phone
-redacted) and a ``reason`` naming the field — the first rule the row broke. Nothing is dropped silently:
-``good`` + ``bad`` always account for every input row.
+Every validator returns ``(good, bad)``: ``bad`` carries the row (as text; email and phone redacted;
+duplicates as normalised for comparison) and a ``reason`` naming the field — the first rule the row
+broke. Nothing is dropped silently: ``good`` + ``bad`` always account for every input row (the job checks).
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from identigraph.errors import SchemaError
-from identigraph.etl.transforms import normalise_email, normalise_ip, normalise_phone, strip
+from identigraph.etl.transforms import normalise_ip, pseudonym_udf, strip
 from identigraph.graph.schema import IDENTITY_EVENT_TYPES
 
 TABLES: dict[str, list[str]] = {
@@ -27,6 +30,7 @@ BLOCK_REASONS = ("fraud", "abuse", "other")
 BLOCK_SOURCES = ("manual", "rule")
 CARE_TOPICS = ("block_review", "payment", "other")
 PII_COLUMNS = ("email", "phone")
+REDACTED = "<redacted>"
 
 
 def find_table(directory: Path, name: str) -> tuple[Path, str]:
@@ -37,15 +41,30 @@ def find_table(directory: Path, name: str) -> tuple[Path, str]:
     raise SchemaError(f"{name}: no {name}.parquet, {name}.csv.gz or {name}.csv in {directory}")
 
 
+MALFORMED = "_malformed"
+
+
+def _csv_header(path: Path) -> list[str]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
+        return next(csv.reader(fh), [])
+
+
 def read_table(spark: SparkSession, directory: Path, name: str) -> DataFrame:
-    """All contract columns, as strings (timestamps from Parquet become ISO text), missing ones null."""
+    """All contract columns as strings (Parquet timestamps become ISO text), missing ones null, plus a
+    ``_malformed`` flag for CSV lines whose fields do not line up with the header."""
     path, fmt = find_table(directory, name)
     if fmt == "parquet":
-        df = spark.read.parquet(str(path))
+        df = spark.read.parquet(str(path)).withColumn(MALFORMED, F.lit(False))
     else:
-        # every column as text: validation, not the reader, decides what a bad value is
-        df = spark.read.option("header", True).option("mode", "PERMISSIVE").option("inferSchema", False) \
-            .option("escape", '"').option("multiLine", False).csv(str(path))
+        # Every column as text in the header's own order (validation, not the reader, decides what a bad
+        # value is) plus Spark's corrupt-record column, so a line with a stray comma is caught instead of
+        # shifting a phone number into the card column.
+        header = _csv_header(path)
+        schema = StructType([StructField(c, StringType()) for c in header] + [StructField("_corrupt", StringType())])
+        df = (spark.read.schema(schema).option("header", True).option("mode", "PERMISSIVE")
+              .option("columnNameOfCorruptRecord", "_corrupt").option("escape", '"').csv(str(path)))
+        df = df.withColumn(MALFORMED, F.col("_corrupt").isNotNull()).drop("_corrupt")
     cols = []
     for col in TABLES[name]:
         if col not in df.columns:
@@ -54,7 +73,7 @@ def read_table(spark: SparkSession, directory: Path, name: str) -> DataFrame:
             cols.append(F.date_format(F.col(col), "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'").alias(col))
         else:
             cols.append(F.col(col).cast("string").alias(col))
-    return df.select(*cols)
+    return df.select(*cols, MALFORMED)
 
 
 def _ts(col: str) -> Column:
@@ -72,22 +91,30 @@ def _first_failure(rules: list[tuple[Column, str]]) -> Column:
     return expr
 
 
+MALFORMED_REASON = "row: malformed CSV line (its fields do not match the header)"
+
+
 def _split(df: DataFrame, reason: Column, table: str) -> tuple[DataFrame, DataFrame]:
-    # cached: both halves come from one pass over the input (the caller unpersists via the job's cleanup)
+    # cached: both halves come from one pass over the input (the job clears the cache when it ends)
+    if MALFORMED not in df.columns:  # frames not read by read_table (Parquet-like, already typed)
+        df = df.withColumn(MALFORMED, F.lit(False))
+    reason = F.when(F.col(MALFORMED), F.lit(MALFORMED_REASON)).otherwise(reason)
     df = df.withColumn("_reason", reason).persist()
-    good = df.filter(F.col("_reason").isNull()).drop("_reason")
+    good = df.filter(F.col("_reason").isNull()).drop("_reason", MALFORMED)
     bad = df.filter(F.col("_reason").isNotNull())
     return good, quarantine_rows(bad, table)
 
 
 def quarantine_rows(bad: DataFrame, table: str) -> DataFrame:
-    """``{table, reason, row}`` with the original columns as text; raw email/phone never leave the job."""
+    """``{table, reason, row}`` with the columns as text; raw email/phone never leave the job, and a
+    malformed line keeps no field at all (any of them might hold a shifted phone number)."""
+    malformed = F.col(MALFORMED) if MALFORMED in bad.columns else F.lit(False)
     cols = []
     for col in TABLES[table]:
         value = F.col(col).cast("string")
         if col in PII_COLUMNS:
-            value = F.when(F.col(col).isNull(), F.lit(None)).otherwise(F.lit("<redacted>"))
-        cols.append(value.alias(col))
+            value = F.when(F.col(col).isNull(), F.lit(None)).otherwise(F.lit(REDACTED))
+        cols.append(F.when(malformed, F.lit(None).cast("string")).otherwise(value).alias(col))
     return bad.select(F.lit(table).alias("table"), F.col("_reason").alias("reason"), F.struct(*cols).alias("row"))
 
 
@@ -111,10 +138,15 @@ def validate_customers(df: DataFrame) -> tuple[DataFrame, DataFrame]:
 
 def validate_events(df: DataFrame, key: bytes) -> tuple[DataFrame, DataFrame]:
     """Valid events with normalised, pseudonymised identifiers; duplicates of an event_id quarantined."""
+    key_bc = df.sparkSession.sparkContext.broadcast(key)
     df = (df.withColumn("_at", _ts("occurred_at"))
             .withColumn("_ip", normalise_ip(F.col("ip")))
-            .withColumn("_email", normalise_email(F.col("email"), key))
-            .withColumn("_phone", normalise_phone(F.col("phone"), key)))
+            .withColumn("_email", pseudonym_udf("email", key_bc)(F.col("email")))
+            .withColumn("_phone", pseudonym_udf("phone", key_bc)(F.col("phone"))))
+    # From here on raw email/phone survive only as "present or not": nothing cached, spilled or
+    # quarantined downstream holds them.
+    for col in PII_COLUMNS:
+        df = df.withColumn(col, F.when(~_blank(col), F.lit(REDACTED)))
     rules = [
         (_blank("event_id"), "event_id: missing"),
         (_blank("customer_id"), "customer_id: missing"),
@@ -136,7 +168,7 @@ def validate_events(df: DataFrame, key: bytes) -> tuple[DataFrame, DataFrame]:
         strip(F.col("event_type")).alias("event_type"), F.col("_at").alias("occurred_at"),
         ident("device_id").alias("device_id"), F.col("_ip").alias("ip"), F.col("_email").alias("email"),
         F.col("_phone").alias("phone"), ident("card_fingerprint").alias("card_fingerprint"),
-        # raw PII kept only to quarantine a duplicate with the same redaction as any bad row
+        # presence markers (already redacted above), so a quarantined duplicate shows what it carried
         F.col("email").alias("_raw_email"), F.col("phone").alias("_raw_phone"),
     )
     good, dupes = _dedupe(good, ["event_id"], ["occurred_at", "customer_id", "event_type", "device_id", "ip",

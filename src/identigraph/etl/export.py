@@ -1,9 +1,9 @@
 """Graph → snapshot (the same Neptune CSV the ETL writes), paging through the server.
 
 Used after streaming updates, to train on what the graph holds now, or to move a graph elsewhere. Memory
-stays bounded by the page size: each page is written before the next is fetched. Paging is by position
-(``range``), which the server evaluates by scanning; for very large Neptune graphs use Neptune's own
-export service, which writes this same format.
+stays bounded by the page size: each page is written before the next is fetched. Each page is an id-ordered
+scan of its label on the server, so the whole export is O(n²/page); for very large Neptune graphs use
+Neptune's own export service, which writes this same format.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gremlin_python.process.traversal import Direction, T
+from gremlin_python.process.traversal import Direction, P, T
 
 from identigraph.errors import SchemaError
 from identigraph.etl import snapshot
@@ -24,18 +24,22 @@ from identigraph.graph.client import GraphClient
 
 
 def _pages(client: GraphClient, element: str, label: str, page: int):
-    start = 0
+    """Key-set paging (id order, strictly after the last id seen): no element is skipped or repeated,
+    whatever order the server would otherwise return."""
+    last: str | None = None
     while True:
-        def build(g, lo=start):
-            source = g.V() if element == "V" else g.E()
-            return source.has_label(label).range_(lo, lo + page).element_map()
+        def build(g, after=last):
+            t = (g.V() if element == "V" else g.E()).has_label(label)
+            if after is not None:
+                t = t.has_id(P.gt(after))
+            return t.order().by(T.id).limit(page).element_map()
 
         rows = client.submit(build)
         if rows:
             yield rows
+            last = rows[-1][T.id]
         if len(rows) < page:
             return
-        start += page
 
 
 def export_snapshot(client: GraphClient, out: Path, page: int = 10_000, overwrite: bool = False) -> dict[str, Any]:

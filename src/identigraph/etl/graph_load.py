@@ -17,14 +17,15 @@ from pyspark.sql import SparkSession
 from rich.console import Console
 
 from identigraph.config import Settings
-from identigraph.errors import SchemaError
+from identigraph.errors import GraphError, SchemaError
 from identigraph.etl import snapshot
 from identigraph.graph import schema
 from identigraph.graph.schema import EdgeRecord, VertexRecord
 
 
 def vertex_record(row: dict[str, Any]) -> VertexRecord:
-    props = {k: v for k, v in row.items() if not k.startswith("~") and v is not None}
+    # empty cells stay None: the snapshot is the state, so a value it no longer has is cleared in the graph
+    props = {k: v for k, v in row.items() if not k.startswith("~")}
     return VertexRecord(row["~id"], row["~label"], props)
 
 
@@ -36,13 +37,6 @@ def edge_record(row: dict[str, Any]) -> EdgeRecord:
     return rec
 
 
-def _typed_rows(rows: Iterable[Any], columns: list[str]) -> Iterator[dict[str, Any]]:
-    typed = snapshot.split_header(columns)
-    for row in rows:
-        yield {name: (value if typ == "System" else snapshot.parse_value(value or "", typ, name))
-               for (name, typ), value in zip(typed, row)}
-
-
 def _load_partition(settings_json: dict[str, Any], columns: list[str], kind: str, rows: Iterable[Any]) -> Iterator[dict]:
     """Runs on an executor: its own client, its own upserter; yields one stats dict."""
     from identigraph.config import Settings as _Settings
@@ -50,7 +44,8 @@ def _load_partition(settings_json: dict[str, Any], columns: list[str], kind: str
     from identigraph.graph.upsert import Upserter
 
     settings = _Settings.model_validate(settings_json)
-    typed = _typed_rows(rows, columns)
+    header = snapshot.split_header(columns)
+    typed = (snapshot.typed_row(header, row) for row in rows)
     with GraphClient(settings) as client:
         up = Upserter(client)
         if kind == "vertices":
@@ -85,9 +80,14 @@ def load_snapshot(spark: SparkSession, settings: Settings, snap: Path, console: 
         elif df.rdd.getNumPartitions() > parts:
             df = df.coalesce(parts)  # vertices never conflict: no shuffle needed
         t_group = time.perf_counter()
-        results = df.rdd.mapPartitions(
-            lambda rows, c=columns, k=kind: _load_partition(settings_json, c, k, (tuple(r) for r in rows))
-        ).collect()
+        try:
+            results = df.rdd.mapPartitions(
+                lambda rows, c=columns, k=kind: _load_partition(settings_json, c, k, (tuple(r) for r in rows))
+            ).collect()
+        except Exception as exc:  # a task's error arrives wrapped in Py4J/Spark text: keep its last line
+            last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or [type(exc).__name__]
+            raise GraphError(f"graph load of {kind} ({', '.join(group)}) failed; what was written before "
+                             f"stays (loads are idempotent, re-run to finish): {last[0][:500]}") from None
         n = sum(r["elements"] for r in results)
         for r in results:
             for key in totals:

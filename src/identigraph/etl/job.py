@@ -4,7 +4,7 @@ Runs as ``identigraph etl ...`` (local Spark) or unchanged under spark-submit::
 
     spark-submit --master yarn --archives identigraph-env.tar.gz#env \\
         --conf spark.pyspark.python=./env/bin/python src/identigraph/etl/job.py \\
-        --input s3://bucket/platform/2026-06-30/ --snapshot s3://bucket/snapshots/2026-06-30/
+        --input /mnt/platform/2026-06-30 --snapshot /mnt/snapshots/2026-06-30
 
 The snapshot is written to a temporary sibling and renamed into place, so a failed run leaves no half
 snapshot behind.
@@ -86,22 +86,24 @@ def run_etl(
     try:
         t0 = time.perf_counter()
         raw = {name: contract.read_table(spark, input_dir, name) for name in contract.TABLES}
-        customers, q_customers = contract.validate_customers(raw["customers"])
-        events, q_events = contract.validate_events(raw["identity_events"], key)
-        blocks, q_blocks = contract.validate_blocks(raw["blocks"])
-        care, q_care = contract.validate_care(raw["care_contacts"])
-        events = events.persist()
-        rows_read = {name: df.count() for name, df in raw.items()}
+        validated = {
+            "customers": contract.validate_customers(raw["customers"]),
+            "identity_events": contract.validate_events(raw["identity_events"], key),
+            "blocks": contract.validate_blocks(raw["blocks"]),
+            "care_contacts": contract.validate_care(raw["care_contacts"]),
+        }
+        customers, events = validated["customers"][0], validated["identity_events"][0].persist()
+        blocks, care = validated["blocks"][0], validated["care_contacts"][0]
         cut = _parse_as_of(as_of)
         if cut is None:  # default: the latest valid event, so "now" is what the data says, not the clock
-            latest = events.agg(F.max("occurred_at")).first()[0]
-            cut = (latest.replace(tzinfo=timezone.utc) if latest else datetime.now(timezone.utc))
+            micros = events.agg(F.unix_micros(F.max("occurred_at"))).first()[0]  # no driver-time-zone shift
+            cut = (datetime.fromtimestamp(micros / 1e6, tz=timezone.utc) if micros is not None
+                   else datetime.now(timezone.utc))
         step("read and validate", t0)
 
         t0 = time.perf_counter()
         ts = F.lit(cut).cast("timestamp")
         in_window = events.filter(F.col("occurred_at") <= ts)
-        after_as_of = events.filter(F.col("occurred_at") > ts).count()
         blocks_h, care_h = history_at(blocks, care, cut)
         edges = identity_edges(in_window).persist()
         id_vertices = identifier_vertices(edges)
@@ -122,14 +124,20 @@ def run_etl(
 
         t0 = time.perf_counter()
         by_reason: dict[str, int] = {}
-        for table, bad in (("customers", q_customers), ("identity_events", q_events), ("blocks", q_blocks),
-                           ("care_contacts", q_care)):
-            bad = bad.persist()
+        tables: dict[str, dict[str, int]] = {}
+        time_col = {"customers": "created_at", "identity_events": "occurred_at", "blocks": "blocked_at",
+                    "care_contacts": "contacted_at"}
+        for table, (good, bad) in validated.items():
             counts = {f"{table}: {r['reason']}": r["count"] for r in bad.groupBy("reason").count().collect()}
             if counts:
                 bad.coalesce(1).write.mode("overwrite").json(str(tmp / "_quarantine" / table))
             by_reason.update(counts)
-            bad.unpersist()
+            row = good.select(F.count(F.lit(1)).alias("good"),
+                              F.sum(F.when(F.col(time_col[table]) > ts, 1).otherwise(0)).alias("after")).first()
+            tables[table] = {"read": raw[table].count(), "good": row["good"], "quarantined": sum(counts.values()),
+                             "after_as_of": row["after"] or 0}
+            if tables[table]["read"] != tables[table]["good"] + tables[table]["quarantined"]:
+                raise IdentigraphError(f"internal: {table} rows do not add up: {tables[table]}")
         vertex_counts = {r["label"]: r["count"] for r in id_vertices.groupBy("label").count().collect()}
         vertex_counts[schema.CUSTOMER] = cust.count()
         edge_counts = {r["label"]: r["count"] for r in edges.groupBy("label").count().collect()}
@@ -138,10 +146,11 @@ def run_etl(
         summary = {
             "as_of": snapshot.format_ts(cut),
             "input": str(input_dir),
-            "rows_read": rows_read,
+            "rows_read": {t: c["read"] for t, c in tables.items()},
+            "tables": tables,
             "quarantined": dict(sorted(by_reason.items())),
             "quarantined_total": sum(by_reason.values()),
-            "events_after_as_of": after_as_of,
+            "events_after_as_of": tables["identity_events"]["after_as_of"],
             "vertices": dict(sorted(vertex_counts.items())),
             "edges": dict(sorted(edge_counts.items())),
             "seconds": {**timings, "total": round(time.perf_counter() - started, 2)},
@@ -152,19 +161,36 @@ def run_etl(
         tmp.rename(out)
         return summary
     finally:
-        for df in ("events", "edges", "cust"):
-            obj = locals().get(df)
-            if isinstance(obj, DataFrame):
-                obj.unpersist()
+        spark.catalog.clearCache()  # the validated inputs were cached; nothing of them outlives the job
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """spark-submit entry point (also what ``identigraph etl`` calls)."""
-    from identigraph.graph import pseudonym
+def run_job(settings: Settings, input_dir: Path, out: Path, as_of: str | None = None, load_graph: bool = False,
+            overwrite: bool = False, console: Console | None = None, summary_console: Console | None = None) -> dict:
+    """What ``identigraph etl`` and spark-submit both run: snapshot, summary, optional graph load."""
     from identigraph.etl.report import print_summary
+    from identigraph.etl.spark import session
+    from identigraph.graph import pseudonym
 
+    console = console or Console(stderr=True)
+    spark = session(settings)
+    summary = run_etl(spark, settings, input_dir, out, pseudonym.resolve_key(settings), as_of=as_of,
+                      overwrite=overwrite, console=console)
+    print_summary(summary, summary_console or console)
+    if load_graph:
+        from identigraph.etl.graph_load import load_snapshot
+
+        stats = load_snapshot(spark, settings, out, console=console)
+        (summary_console or console).print(
+            f"graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
+            f"({stats['elements_per_s']:,.0f} elements/s), {stats['requests']:,} requests, {stats['retries']} retries")
+        summary["graph_load"] = stats
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """spark-submit entry point."""
     ap = argparse.ArgumentParser(prog="identigraph-etl", description="input contract → graph snapshot")
     ap.add_argument("--input", required=True, type=Path)
     ap.add_argument("--snapshot", required=True, type=Path)
@@ -175,17 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     console = Console(stderr=True)
     try:
-        settings = load_settings(args.config)
-        spark = __import__("identigraph.etl.spark", fromlist=["session"]).session(settings)
-        summary = run_etl(spark, settings, args.input, args.snapshot, pseudonym.resolve_key(settings),
-                          as_of=args.as_of, overwrite=args.overwrite, console=console)
-        print_summary(summary, console)
-        if args.load_graph:
-            from identigraph.etl.graph_load import load_snapshot
-
-            stats = load_snapshot(spark, settings, args.snapshot, console=console)
-            console.print(f"graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
-                          f"({stats['elements_per_s']:,.0f}/s), {stats['retries']} retries")
+        run_job(load_settings(args.config), args.input, args.snapshot, args.as_of, args.load_graph,
+                args.overwrite, console)
     except IdentigraphError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2

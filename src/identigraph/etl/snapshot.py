@@ -38,7 +38,6 @@ EDGE_COLUMNS: dict[str, str] = {
     "last_seen": "Date",
     **{name: "Long" for name in schema.EDGE_COUNT_PROPS},
 }
-HISTORY_TABLES = ("blocks", "care_contacts")
 SUMMARY = "_summary.json"
 
 
@@ -105,20 +104,18 @@ def iter_rows(folder: Path) -> Iterator[dict[str, Any]]:
                 continue
             columns = split_header(header)
             for line in reader:
-                yield {name: (value if typ == "System" else parse_value(value, typ, name))
-                       for (name, typ), value in zip(columns, line)}
+                yield typed_row(columns, line)
+
+
+def typed_row(columns: list[tuple[str, str]], values: Any) -> dict[str, Any]:
+    """One CSV line as a dict: ``~`` columns as text, the others by their header type."""
+    return {name: (value if typ == "System" else parse_value(value or "", typ, name))
+            for (name, typ), value in zip(columns, values)}
 
 
 def labels(snapshot: Path, kind: str) -> list[str]:
     root = snapshot / kind
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
-
-
-def read_summary(snapshot: Path) -> dict[str, Any]:
-    path = snapshot / SUMMARY
-    if not path.exists():
-        raise SchemaError(f"snapshot: {snapshot} has no {SUMMARY}; is it a snapshot directory?")
-    return json.loads(path.read_text())
 
 
 class CsvPartWriter:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, Valid
 
 from identigraph.errors import IdentigraphError, SchemaError
 from identigraph.graph.pseudonym import normalise_email, normalise_phone
-from identigraph.graph.schema import normalise_ip
+from identigraph.graph.schema import STREAM_EVENT_TYPES, normalise_ip, strip_ascii
 
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
 Optional = Annotated[StrictStr | None, Field(default=None)]
@@ -51,6 +51,12 @@ class IdentityEvent(_Event):
     email: Optional = None
     phone: Optional = None
     card_fingerprint: Optional = None
+
+    @field_validator("device_id", "ip", "email", "phone", "card_fingerprint", mode="before")
+    @classmethod
+    def _blank_is_absent(cls, value: Any) -> Any:
+        # the same rule as the historical load: an empty identifier was not seen
+        return None if isinstance(value, str) and not strip_ascii(value) else value
 
     @field_validator("ip")
     @classmethod
@@ -121,8 +127,7 @@ def parse_message(body: str | bytes) -> IdentityEvent | CustomerCreated | Block 
         errors = []
         for err in exc.errors(include_input=False, include_url=False):
             loc = [str(p) for p in err["loc"]]
-            if len(loc) > 1 and loc[0] in {"signup", "login", "add_payment_method", "profile_update", "booking",
-                                            "customer_created", "block", "unblock", "care_contact"}:
+            if len(loc) > 1 and loc[0] in STREAM_EVENT_TYPES:
                 loc = loc[1:]  # drop the discriminator's branch name
             errors.append(f"{'.'.join(loc) or 'body'}: {err['msg']}")
         raise PoisonMessage("; ".join(errors)) from None

@@ -1,25 +1,25 @@
 """DataFrame transforms from validated tables to graph elements — pure functions of their inputs.
 
-They build exactly what the Python path (``identigraph.graph.records``) builds: the same ids from
-``graph.schema``, the same keyed hash as ``graph.pseudonym`` (HMAC-SHA256 composed from Spark's own
-``sha2``, so no Python UDF touches the million-row path), the same normalisation. Tests hold the two
-paths to each other.
+They build exactly what the Python path builds: the same ids from ``graph.schema``, and the very same
+normalisation and keyed hash — identifiers go through ``graph.schema.normalise_ip`` and
+``graph.pseudonym.Pseudonymiser`` inside vectorised UDFs, so there is one implementation, not two.
+The HMAC key reaches executors as a broadcast variable: it never appears in a query plan, ``explain()``,
+the Spark UI or event logs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
+from identigraph.errors import SchemaError
 from identigraph.graph import schema
-
-_HMAC_BLOCK = 64
+from identigraph.graph.pseudonym import Pseudonymiser
 
 
 def strip(col: Column) -> Column:
@@ -27,53 +27,34 @@ def strip(col: Column) -> Column:
     return F.regexp_replace(col, r"^\s+|\s+$", "")
 
 
-def hmac_sha256_hex(message: Column, key: bytes) -> Column:
-    """HMAC-SHA256 (RFC 2104) of a UTF-8 string column, as lowercase hex, from Spark built-ins."""
-    if len(key) > _HMAC_BLOCK:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(_HMAC_BLOCK, b"\0")
-    ipad = bytearray(b ^ 0x36 for b in key)
-    opad = bytearray(b ^ 0x5C for b in key)
-    inner = F.unhex(F.sha2(F.concat(F.lit(ipad), F.encode(message, "UTF-8")), 256))
-    return F.sha2(F.concat(F.lit(opad), inner), 256)
+def _or_none(fn: Any, value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
+        return None
+    try:
+        return fn(str(value))
+    except SchemaError:
+        return None
 
 
-def _pseudonym(kind: str, normalised: Column, key: bytes) -> Column:
-    digest = hmac_sha256_hex(F.concat(F.lit(f"{kind}:"), normalised), key)
-    return F.substring(digest, 1, 32)
+def pseudonym_udf(kind: str, key_broadcast: Any) -> Any:
+    """UDF: the keyed hash of a valid email/phone, null for a missing or invalid one."""
 
+    @F.pandas_udf(StringType())
+    def pseudonymise(values: pd.Series) -> pd.Series:
+        pseudo = Pseudonymiser(key_broadcast.value)
+        fn = pseudo.email if kind == "email" else pseudo.phone
+        return values.map(lambda v: _or_none(fn, v))
 
-def normalise_email(col: Column, key: bytes) -> Column:
-    """Keyed hash of a valid email, null for a missing or invalid one (mirrors ``normalise_email``)."""
-    value = F.lower(strip(col))
-    valid = value.contains("@") & ~value.startswith("@") & ~value.endswith("@")
-    return F.when(col.isNotNull() & (strip(col) != "") & valid, _pseudonym("email", value, key))
-
-
-def normalise_phone(col: Column, key: bytes) -> Column:
-    """Keyed hash of a valid E.164 phone, null otherwise (mirrors ``normalise_phone``)."""
-    value = F.regexp_replace(strip(col), r"[\s\-().]", "")
-    value = F.when(value.startswith("00"), F.concat(F.lit("+"), value.substr(F.lit(3), F.lit(1 << 20)))) \
-        .otherwise(value)
-    valid = value.rlike(r"^\+[1-9][0-9]{6,14}$")
-    return F.when(col.isNotNull() & (strip(col) != "") & valid, _pseudonym("phone", value, key))
+    return pseudonymise
 
 
 @F.pandas_udf(StringType())
 def _canonical_ip(values: pd.Series) -> pd.Series:
-    def one(v: object) -> str | None:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
-            return None
-        try:
-            return ipaddress.ip_address(str(v).strip()).compressed
-        except ValueError:
-            return None
-
-    return values.map(one)
+    return values.map(lambda v: _or_none(schema.normalise_ip, v))
 
 
 def normalise_ip(col: Column) -> Column:
-    """Canonical address text, null for missing or invalid (Spark has no IP parser: a vectorised UDF)."""
+    """Canonical address text, null for missing or invalid."""
     return _canonical_ip(col)
 
 
@@ -123,19 +104,21 @@ def customer_vertices(customers: DataFrame, edges: DataFrame, blocks: DataFrame,
     ``blocks``/``care`` must already be cut at as-of (``history_at``).
     """
     ids = (customers.select("customer_id")
-           .unionByName(edges.select(F.substring_index("from_id", ":", -1).alias("customer_id")))
+           # ids are opaque and may contain ":": cut the "customer:" prefix, never split on ":"
+           .unionByName(edges.select(F.expr(f"substring(from_id, {len(schema.CUSTOMER) + 2})").alias("customer_id")))
            .unionByName(blocks.select("customer_id")).unionByName(care.select("customer_id"))
            .distinct())
-    # the last block decides "blocked" and its reason; ties broken by reason/source for determinism
-    last_block = F.max_by(F.struct("reason", "source", "rule_name", "unblocked_at"),
-                          F.struct("blocked_at", "reason", "source"))
+    # "blocked": any block still in force; the last block (total order, so ties are deterministic) names
+    # the reason, source and rule
+    last_block = F.max_by(F.struct("reason", "source", "rule_name"),
+                          F.struct("blocked_at", "reason", "source", F.coalesce("rule_name", F.lit(""))))
     b = blocks.groupBy("customer_id").agg(
         F.count(F.lit(1)).cast("int").alias("n_blocks"), F.max("blocked_at").alias("last_block_at"),
-        last_block.alias("_last"), F.max("unblocked_at").alias("last_unblock_at"))
+        last_block.alias("_last"), F.max("unblocked_at").alias("last_unblock_at"),
+        F.max(F.col("unblocked_at").isNull()).alias("blocked"))
     b = b.select("customer_id", "n_blocks", "last_block_at",
                  F.col("_last.reason").alias("last_block_reason"), F.col("_last.source").alias("last_block_source"),
-                 F.col("_last.rule_name").alias("last_block_rule"),
-                 F.col("_last.unblocked_at").isNull().alias("blocked"), "last_unblock_at")
+                 F.col("_last.rule_name").alias("last_block_rule"), "blocked", "last_unblock_at")
     c = care.groupBy("customer_id").agg(
         F.sum(F.when(F.col("topic") == "block_review", 1).otherwise(0)).cast("int").alias("n_block_reviews"),
         F.max("contacted_at").alias("last_care_at"))

@@ -65,6 +65,10 @@ def is_transient(exc: BaseException) -> bool:
     return _is_connection_error(exc)
 
 
+def _rolled_back(exc: BaseException) -> bool:
+    return isinstance(exc, GremlinServerError) and any(m in str(exc) for m in _CONFLICT_MARKERS)
+
+
 def _needs_reconnect(exc: BaseException) -> bool:
     if isinstance(exc, GremlinServerError):
         return any(m in str(exc) for m in _AUTH_MARKERS)
@@ -158,9 +162,15 @@ class GraphClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, build: Callable[[GraphTraversalSource], GraphTraversal], fetch: Fetch = "list") -> Any:
-        """Build and run one request with retries. ``build`` must be side-effect free: it may run again."""
+    def submit(self, build: Callable[[GraphTraversalSource], GraphTraversal], fetch: Fetch = "list",
+               idempotent: bool = True) -> Any:
+        """Build and run one request with retries. ``build`` must be side-effect free: it may run again.
+
+        ``idempotent=False``: retry only failures that certainly rolled back (conflicts, throttling), never
+        a lost connection, after which the request may or may not have committed.
+        """
         retry = self.settings.graph.retry
+        retryable = is_transient if idempotent else _rolled_back
 
         def before_sleep(state: RetryCallState) -> None:
             self.retries += 1
@@ -173,7 +183,7 @@ class GraphClient:
             stop=stop_after_attempt(retry.attempts),
             wait=wait_exponential_jitter(multiplier=retry.initial_backoff_s, max=retry.max_backoff_s,
                                          jitter=retry.initial_backoff_s),
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception(retryable),
             before_sleep=before_sleep,
             reraise=True,
         )

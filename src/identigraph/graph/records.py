@@ -1,11 +1,13 @@
-"""Identity events → graph records, in Python (the stream consumer, slice loads and tests).
+"""Identity events → graph records in Python: the path for event-at-a-time writers (the stream consumer
+to come) and the reference the Spark job is tested against, edge by edge.
 
-The Spark job builds the same records with DataFrame transforms; both use ``schema`` for ids and
-``pseudonym`` for the keyed hash, and tests compare them, so there is one definition of the graph.
+Both use ``schema`` for ids and ``pseudonym`` for normalisation and the keyed hash, and both treat a blank
+identifier as absent.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +25,7 @@ from identigraph.graph.schema import (
     VertexRecord,
     customer_id,
     identifier_id,
+    strip_ascii,
 )
 
 
@@ -58,10 +61,12 @@ def event_edges(event: Mapping[str, Any], pseudo: Pseudonymiser) -> list[EdgeRec
     out = []
     for label, (edge_label, column) in IDENTIFIERS.items():
         raw = event.get(column)
-        if raw is None or (isinstance(raw, float) and pd.isna(raw)) or raw == "":
+        if raw is None or (isinstance(raw, float) and pd.isna(raw)):
             continue
         if not isinstance(raw, str):
             raise SchemaError(f"{column}: must be a string")
+        if not strip_ascii(raw):
+            continue  # blank = not seen, as in the Spark job
         vid = identifier_vertex_id(label, raw, pseudo)
         out.append(EdgeRecord(cid, edge_label, vid, ts, ts, {"event_count": 1, f"n_{etype}": 1}))
     return out
@@ -84,16 +89,21 @@ def aggregate(records: Iterable[EdgeRecord]) -> list[EdgeRecord]:
 
 
 def customer_vertex(row: Mapping[str, Any]) -> VertexRecord:
-    props: dict[str, Any] = {}
-    if row.get("created_at") is not None and not pd.isna(row.get("created_at")):
-        props["created_at"] = parse_ts(row["created_at"], "created_at")
+    """A customers-table row as a vertex, under the same rules as the Spark job's validation."""
+    if row.get("created_at") is None or (not isinstance(row.get("created_at"), str) and pd.isna(row["created_at"])):
+        raise SchemaError("created_at: missing")
+    props: dict[str, Any] = {"created_at": parse_ts(row["created_at"], "created_at")}
     country = row.get("country")
     if isinstance(country, str) and country:
+        if not re.fullmatch(r"[A-Z]{2}", country):
+            raise SchemaError(f"country: not an ISO 3166-1 alpha-2 code: {country!r}")
         props["country"] = country
     ltv = row.get("lifetime_value")
-    if ltv is not None and not pd.isna(ltv):
-        ltv = float(ltv)
-        if ltv < 0:
-            raise SchemaError(f"lifetime_value: must be >= 0, got {ltv}")
-        props["lifetime_value"] = ltv
+    try:
+        ltv = 0.0 if ltv is None or (not isinstance(ltv, str) and pd.isna(ltv)) else float(ltv)
+    except ValueError:
+        raise SchemaError(f"lifetime_value: not a number: {ltv!r}") from None
+    if ltv < 0:
+        raise SchemaError(f"lifetime_value: must be >= 0, got {ltv}")
+    props["lifetime_value"] = ltv
     return VertexRecord(customer_id(row.get("customer_id")), CUSTOMER, props)  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ EDGE_TO_IDENTIFIER = {edge: label for label, (edge, _) in IDENTIFIERS.items()}
 
 IDENTITY_EVENT_TYPES = ("signup", "login", "add_payment_method", "profile_update", "booking")
 HISTORY_EVENT_TYPES = ("customer_created", "block", "unblock", "care_contact")
+STREAM_EVENT_TYPES = (*IDENTITY_EVENT_TYPES, *HISTORY_EVENT_TYPES)
 
 # Edge properties. Counts per event type sit beside the total so models can tell a card that was only
 # added from one that paid for hundreds of bookings.

@@ -18,6 +18,7 @@ which de-duplicates events before it writes) and is therefore not idempotent by 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -88,8 +89,11 @@ def _inject(g: GraphTraversalSource, rows: list[Any]) -> GraphTraversal:
     return t
 
 
-def _vertex_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], keys: tuple[str, ...]) -> GraphTraversal:
+def _vertex_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], keys: tuple[str, ...],
+                      cleared: tuple[str, ...] = ()) -> GraphTraversal:
     t = _inject(g, rows).unfold().as_("r").merge_v(__.select("r").select("k"))
+    if cleared:  # a property the record says is now empty (e.g. last_block_rule after a rule-less block)
+        t = t.side_effect(__.properties(*cleared).drop())
     for key in keys:
         # single cardinality: Neptune's default is set, which would pile up old values
         t = t.property(Cardinality.single, key, __.select("r").select("p").select(key))
@@ -159,6 +163,7 @@ class Upserter:
         self.limits = limits or client.settings.graph.batch
         self.counts = counts
         self.create_fallbacks = 0  # batches whose create-only request met a concurrently created edge
+        self._lock = threading.Lock()
 
     def _check_steps(self, probe: GraphTraversal) -> None:
         steps = count_steps(probe.bytecode)
@@ -171,7 +176,7 @@ class Upserter:
         """Run (build, n_rows, lane) jobs: one writer thread per lane, jobs of a lane in order.
 
         Lanes let callers keep elements that conflict (a hub identifier's edges) on one writer, so
-        concurrent transactions never fight over them. In-flight work is bounded (2 per lane).
+        concurrent transactions never fight over them. In-flight work is bounded (2 × lanes in all).
         ``direct`` jobs are callables that make their own requests instead of traversal builders.
         """
         retries_before, requests_before = self.client.retries, self.client.requests
@@ -204,7 +209,9 @@ class Upserter:
         return stats
 
     def _submit(self, build: Any, n: int) -> int:
-        written = self.client.submit(build, fetch="next")
+        # A delta (add mode) whose reply was lost may have committed: re-sending it could count twice, so
+        # only a rolled-back conflict is retried. Max-mode rows are states, safe to re-send.
+        written = self.client.submit(build, fetch="next", idempotent=self.counts == "max")
         if written != n:
             raise GraphError(f"upsert request wrote {written} of {n} rows")
         return n
@@ -215,15 +222,18 @@ class Upserter:
 
         def jobs() -> Iterator[tuple[Any, int, int]]:
             for batch in _batches(records, self.limits.max_records):
-                groups: dict[tuple[str, ...], list[VertexRecord]] = {}
+                # one request per shape: which properties a row sets, and which it clears (None)
+                groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[VertexRecord]] = {}
                 for rec in batch:
                     keys = tuple(sorted(k for k, v in rec.props.items() if v is not None))
+                    cleared = tuple(sorted(k for k, v in rec.props.items() if v is None))
                     clean = VertexRecord(rec.id, rec.label, {k: rec.props[k] for k in keys})
-                    groups.setdefault(keys, []).append(clean)
-                for keys, group in groups.items():
+                    groups.setdefault((keys, cleared), []).append(clean)
+                for (keys, cleared), group in groups.items():
                     rows = _vertex_rows(group)
                     lane = next(lanes)  # vertices never conflict with each other: spread them evenly
-                    yield (lambda g, rows=rows, keys=keys: _vertex_traversal(g, rows, keys)), len(rows), lane
+                    yield ((lambda g, rows=rows, keys=keys, cleared=cleared: _vertex_traversal(g, rows, keys, cleared)),
+                           len(rows), lane)
 
         return self._run(jobs(), stats, "vertices")
 
@@ -281,7 +291,8 @@ class Upserter:
                 except GraphError as exc:
                     if CREATE_GUARD not in str(exc):
                         raise
-                    self.create_fallbacks += 1
+                    with self._lock:
+                        self.create_fallbacks += 1
                     rows = rows + fresh  # the request rolled back: merge them all instead
         if rows:
             self._submit(lambda g: _edge_traversal(g, rows, self.counts), len(rows))
