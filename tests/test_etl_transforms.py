@@ -1,10 +1,7 @@
 """Spark transforms on hand-made frames, held to exact outputs and to the Python path."""
 
-import hashlib
-import hmac
 from datetime import datetime, timezone
 
-import pytest
 from pyspark.sql import functions as F
 
 from identigraph.etl import contract

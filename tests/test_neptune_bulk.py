@@ -2,7 +2,7 @@
 
 import boto3
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from identigraph.errors import GraphError, SchemaError

@@ -9,15 +9,12 @@ Neptune's own export service, which writes this same format.
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from gremlin_python.process.traversal import Direction, P, T
 
-from identigraph.errors import SchemaError
 from identigraph.etl import snapshot
 from identigraph.graph import schema
 from identigraph.graph.client import GraphClient
@@ -43,11 +40,8 @@ def _pages(client: GraphClient, element: str, label: str, page: int):
 
 
 def export_snapshot(client: GraphClient, out: Path, page: int = 10_000, overwrite: bool = False) -> dict[str, Any]:
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SchemaError(f"snapshot: {out} exists and is not empty (use --overwrite)")
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     counts: dict[str, dict[str, int]] = {"vertices": {}, "edges": {}}
-    try:
+    with snapshot.staged(out, overwrite) as tmp:
         for label in schema.VERTEX_LABELS:
             header = snapshot.vertex_header(label)
             props = [name for name, typ in snapshot.split_header(header) if typ != "System"]
@@ -69,11 +63,4 @@ def export_snapshot(client: GraphClient, out: Path, page: int = 10_000, overwrit
         summary = {"as_of": None, "exported_at": snapshot.format_ts(datetime.now(timezone.utc)),
                    "source": client.url, **counts}
         (tmp / snapshot.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
-        return summary
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return summary

@@ -21,8 +21,10 @@ care contact) at full fidelity; the customer vertices carry a summary of the sam
 from __future__ import annotations
 
 import csv
-import json
+import shutil
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,24 @@ def typed_row(columns: list[tuple[str, str]], values: Any) -> dict[str, Any]:
 def labels(snapshot: Path, kind: str) -> list[str]:
     root = snapshot / kind
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+
+
+@contextmanager
+def staged(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """A sibling temporary directory that replaces ``out`` only when the block completes: a failed run
+    leaves the previous snapshot (or nothing), never half of a new one."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SchemaError(f"snapshot: {out} exists and is not empty (use --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class CsvPartWriter:
