@@ -29,7 +29,7 @@ from gremlin_python.process.traversal import T
 
 from identigraph.graph.upsert import (
     Upserter,
-    _edge_rows,
+    edge_rows,
     _edge_traversal,
     _endpoint_traversal,
     _vertex_rows,
@@ -84,7 +84,7 @@ def _one_per_request(client, vertices, edges):
     for vid, label in endpoints.items():
         client.submit(lambda g, row=[{T.id: vid, T.label: label}]: _endpoint_traversal(g, row), "next")
     for e in edges:
-        client.submit(lambda g, rows=_edge_rows([e], "max"): _edge_traversal(g, rows, "max"), "next")
+        client.submit(lambda g, rows=edge_rows([e], "max"): _edge_traversal(g, rows, "max"), "next")
     seconds = time.perf_counter() - t0
     elements = sum(queries.counts(client).values())
     return {"mode": "one traversal per element", "elements": elements, "seconds": round(seconds, 3),

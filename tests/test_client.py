@@ -49,6 +49,7 @@ def test_dropped_connection_is_rebuilt(settings, services):
 
 def test_transient_classification():
     assert is_transient(_server_error("Conflict: element modified in another transaction"))
+    assert is_transient(_server_error("Vertex with id already exists: customer:seed"))  # concurrent creates
     assert is_transient(ConnectionResetError())
     assert is_transient(RuntimeError("Connection was already closed."))
     assert not is_transient(_server_error("The provided traversal has a syntax error"))

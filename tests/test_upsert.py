@@ -9,7 +9,7 @@ from identigraph.config import BatchLimits
 from identigraph.graph import queries
 from identigraph.graph.records import as_utc
 from identigraph.graph.schema import EdgeRecord, VertexRecord, customer_id, identifier_id
-from identigraph.graph.upsert import Upserter, count_steps, _edge_traversal, _edge_rows
+from identigraph.graph.upsert import Upserter, count_steps, _edge_traversal, edge_rows
 
 pytestmark = pytest.mark.services
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -96,8 +96,8 @@ def test_edges_create_missing_endpoints(graph):
 def test_request_step_count_is_constant_in_rows(graph):
     _, edges = _world(50)
     g = graph.g()
-    one = count_steps(_edge_traversal(g, _edge_rows(edges[:1], "max"), "max").bytecode)
-    many = count_steps(_edge_traversal(g, _edge_rows(edges, "max"), "max").bytecode)
+    one = count_steps(_edge_traversal(g, edge_rows(edges[:1], "max"), "max").bytecode)
+    many = count_steps(_edge_traversal(g, edge_rows(edges, "max"), "max").bytecode)
     assert one == many and one < 1500
     with pytest.raises(Exception, match="max_steps"):
         Upserter(graph, BatchLimits(max_steps=10)).edges(edges[:3])

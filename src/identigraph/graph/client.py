@@ -33,6 +33,7 @@ logging.getLogger("gremlinpython").setLevel(logging.CRITICAL)
 _CONFLICT_MARKERS = (
     "ConcurrentModificationException",  # Neptune
     "Conflict",  # TinkerTransactionGraph: "Conflict: element modified in another transaction"
+    "with id already exists",  # TinkerTransactionGraph: two transactions created the same id; one rolls back
     "TransactionException",
     "Transaction conflict",
     "ThrottlingException",
@@ -49,7 +50,7 @@ class _QuietBytecode(Bytecode):
         return f"<bytecode: {len(self.step_instructions)} steps>"
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(exc: BaseException) -> bool:
     import aiohttp
 
     if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, OSError)):
@@ -62,7 +63,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, GremlinServerError):
         text = f"{exc} {getattr(exc, 'status_exceptions', '')}"
         return any(m in text for m in _CONFLICT_MARKERS + _AUTH_MARKERS)
-    return _is_connection_error(exc)
+    return is_connection_error(exc)
 
 
 def _rolled_back(exc: BaseException) -> bool:
@@ -72,7 +73,7 @@ def _rolled_back(exc: BaseException) -> bool:
 def _needs_reconnect(exc: BaseException) -> bool:
     if isinstance(exc, GremlinServerError):
         return any(m in str(exc) for m in _AUTH_MARKERS)
-    return _is_connection_error(exc)
+    return is_connection_error(exc)
 
 
 def neptune_iam_headers(host: str, port: int, region: str, credentials: Any | None = None) -> dict[str, str]:

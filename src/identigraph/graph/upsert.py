@@ -100,7 +100,7 @@ def _vertex_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], keys:
     return t.count()
 
 
-def _edge_rows(records: Sequence[EdgeRecord], counts: CountMode) -> list[dict[Any, Any]]:
+def edge_rows(records: Sequence[EdgeRecord], counts: CountMode) -> list[dict[Any, Any]]:
     rows = []
     for r in records:
         props = r.props()
@@ -117,10 +117,11 @@ def _merged(key: str, reducer: str) -> GraphTraversal:
     return getattr(both, reducer)()
 
 
-def _edge_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], counts: CountMode) -> GraphTraversal:
-    """The order-independent merge: min/max (or sum) of what the graph has and what the row says."""
+def edge_merge(rows_as_r: GraphTraversal, counts: CountMode) -> GraphTraversal:
+    """The order-independent merge of row maps labelled ``r``: min/max of first/last seen, and max (states)
+    or sum (deltas) of counts. Shared by the batched upserts and the stream writer."""
     t = (
-        _inject(g, rows).unfold().as_("r")
+        rows_as_r
         .merge_e(__.select("r").select("e"))
         # max/min of a value with itself is the value: in max mode a new edge can start from the row
         .option(Merge.on_create, __.select("r").select("c" if counts == "add" else "p"))
@@ -130,7 +131,11 @@ def _edge_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], counts:
     reducer = "max_" if counts == "max" else "sum_"
     for key in EDGE_COUNT_PROPS:
         t = t.property(key, _merged(key, reducer))
-    return t.count()
+    return t
+
+
+def _edge_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], counts: CountMode) -> GraphTraversal:
+    return edge_merge(_inject(g, rows).unfold().as_("r"), counts).count()
 
 
 CREATE_GUARD = "identigraph: edge appeared concurrently"
@@ -279,7 +284,7 @@ class Upserter:
         if endpoints:
             vrows = [{T.id: vid, T.label: label} for vid, label in endpoints.items()]
             self._submit(lambda g: _endpoint_traversal(g, vrows), len(vrows))
-        rows = _edge_rows(batch, self.counts)
+        rows = edge_rows(batch, self.counts)
         if self.counts == "max":
             ids = [r.id for r in batch]
             existing = set(self.client.submit(lambda g: g.E(*ids).id_()))
