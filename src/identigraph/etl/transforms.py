@@ -108,14 +108,15 @@ def customer_vertices(customers: DataFrame, edges: DataFrame, blocks: DataFrame,
            .unionByName(edges.select(F.expr(f"substring(from_id, {len(schema.CUSTOMER) + 2})").alias("customer_id")))
            .unionByName(blocks.select("customer_id")).unionByName(care.select("customer_id"))
            .distinct())
-    # "blocked": any block still in force; the last block (total order, so ties are deterministic) names
-    # the reason, source and rule
+    # "blocked": the latest block is newer than the latest lifting. The stream's unblock events name no block
+    # (an unblock lifts whatever came before it), so this is the definition both paths can compute. The last
+    # block (total order, so ties are deterministic) names the reason, source and rule.
     last_block = F.max_by(F.struct("reason", "source", "rule_name"),
                           F.struct("blocked_at", "reason", "source", F.coalesce("rule_name", F.lit(""))))
     b = blocks.groupBy("customer_id").agg(
         F.count(F.lit(1)).cast("int").alias("n_blocks"), F.max("blocked_at").alias("last_block_at"),
-        last_block.alias("_last"), F.max("unblocked_at").alias("last_unblock_at"),
-        F.max(F.col("unblocked_at").isNull()).alias("blocked"))
+        last_block.alias("_last"), F.max("unblocked_at").alias("last_unblock_at"))
+    b = b.withColumn("blocked", F.col("last_unblock_at").isNull() | (F.col("last_unblock_at") < F.col("last_block_at")))
     b = b.select("customer_id", "n_blocks", "last_block_at",
                  F.col("_last.reason").alias("last_block_reason"), F.col("_last.source").alias("last_block_source"),
                  F.col("_last.rule_name").alias("last_block_rule"), "blocked", "last_unblock_at")
