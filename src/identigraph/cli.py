@@ -228,6 +228,29 @@ def neptune_load(
     console.print_json(json.dumps(result, default=str))
 
 
+@app.command("consume")
+def consume(
+    until_empty: bool = typer.Option(False, "--until-empty", help="stop when the queue has nothing left"),
+    max_messages: Optional[int] = typer.Option(None, "--max-messages", min=1),
+) -> None:
+    """Run the stream consumer: SQS events into the graph, exactly once in effect (SIGTERM drains)."""
+    import dataclasses
+
+    from identigraph.etl.consumer import Consumer, serve_health
+
+    cfg = settings()
+    consumer = Consumer(cfg)
+    consumer.install_signal_handlers()
+    server = serve_health(consumer, cfg.stream.health_port) if cfg.stream.health_port else None
+    try:
+        stats = consumer.run(until_empty=until_empty, max_messages=max_messages)
+    finally:
+        if server:
+            server.shutdown()
+        consumer.client.close()
+    console.print_json(json.dumps(dataclasses.asdict(stats)))
+
+
 @stream_app.command("publish")
 def stream_publish(
     events: Path = typer.Option(..., "--events", exists=True, dir_okay=False, help="JSONL, one message body a line"),

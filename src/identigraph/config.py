@@ -103,6 +103,14 @@ class QueueConfig(_Strict):
     visibility_timeout_s: int = Field(30, ge=0, le=43200)
 
 
+class StreamConfig(_Strict):
+    """The stream consumer (SQS → graph)."""
+
+    receives_per_batch: int = Field(5, ge=1, le=100, description="receives of up to 10 folded into one graph write")
+    wait_s: int = Field(20, ge=0, le=20, description="long-poll wait (SQS allows at most 20 s)")
+    health_port: int = Field(9400, ge=0, le=65535, description="/healthz /readyz /metrics; 0 disables")
+
+
 class EtlConfig(_Strict):
     """Spark settings for the historical load. On a cluster spark-submit's own flags take precedence."""
 
@@ -128,6 +136,7 @@ class Settings(_Strict):
     services: ServicesConfig = ServicesConfig()
     queues: QueueConfig = QueueConfig()
     etl: EtlConfig = EtlConfig()
+    stream: StreamConfig = StreamConfig()
     pii: PiiConfig = PiiConfig()
 
     @model_validator(mode="after")

@@ -129,5 +129,7 @@ def parse_message(body: str | bytes) -> IdentityEvent | CustomerCreated | Block 
             loc = [str(p) for p in err["loc"]]
             if len(loc) > 1 and loc[0] in STREAM_EVENT_TYPES:
                 loc = loc[1:]  # drop the discriminator's branch name
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                loc = ["event_type"]  # the discriminator itself is what is wrong
             errors.append(f"{'.'.join(loc) or 'body'}: {err['msg']}")
         raise PoisonMessage("; ".join(errors)) from None
