@@ -1,7 +1,7 @@
 """The embedded demo behind ``make demo``: every stage that exists so far, on a synthetic world.
 
-Each stage adds its step here (stream, labels, model, API are the open issues), so ``make demo``
-always shows the whole pipeline as it stands.
+Each stage adds its step here (labels, model, API are the open issues), so ``make demo`` always shows
+the whole pipeline as it stands.
 """
 
 from __future__ import annotations
@@ -50,7 +50,22 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
                       f"({stats['elements_per_s']:,.0f}/s), {stats['retries']} retries")
         summary["snapshot"] = snap
 
-        console.print(Rule("4. the graph"))
+        console.print(Rule("4. the last days through the queue (stream consumer)"))
+        from identigraph.etl.consumer import Consumer
+        from identigraph.etl.publish import publish_file
+
+        sent = publish_file(settings, demo_dir / "world" / "stream.jsonl")
+        quick = settings.model_copy(update={"stream": settings.stream.model_copy(update={"wait_s": 1})})
+        with GraphClient(settings) as client:
+            t0 = time.perf_counter()
+            stats = Consumer(quick, client=client).run(until_empty=True)
+            seconds = time.perf_counter() - t0
+        console.print(f"  published {sent.sent:,} events; consumed {stats.received:,} in {seconds:.1f}s: "
+                      f"{stats.applied:,} applied, {stats.duplicates:,} duplicates, "
+                      f"{stats.dead_lettered:,} dead-lettered")
+        summary["stream"] = stats
+
+        console.print(Rule("5. the graph"))
         with GraphClient(settings) as client:
             graph_counts = queries.counts(client)
             for key in sorted(graph_counts):
