@@ -85,6 +85,7 @@ class StreamWriter:
     def write(self, events: list[StreamEvent]) -> WriteResult:
         unique = list({e.event_id: e for e in events}.values())
         before = self._applied(unique)
+        uncertain = False  # did a request end in a way that leaves its outcome unknown?
         for attempt in range(1, self.max_attempts + 1):
             done = before if attempt == 1 else self._applied(unique)
             fresh = [e for e in unique if marker_id(e.event_id) not in done]
@@ -94,6 +95,7 @@ class StreamWriter:
             try:
                 # not blindly retried: after a lost reply the request may have committed — re-check instead
                 self.client.submit(lambda g: self._request(g, fresh, now), "iterate", idempotent=False)
+                uncertain = False
                 break
             except GraphError as exc:
                 if GUARD not in str(exc):
@@ -101,15 +103,15 @@ class StreamWriter:
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
+                uncertain = True
         else:
             raise GraphError(f"stream batch of {len(unique)} events not applied after {self.max_attempts} attempts")
-        applied_now = self._applied(unique)
-        missing = [e.event_id for e in unique if marker_id(e.event_id) not in applied_now]
-        if missing:
-            raise GraphError(f"{len(missing)} events of the batch are not in the graph after writing")
+        if uncertain:  # only then is a confirming read worth a request
+            missing = [e.event_id for e in unique if marker_id(e.event_id) not in self._applied(unique)]
+            if missing:
+                raise GraphError(f"{len(missing)} events of the batch are not in the graph after writing")
         return WriteResult(applied=len(unique) - len(before), duplicates=len(events) - (len(unique) - len(before)),
                            attempts=attempt)
-
 
 def _set_max(t: Any, key: str, value: Any, reducer: str = "max_") -> Any:
     return t.property(Cardinality.single, key, getattr(__.union(__.values(key), __.constant(value)), reducer)())
