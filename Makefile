@@ -27,6 +27,7 @@ test: install
 bench: install
 	$(BIN)/python bench/upsert.py
 	$(BIN)/python bench/etl.py
+	$(BIN)/python bench/stream.py
 
 services-up: install
 	$(BIN)/identigraph services up
