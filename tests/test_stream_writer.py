@@ -103,3 +103,16 @@ def test_shuffled_redelivered_stream_equals_the_aggregate_of_its_events(graph, p
         g = got[eid]
         assert (as_utc(g["first_seen"]), as_utc(g["last_seen"])) == (rec.first_seen, rec.last_seen)
         assert {k: g[k] for k in rec.counts} == rec.counts
+
+
+def test_sweep_drops_only_old_markers(graph, pseudo):
+    from identigraph.etl.stream_writer import sweep_markers
+
+    w = StreamWriter(graph, pseudo)
+    w.write([_event(1, device_id="d1")])
+    cut = datetime.now(timezone.utc) + timedelta(seconds=1)
+    w.write([_event(2, device_id="d2")])  # both are "now"; move one marker into the past to age it
+    graph.submit(lambda g: g.V("event:ev1").property("applied_at", T0), "iterate")
+    assert sweep_markers(graph, cut - timedelta(days=1), batch=1) == 1
+    assert graph.submit(lambda g: g.V().has_label(MARKER_LABEL).id_()) == ["event:ev2"]
+    assert len(_edges(graph)) == 2  # the effects stay; only the bookkeeping goes

@@ -251,6 +251,21 @@ def consume(
     console.print_json(json.dumps(dataclasses.asdict(stats)))
 
 
+@stream_app.command("sweep-markers")
+def stream_sweep_markers(
+    older_than_days: float = typer.Option(15.0, "--older-than-days", min=14.0,
+                                          help="keep markers younger than this (SQS redelivers for up to 14 days)"),
+) -> None:
+    """Drop de-duplication markers of events applied long enough ago that SQS can no longer redeliver them."""
+    from datetime import datetime, timedelta, timezone
+
+    from identigraph.etl.stream_writer import sweep_markers
+
+    cutoff = datetime.now(timezone.utc) - timedelta(days=older_than_days)
+    with _client() as client:
+        console.print(f"dropped {sweep_markers(client, cutoff):,} markers applied before {cutoff:%Y-%m-%dT%H:%M:%SZ}")
+
+
 @stream_app.command("publish")
 def stream_publish(
     events: Path = typer.Option(..., "--events", exists=True, dir_okay=False, help="JSONL, one message body a line"),

@@ -150,3 +150,17 @@ def _history_update(t: Any, events: list[StreamEvent]) -> Any:
                       __.constant(True)),
             __.constant(False)))
     return t
+
+
+def sweep_markers(client: GraphClient, older_than: datetime, batch: int = 10_000) -> int:
+    """Drop markers applied before ``older_than``; run it with a cut-off beyond SQS's 14-day retention, so no
+    message that could still be redelivered loses its marker. Returns how many were dropped."""
+    dropped = 0
+    while True:
+        n = client.submit(lambda g: g.V().has_label(MARKER_LABEL).has("applied_at", P.lt(older_than))
+                          .limit(batch).count(), "next")
+        if n == 0:
+            return dropped
+        client.submit(lambda g: g.V().has_label(MARKER_LABEL).has("applied_at", P.lt(older_than))
+                      .limit(batch).drop(), "iterate")
+        dropped += n
