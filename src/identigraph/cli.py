@@ -174,22 +174,14 @@ def etl(
     run_job(settings(), input_dir, snapshot_dir, as_of, load_graph, overwrite, console=err, summary_console=console)
 
 
-def _load(spark, cfg: Settings, snapshot_dir: Path) -> None:
-    from identigraph.etl.graph_load import load_snapshot
-
-    stats = load_snapshot(spark, cfg, snapshot_dir, console=err)
-    console.print(f"graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
-                  f"({stats['elements_per_s']:,.0f} elements/s), {stats['requests']:,} requests, "
-                  f"{stats['retries']} retries")
-
-
 @graph_app.command("load")
 def graph_load(snapshot_dir: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False)) -> None:
     """Load a snapshot (ours or anyone's in the same format) into the configured graph with batched upserts."""
+    from identigraph.etl.graph_load import load_and_report
     from identigraph.etl.spark import session
 
     cfg = settings()
-    _load(session(cfg), cfg, snapshot_dir)
+    load_and_report(session(cfg), cfg, snapshot_dir, console=err, summary_console=console)
 
 
 @graph_app.command("export")

@@ -15,7 +15,7 @@ from identigraph.config import Settings
 
 
 def run_demo(settings: Settings, customers: int, keep_running: bool, console: Console) -> dict:
-    from identigraph.etl.graph_load import load_snapshot
+    from identigraph.etl.graph_load import load_and_report
     from identigraph.etl.job import run_etl
     from identigraph.etl.report import print_summary
     from identigraph.etl.spark import session
@@ -45,9 +45,7 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
         print_summary(snap, console)
         with GraphClient(settings) as client:
             queries.clear(client)
-        stats = load_snapshot(spark, settings, demo_dir / "snapshot", console=console)
-        console.print(f"  graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
-                      f"({stats['elements_per_s']:,.0f}/s), {stats['retries']} retries")
+        load_and_report(spark, settings, demo_dir / "snapshot", console)
         summary["snapshot"] = snap
 
         console.print(Rule("4. the last days through the queue (stream consumer)"))

@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from identigraph.config import Settings
-from identigraph.etl.publish import sqs_client
+from identigraph.etl.publish import SQS_BATCH, sqs_client
 from identigraph.etl.stream_events import PoisonMessage, parse_message
 from identigraph.etl.stream_writer import StreamWriter
 from identigraph.graph.client import GraphClient, is_connection_error
@@ -99,9 +99,8 @@ class Consumer:
         return messages
 
     def _delete(self, messages: list[dict[str, Any]]) -> None:
-        pending = {str(i): m["ReceiptHandle"] for i, m in enumerate(messages)}
-        for start in range(0, len(messages), 10):
-            chunk = dict(list(pending.items())[start:start + 10])
+        for start in range(0, len(messages), SQS_BATCH):
+            chunk = {str(i): m["ReceiptHandle"] for i, m in enumerate(messages[start:start + SQS_BATCH])}
             for _attempt in range(3):
                 if not chunk:
                     break
@@ -112,6 +111,13 @@ class Consumer:
                     self.stats.deleted += 1
             if chunk:  # still there: it will be redelivered and found applied by its marker
                 log.warning(json.dumps({"event": "delete_failed", "count": len(chunk)}))
+
+    def _set_visibility(self, messages: list[dict[str, Any]], seconds: int) -> None:
+        """Extend (keep a batch while the graph is down) or release (0: hand prefetched messages back)."""
+        for start in range(0, len(messages), SQS_BATCH):
+            self.sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": seconds}
+                for i, m in enumerate(messages[start:start + SQS_BATCH])])
 
     def _dead_letter(self, message: dict[str, Any], reason: str) -> None:
         self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=message["Body"], MessageAttributes={
@@ -144,15 +150,8 @@ class Consumer:
                 if self.stop.wait(backoff):
                     # draining with the graph down: the messages stay unacknowledged and will reappear
                     raise GraphError(f"stopped while the graph was unavailable: {str(exc)[:200]}") from exc
-                self._extend(messages)
+                self._set_visibility(messages, self.settings.queues.visibility_timeout_s)
                 backoff = min(backoff * 2, 15.0)
-
-    def _extend(self, messages: list[dict[str, Any]]) -> None:
-        timeout = self.settings.queues.visibility_timeout_s
-        for start in range(0, len(messages), 10):
-            self.sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": timeout}
-                for i, m in enumerate(messages[start:start + 10])])
 
     def process(self, messages: list[dict[str, Any]]) -> None:
         self.stats.received += len(messages)
@@ -205,17 +204,10 @@ class Consumer:
                 self.process(messages)
                 if self.stop.is_set():
                     # what the prefetch took is not processed: release it for redelivery right away
-                    self._release(pending.result())
+                    self._set_visibility(pending.result(), 0)
                     break
         log.info(json.dumps({"event": "stopped", **asdict(self.stats)}))
         return self.stats
-
-    def _release(self, messages: list[dict[str, Any]]) -> None:
-        for start in range(0, len(messages), 10):
-            self.sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                for i, m in enumerate(messages[start:start + 10])])
-
 
 def serve_health(consumer: Consumer, port: int) -> ThreadingHTTPServer:
     """``/healthz`` (process alive), ``/readyz`` (last batch reached the graph), ``/metrics`` (Prometheus)."""

@@ -97,3 +97,13 @@ def load_snapshot(spark: SparkSession, settings: Settings, snap: Path, console: 
     seconds = time.perf_counter() - t0
     return {**totals, "seconds": round(seconds, 2), "elements_per_s": round(totals["elements"] / seconds, 1)
             if seconds else 0.0}
+
+
+def load_and_report(spark: SparkSession, settings: Settings, snap: Path, console: Console,
+                    summary_console: Console | None = None) -> dict:
+    """Load, then one line a person reads: what ``etl --load-graph``, ``graph load`` and the demo print."""
+    stats = load_snapshot(spark, settings, snap, console=console)
+    (summary_console or console).print(
+        f"graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
+        f"({stats['elements_per_s']:,.0f} elements/s), {stats['requests']:,} requests, {stats['retries']} retries")
+    return stats

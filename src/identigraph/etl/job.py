@@ -174,12 +174,9 @@ def run_job(settings: Settings, input_dir: Path, out: Path, as_of: str | None = 
                       overwrite=overwrite, console=console)
     print_summary(summary, summary_console or console)
     if load_graph:
-        from identigraph.etl.graph_load import load_snapshot
+        from identigraph.etl.graph_load import load_and_report
 
-        stats = load_snapshot(spark, settings, out, console=console)
-        (summary_console or console).print(
-            f"graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
-            f"({stats['elements_per_s']:,.0f} elements/s), {stats['requests']:,} requests, {stats['retries']} retries")
+        stats = load_and_report(spark, settings, out, console, summary_console)
         summary["graph_load"] = stats
     return summary
 
