@@ -1,0 +1,88 @@
+"""Typed model configuration (conf/model.yaml): unknown keys are errors, and errors name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from identigraph.errors import ConfigError
+
+DEFAULT_PATH = Path(__file__).resolve().parents[3] / "conf" / "model.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkConfig(_Strict):
+    hidden: int = Field(64, ge=4, le=1024)
+    layers: int = Field(2, ge=1, le=4)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class TrainingConfig(_Strict):
+    lr: float = Field(0.005, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    epochs: int = Field(150, ge=1)
+    patience: int = Field(20, ge=1)
+    mask_rate: float = Field(0.5, gt=0, le=1)
+    max_pos_weight: float = Field(20.0, ge=1)
+    full_batch_max_nodes: int = Field(3_000_000, ge=0)
+    num_neighbors: list[int] = Field(default_factory=lambda: [15, 10])
+    batch_size: int = Field(1024, ge=1)
+    predict_chunks: int = Field(4, ge=1)
+    amp: bool = True
+    seed: int = 7
+    threads: int = Field(0, ge=0, description="CPU intra-op threads; 0 = 1 for small graphs, else torch's default")
+
+
+class BaselineConfig(_Strict):
+    n_estimators: int = Field(400, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(20, ge=1)
+
+
+class ModelConfig(_Strict):
+    target_label: str = "customer"
+    label_columns: dict[str, list[str]] = Field(default_factory=dict)
+    time_property: str | None = "created_at"
+    split: Literal["auto", "time", "stratified"] = "auto"
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    target_precision: float = Field(0.85, gt=0, lt=1)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "ModelConfig":
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) <= 0:
+            raise ValueError("split_fractions must be three positive numbers summing to 1")
+        if len(self.training.num_neighbors) != self.network.layers:
+            raise ValueError("training.num_neighbors needs one fanout per network layer")
+        return self
+
+
+def load_model_config(path: Path | None = None, overrides: dict | None = None) -> ModelConfig:
+    path = Path(path) if path else DEFAULT_PATH
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read model config {path}: {exc}") from None
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"invalid model config {path}:"]
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {'unknown field' if err['type'] == 'extra_forbid' else err['msg']}")
+        raise ConfigError("\n".join(lines)) from None

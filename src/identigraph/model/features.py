@@ -1,0 +1,336 @@
+"""GraphFrame → tensors: node features, edge features, relations. One implementation for train and serve.
+
+Why these choices:
+- **No per-node ids or embeddings.** The model must score customers and identifiers it never saw, so
+  every input is a property or a structural fact (degree, when an identifier was first and last used).
+- **Identifiers have no properties**, so they get structural ones; a capped API neighbourhood passes the
+  true degree (``GraphFrame.degree``) so a carrier NAT IP still looks like a hub.
+- **Label-derived properties** (block history) are inputs, since "shares a card with blocked accounts" is
+  the strongest signal there is — but a node's own label must never feed its own prediction. Their columns
+  are listed in ``label_cols`` and :func:`mask_labels` blanks them (and sets an indicator) for the nodes
+  being predicted.
+- Times become "days before as-of" (log-scaled), so one model works on any as-of; counts are log-scaled;
+  everything is standardised with statistics fitted on the training graph and saved with the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from identigraph.model.frame import NUMERIC, GraphFrame, Relation
+
+DAY_NS = 86_400 * 10**9
+REV = "rev_"
+
+
+def _days_before(values: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
+    delta = (as_of - values).dt.total_seconds().to_numpy(dtype=float) / 86_400.0
+    return delta
+
+
+def _slog(values: np.ndarray) -> np.ndarray:
+    """Signed log1p: keeps order and sign, tames heavy tails (counts, days)."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+@dataclass
+class GraphTensors:
+    node_ids: np.ndarray                     # vertex id per node index
+    node_type: torch.Tensor                  # [N]
+    type_names: list[str]
+    type_offsets: dict[str, tuple[int, int]]  # label -> [start, end) in node order
+    x: torch.Tensor                          # [N, F]
+    label_cols: torch.Tensor                 # columns of x derived from labels (masked on self)
+    mask_col: int                            # indicator column set where labels were masked
+    edge_index: torch.Tensor                 # [2, E] source → target
+    edge_type: torch.Tensor                  # [E]
+    edge_attr: torch.Tensor                  # [E, D]
+    relations: list[str]
+
+    def index_of(self, ids: list[str] | np.ndarray) -> np.ndarray:
+        lookup = pd.Series(np.arange(len(self.node_ids)), index=self.node_ids)
+        return lookup.reindex(ids).to_numpy()
+
+    def nodes_of(self, label: str) -> np.ndarray:
+        start, end = self.type_offsets.get(label, (0, 0))
+        return np.arange(start, end)
+
+
+def mask_labels(t: GraphTensors, nodes: torch.Tensor | np.ndarray, x: torch.Tensor | None = None) -> torch.Tensor:
+    """Copy of ``x`` where ``nodes`` cannot see their own label-derived inputs."""
+    x = (t.x if x is None else x).clone()
+    nodes = torch.as_tensor(nodes, dtype=torch.long)
+    if len(t.label_cols):
+        x[nodes.unsqueeze(1), t.label_cols.unsqueeze(0)] = 0.0
+    x[nodes, t.mask_col] = 1.0
+    return x
+
+
+@dataclass
+class _Column:
+    """How one raw column becomes feature columns; fitted state only (JSON-serialisable)."""
+    name: str
+    kind: str                     # date | num | bool | cat
+    categories: list[str] = field(default_factory=list)
+    has_missing: bool = False
+
+    def width(self) -> int:
+        base = len(self.categories) + 1 if self.kind == "cat" else 1
+        return base + (1 if self.has_missing and self.kind != "cat" else 0)
+
+
+class FeatureEncoder:
+    """Fitted on the training graph, saved with the model, applied unchanged to any later graph."""
+
+    def __init__(self, label_columns: dict[str, list[str]] | None = None, max_categories: int = 12) -> None:
+        self.label_columns = label_columns or {}
+        self.max_categories = max_categories
+        self.node_cols: dict[str, list[_Column]] = {}
+        self.edge_cols: list[_Column] = []
+        self.edge_labels: list[str] = []
+        self.type_names: list[str] = []
+        self.relations: list[str] = []
+        self.struct: dict[str, list[str]] = {}
+        self.vertex_types: dict[str, dict[str, str]] = {}
+        self.edge_types: dict[str, dict[str, str]] = {}
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.edge_mean: np.ndarray | None = None
+        self.edge_std: np.ndarray | None = None
+
+    # ---- fitting -------------------------------------------------------------------------------
+    def _fit_column(self, name: str, typ: str, values: pd.Series) -> _Column | None:
+        missing = bool(values.isna().any())
+        if typ == "Date":
+            return _Column(name, "date", has_missing=missing)
+        if typ in NUMERIC:
+            return _Column(name, "num", has_missing=missing)
+        if typ == "Bool":
+            return _Column(name, "bool", has_missing=missing)
+        counts = values.dropna().astype(str).value_counts()
+        if counts.empty or len(counts) > max(50, 0.5 * len(values)):
+            return None  # id-like text: no generalisable signal, and a leak of identity
+        cats = [c for c, n in counts.items() if n >= max(2, 0.005 * len(values))][: self.max_categories]
+        return _Column(name, "cat", categories=[str(c) for c in cats])
+
+    def fit(self, frame: GraphFrame) -> "FeatureEncoder":
+        self.type_names = sorted(frame.vertices)
+        self.vertex_types = {label: dict(frame.types.get(label, {})) for label in self.type_names}
+        rels = sorted(frame.edges)
+        self.edge_labels = sorted({r[1] for r in rels})
+        self.edge_types = {e: dict(frame.types.get(e, {})) for e in self.edge_labels}
+        self.relations = [f"{s}|{e}|{d}" for s, e, d in rels] + [f"{d}|{REV}{e}|{s}" for s, e, d in rels]
+        for label in self.type_names:
+            cols = []
+            for name, typ in self.vertex_types[label].items():
+                col = self._fit_column(name, typ, frame.vertices[label][name])
+                if col is not None:
+                    cols.append(col)
+            self.node_cols[label] = cols
+            self.struct[label] = [r for r in self.relations if r.split("|")[2] == label]
+        edge_types: dict[str, str] = {}
+        for e in self.edge_labels:
+            edge_types.update(self.edge_types[e])
+        all_edges = pd.concat([f for f in frame.edges.values()], ignore_index=True) if frame.edges else pd.DataFrame()
+        self.edge_cols = [c for c in (self._fit_column(n, t, all_edges[n]) for n, t in edge_types.items()
+                                      if t in ("Date", *NUMERIC, "Bool")) if c is not None]
+        raw = self._raw(frame)
+        x, e = raw["x"], raw["edge_attr"]
+        self.mean, self.std = x.mean(0), x.std(0) + 1e-6
+        passthrough = raw["binary"]
+        self.mean[passthrough], self.std[passthrough] = 0.0, 1.0
+        self.edge_mean = e.mean(0) if len(e) else np.zeros(e.shape[1])
+        self.edge_std = (e.std(0) if len(e) else np.zeros(e.shape[1])) + 1e-6
+        return self
+
+    # ---- encoding ------------------------------------------------------------------------------
+    def _encode_columns(self, cols: list[_Column], frame: pd.DataFrame, as_of: pd.Timestamp,
+                        ) -> tuple[list[np.ndarray], list[bool], list[str]]:
+        out, binary, names = [], [], []
+        n = len(frame)
+        for c in cols:
+            v = frame[c.name] if c.name in frame else pd.Series([None] * n, index=frame.index, dtype=object)
+            if c.kind == "cat":
+                s = v.astype(object).where(v.notna(), None)
+                for cat in c.categories:
+                    out.append((s == cat).to_numpy(dtype=float)); binary.append(True); names.append(f"{c.name}={cat}")
+                out.append((s.notna() & ~s.isin(c.categories)).to_numpy(dtype=float))
+                binary.append(True); names.append(f"{c.name}=other")
+                continue
+            if c.kind == "date":
+                raw = _days_before(pd.to_datetime(v, utc=True), as_of)
+                vals = _slog(raw)
+            elif c.kind == "num":
+                vals = _slog(pd.to_numeric(v, errors="coerce").to_numpy(dtype=float))
+            else:
+                vals = pd.to_numeric(v, errors="coerce").to_numpy(dtype=float)
+            miss = np.isnan(vals)
+            out.append(np.where(miss, 0.0, vals)); binary.append(c.kind == "bool"); names.append(c.name)
+            if c.has_missing:
+                out.append(miss.astype(float)); binary.append(True); names.append(f"{c.name}:missing")
+        return out, binary, names
+
+    def _raw(self, frame: GraphFrame) -> dict[str, Any]:
+        as_of = pd.Timestamp(frame.as_of)
+        as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+        # node order: type blocks in type_names order, frame order inside a block
+        ids, types, offsets, start = [], [], {}, 0
+        for ti, label in enumerate(self.type_names):
+            vf = frame.vertices.get(label)
+            idx = vf.index.to_numpy() if vf is not None else np.array([], dtype=object)
+            ids.append(idx); types.append(np.full(len(idx), ti)); offsets[label] = (start, start + len(idx))
+            start += len(idx)
+        node_ids = np.concatenate(ids) if ids else np.array([], dtype=object)
+        lookup = pd.Series(np.arange(len(node_ids)), index=node_ids)
+        n = len(node_ids)
+        # edges, both directions
+        rel_index = {r: i for i, r in enumerate(self.relations)}
+        srcs, dsts, etypes, eattrs, ages = [], [], [], [], []
+        for (s, e, d), ef in sorted(frame.edges.items()):
+            fwd = f"{s}|{e}|{d}"
+            if fwd not in rel_index or len(ef) == 0:
+                continue  # a relation the model never saw carries no learned weights
+            si = lookup.reindex(ef["src"].to_numpy()).to_numpy()
+            di = lookup.reindex(ef["dst"].to_numpy()).to_numpy()
+            ok = ~(np.isnan(si.astype(float)) | np.isnan(di.astype(float)))
+            ef, si, di = ef[ok], si[ok].astype(np.int64), di[ok].astype(np.int64)
+            cols, _, _ = self._encode_columns(self.edge_cols, ef, as_of)
+            extra = self._edge_extra(frame, s, ef, as_of)
+            age = np.column_stack([_days_before(pd.to_datetime(ef[c], utc=True), as_of) if c in ef
+                                   else np.full(len(ef), np.nan) for c in ("first_seen", "last_seen")])
+            attr = np.column_stack(cols + extra) if cols or extra else np.zeros((len(ef), 0))
+            for a, b, rel in ((si, di, fwd), (di, si, f"{d}|{REV}{e}|{s}")):
+                srcs.append(a); dsts.append(b); etypes.append(np.full(len(a), rel_index[rel])); eattrs.append(attr)
+                ages.append(age)
+        edge_dim = sum(c.width() for c in self.edge_cols) + 2
+        edge_index = np.vstack([np.concatenate(srcs), np.concatenate(dsts)]) if srcs else np.zeros((2, 0), np.int64)
+        edge_type = np.concatenate(etypes) if etypes else np.zeros(0, np.int64)
+        edge_attr = np.vstack(eattrs) if eattrs else np.zeros((0, edge_dim))
+        # node features: block layout, one block per vertex label, then shared structural block
+        blocks, binary = [], []
+        type_onehot = np.zeros((n, len(self.type_names)))
+        for ti, label in enumerate(self.type_names):
+            a, b = offsets[label]
+            type_onehot[a:b, ti] = 1.0
+        self.label_col_names: list[str] = []
+        width_by_label = {}
+        for label in self.type_names:
+            a, b = offsets[label]
+            vf = frame.vertices.get(label, pd.DataFrame())
+            cols, bin_, names = self._encode_columns(self.node_cols.get(label, []), vf, as_of)
+            block = np.zeros((n, len(cols)))
+            if cols:
+                block[a:b] = np.column_stack(cols)
+            label_set = set(self.label_columns.get(label, []))
+            self.label_col_names += [f"{label}.{nm}" if nm.split("=")[0].split(":")[0] in label_set else "" for nm in names]
+            blocks.append(block); binary += bin_
+            width_by_label[label] = len(cols)
+        # structural: log degree per relation into the node (true degree where the frame was capped)
+        deg = np.zeros((n, len(self.relations)))
+        if len(edge_type):
+            np.add.at(deg, (edge_index[1], edge_type), 1.0)
+        total = deg.sum(1)
+        if frame.degree:
+            true = lookup.reindex(list(frame.degree)).to_numpy()
+            ok = ~np.isnan(true.astype(float))
+            total[true[ok].astype(np.int64)] = np.maximum(total[true[ok].astype(np.int64)],
+                                                          np.array(list(frame.degree.values()))[ok])
+        # when the node's links began and last saw use (an identifier's "age of first use" and recency)
+        first_use = np.full(n, np.inf)
+        last_use = np.full(n, np.inf)
+        if len(edge_type):
+            age = np.vstack(ages)
+            np.minimum.at(last_use, edge_index[1], np.nan_to_num(age[:, 1], nan=np.inf))
+            np.maximum.at(first_use, edge_index[1], np.nan_to_num(age[:, 0], nan=-np.inf))
+            first_use[first_use == -np.inf] = np.inf
+        used = np.isfinite(first_use) & np.isfinite(last_use)
+        struct = np.column_stack([np.log1p(total), np.log1p(deg),
+                                  np.where(used, _slog(np.where(used, first_use, 0)), 0.0),
+                                  np.where(used, _slog(np.where(used, last_use, 0)), 0.0)])
+        mask_indicator = np.zeros((n, 1))
+        x = np.column_stack([*blocks, struct, type_onehot, mask_indicator])
+        binary += [False] * struct.shape[1] + [True] * (type_onehot.shape[1] + 1)
+        self.label_col_names += [""] * (struct.shape[1] + type_onehot.shape[1] + 1)
+        return {"x": x, "binary": np.array(binary, dtype=bool), "node_ids": node_ids, "offsets": offsets,
+                "node_type": np.concatenate(types) if types else np.zeros(0, np.int64),
+                "edge_index": edge_index, "edge_type": edge_type, "edge_attr": edge_attr}
+
+    def _edge_extra(self, frame: GraphFrame, src_label: str, ef: pd.DataFrame, as_of: pd.Timestamp,
+                    ) -> list[np.ndarray]:
+        """How long the link lasted, and how long after the account's creation it appeared.
+
+        The second is the account-takeover signal: a new device on a years-old account.
+        """
+        first = pd.to_datetime(ef["first_seen"], utc=True) if "first_seen" in ef else None
+        last = pd.to_datetime(ef["last_seen"], utc=True) if "last_seen" in ef else None
+        n = len(ef)
+        span = np.zeros(n)
+        after_created = np.zeros(n)
+        if first is not None and last is not None:
+            span = np.nan_to_num(_slog((last - first).dt.total_seconds().to_numpy(float) / 86_400.0))
+        src = frame.vertices.get(src_label)
+        if first is not None and src is not None and "created_at" in src:
+            created = src["created_at"].reindex(ef["src"].to_numpy())
+            delta = (first.to_numpy() - created.to_numpy()) / np.timedelta64(1, "D")
+            after_created = np.nan_to_num(_slog(np.asarray(delta, dtype=float)))
+        return [span, after_created]
+
+    def transform(self, frame: GraphFrame) -> GraphTensors:
+        if self.mean is None:
+            raise RuntimeError("FeatureEncoder.transform before fit")
+        raw = self._raw(frame)
+        x = (raw["x"] - self.mean) / self.std
+        e = raw["edge_attr"]
+        e = (e - self.edge_mean) / self.edge_std if len(e) else e
+        label_cols = [i for i, nm in enumerate(self.label_col_names) if nm]
+        return GraphTensors(
+            node_ids=raw["node_ids"], node_type=torch.as_tensor(raw["node_type"], dtype=torch.long),
+            type_names=list(self.type_names), type_offsets=raw["offsets"],
+            x=torch.as_tensor(x, dtype=torch.float32), label_cols=torch.as_tensor(label_cols, dtype=torch.long),
+            mask_col=x.shape[1] - 1, edge_index=torch.as_tensor(raw["edge_index"], dtype=torch.long),
+            edge_type=torch.as_tensor(raw["edge_type"], dtype=torch.long),
+            edge_attr=torch.as_tensor(e, dtype=torch.float32), relations=list(self.relations),
+        )
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        def cols(cs: list[_Column]) -> list[dict[str, Any]]:
+            return [vars(c) for c in cs]
+        return {
+            "label_columns": self.label_columns, "max_categories": self.max_categories,
+            "node_cols": {k: cols(v) for k, v in self.node_cols.items()}, "edge_cols": cols(self.edge_cols),
+            "edge_labels": self.edge_labels, "type_names": self.type_names, "relations": self.relations,
+            "struct": self.struct, "vertex_types": self.vertex_types, "edge_types": self.edge_types,
+            "mean": self.mean.tolist(), "std": self.std.tolist(),
+            "edge_mean": self.edge_mean.tolist(), "edge_std": self.edge_std.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureEncoder":
+        enc = cls(d["label_columns"], d["max_categories"])
+        enc.node_cols = {k: [_Column(**c) for c in v] for k, v in d["node_cols"].items()}
+        enc.edge_cols = [_Column(**c) for c in d["edge_cols"]]
+        for key in ("edge_labels", "type_names", "relations", "struct", "vertex_types", "edge_types"):
+            setattr(enc, key, d[key])
+        for key in ("mean", "std", "edge_mean", "edge_std"):
+            setattr(enc, key, np.asarray(d[key], dtype=float))
+        return enc
+
+    def feature_names(self) -> list[str]:
+        names = []
+        for label in self.type_names:
+            for c in self.node_cols.get(label, []):
+                if c.kind == "cat":
+                    names += [f"{label}.{c.name}={cat}" for cat in c.categories] + [f"{label}.{c.name}=other"]
+                else:
+                    names.append(f"{label}.{c.name}")
+                    if c.has_missing:
+                        names.append(f"{label}.{c.name}:missing")
+        names += ["degree"] + [f"degree[{r}]" for r in self.relations] + ["first_use_days", "last_use_days"]
+        names += [f"is_{t}" for t in self.type_names] + ["label_masked"]
+        return names

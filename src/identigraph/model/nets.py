@@ -1,0 +1,107 @@
+"""The edge-aware relational GCN, and the plain RGCN it is measured against.
+
+A plain RGCN (PyG's ``RGCNConv``) sees only *that* a customer used a device. The production system this
+mirrors found the signal is in *how*: a card added minutes after signup, a device used once three years
+after the account was created, a login count of 1 against 400. So each relation's message is the
+neighbour's transformed state gated by, and shifted by, the edge's own features::
+
+    m_ij = (W_r h_j) ⊙ σ(A_r e_ij + a_r) + B_r e_ij
+    h_i' = W_0 h_i + b + Σ_r mean_{j ∈ N_r(i)} m_ij
+
+The mean per relation is RGCN's 1/|N_r(i)| normalisation, so a hub with 40,000 customers does not drown
+its neighbours. Layers are wrapped with LayerNorm, ReLU, dropout and a residual connection.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import RGCNConv
+
+
+class RelationPlan:
+    """Edges grouped by relation once per forward pass and shared by every layer.
+
+    Sorting by relation turns each relation's edges into a contiguous slice (no boolean masks per layer),
+    and the mean normalisation 1/|N_r(i)| becomes one per-edge weight, so all relations' messages land in
+    the output with a single ``index_add_`` instead of one dense N × d buffer per relation.
+    """
+
+    def __init__(self, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor, num_nodes: int,
+                 num_relations: int) -> None:
+        order = torch.argsort(edge_type, stable=True)
+        self.counts = torch.bincount(edge_type, minlength=num_relations).tolist()
+        self.src = edge_index[0].index_select(0, order)
+        self.dst = edge_index[1].index_select(0, order)
+        self.edge_attr = edge_attr.index_select(0, order)
+        key = self.dst * num_relations + edge_type.index_select(0, order)
+        deg = torch.bincount(key, minlength=num_nodes * num_relations)
+        self.norm = (1.0 / deg.index_select(0, key).to(edge_attr.dtype)).unsqueeze(1)
+
+
+class EdgeAwareRGCNConv(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, num_relations: int, edge_dim: int) -> None:
+        super().__init__()
+        self.num_relations = num_relations
+        self.out_channels = out_channels
+        self.weight = nn.Parameter(torch.empty(num_relations, in_channels, out_channels))
+        # gate (first half) and additive edge term (second half) in one matmul per relation
+        self.edge_weight = nn.Parameter(torch.empty(num_relations, edge_dim, 2 * out_channels))
+        self.gate_bias = nn.Parameter(torch.zeros(num_relations, out_channels))
+        self.root = nn.Linear(in_channels, out_channels)
+        nn.init.xavier_uniform_(self.weight)
+        nn.init.xavier_uniform_(self.edge_weight)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor,
+                plan: RelationPlan | None = None) -> Tensor:
+        plan = plan or RelationPlan(edge_index, edge_type, edge_attr, x.size(0), self.num_relations)
+        # one gather for all edges, split (not sliced) per relation: backward is one concat + one
+        # index_add instead of a dense zero buffer per relation
+        xs = x.index_select(0, plan.src).split(plan.counts)
+        es = plan.edge_attr.split(plan.counts)
+        msgs = []
+        for r in range(self.num_relations):
+            g, add = (es[r] @ self.edge_weight[r]).split(self.out_channels, dim=1)
+            msgs.append((xs[r] @ self.weight[r]) * torch.sigmoid(g + self.gate_bias[r]) + add)
+        return self.root(x).index_add(0, plan.dst, torch.cat(msgs) * plan.norm)
+
+
+class _PlainRGCN(nn.Module):
+    """PyG's RGCNConv behind the same call signature, so the ablation differs only in the conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_relations: int, edge_dim: int) -> None:
+        super().__init__()
+        self.conv = RGCNConv(in_channels, out_channels, num_relations, aggr="mean")
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor,
+                plan: RelationPlan | None = None) -> Tensor:
+        return self.conv(x, edge_index, edge_type)
+
+
+CONVS = {"edge": EdgeAwareRGCNConv, "rgcn": _PlainRGCN}
+
+
+class FraudGNN(nn.Module):
+    """Input projection → 2–3 relational layers → MLP head giving one logit per node."""
+
+    def __init__(self, in_dim: int, hidden: int, num_relations: int, edge_dim: int, layers: int = 2,
+                 conv: str = "edge", dropout: float = 0.2) -> None:
+        super().__init__()
+        if conv not in CONVS:
+            raise ValueError(f"conv must be one of {sorted(CONVS)}, not {conv!r}")
+        self.hparams = dict(in_dim=in_dim, hidden=hidden, num_relations=num_relations, edge_dim=edge_dim,
+                            layers=layers, conv=conv, dropout=dropout)
+        self.inp = nn.Linear(in_dim, hidden)
+        self.convs = nn.ModuleList(CONVS[conv](hidden, hidden, num_relations, edge_dim) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor) -> Tensor:
+        h = torch.relu(self.inp(x))
+        plan = None
+        if self.hparams["conv"] == "edge":
+            plan = RelationPlan(edge_index, edge_type, edge_attr, x.size(0), self.hparams["num_relations"])
+        for conv, norm in zip(self.convs, self.norms):
+            h = h + self.dropout(torch.relu(norm(conv(h, edge_index, edge_type, edge_attr, plan))))
+        return self.head(h).view(-1)

@@ -1,0 +1,197 @@
+"""Model building blocks on hand-made graphs: frames, encoders, the conv, masking, training, artifacts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from identigraph.errors import SchemaError
+from identigraph.etl import snapshot as snap
+from identigraph.model.artifacts import LoadedModel, save_model
+from identigraph.model.config import load_model_config
+from identigraph.model.dataset import build_targets
+from identigraph.model.features import FeatureEncoder, mask_labels
+from identigraph.model.frame import read_snapshot
+from identigraph.model.metrics import recall_at_precision, summary, threshold_for_precision
+from identigraph.model.nets import EdgeAwareRGCNConv, FraudGNN
+from identigraph.model.train import predict, train
+from model_graphs import AS_OF, customer, link, make_frame
+
+LABEL_COLS = {"customer": ["n_blocks", "last_block_at", "last_block_reason", "last_block_source",
+                           "last_block_rule", "blocked", "last_unblock_at", "n_block_reviews", "last_care_at"]}
+
+
+def ring_and_households(n_rings: int = 6, n_homes: int = 30, blocked_per_ring: int = 2):
+    """Rings: new accounts sharing an emulator and cards, some blocked; homes: old accounts sharing an IP."""
+    customers, links = [], []
+    for r in range(n_rings):
+        for m in range(6):
+            cid = f"r{r}m{m}"
+            customers.append(customer(cid, days_old=20 + m, blocked=m < blocked_per_ring, ltv=5.0))
+            links += [link(cid, f"device:emu{r}", first_days=20, count=3), link(cid, f"card:stolen{r}", first_days=19, count=2),
+                      link(cid, f"ip:10.0.{r}.1", first_days=20, count=3)]
+    for h in range(n_homes):
+        for m in range(3):
+            cid = f"h{h}m{m}"
+            customers.append(customer(cid, days_old=500 + 10 * m, ltv=300.0))
+            links += [link(cid, f"ip:192.168.{h}.1", first_days=480, count=80), link(cid, f"device:phone{h}_{m}", first_days=480, count=90)]
+            if m == 0:
+                links.append(link(cid, f"device:tablet{h}", first_days=300, count=20))
+            else:
+                links.append(link(cid, f"device:tablet{h}", first_days=250, count=15))
+    return customers, links
+
+
+@pytest.fixture(scope="module")
+def toy():
+    customers, links = ring_and_households()
+    frame = make_frame(customers, links)
+    enc = FeatureEncoder(LABEL_COLS).fit(frame)
+    return frame, enc, enc.transform(frame)
+
+
+def test_snapshot_round_trip_reads_types_and_rejects_dangling_edges(tmp_path):
+    root = tmp_path / "snap"
+    (root / "vertices" / "customer").mkdir(parents=True)
+    (root / "vertices" / "device").mkdir(parents=True)
+    (root / "edges" / "has_device").mkdir(parents=True)
+    w = snap.CsvPartWriter(root / "vertices" / "customer" / "part-0.csv", snap.vertex_header("customer"))
+    w.write(["customer:a", "customer", "2025-01-01T00:00:00.000Z", "AE", 12.5, 0, "", "", "", "", "false", "", 0, ""])
+    w.write(["customer:b", "customer", "", "", "", 1, "2026-01-01T00:00:00.000Z", "fraud", "rule", "x", "true", "", 0, ""])
+    w.close()
+    w = snap.CsvPartWriter(root / "vertices" / "device" / "part-0.csv", snap.vertex_header("device"))
+    w.write(["device:d", "device"])
+    w.close()
+    w = snap.CsvPartWriter(root / "edges" / "has_device" / "part-0.csv", snap.edge_header())
+    w.write(["e:1", "customer:a", "device:d", "has_device", "2025-01-02T00:00:00.000Z", "2025-02-01T00:00:00.000Z",
+             3, 1, 2, 0, 0, 0])
+    w.close()
+    (root / snap.SUMMARY).write_text(json.dumps({"as_of": "2026-06-30T00:00:00.000Z"}))
+    frame = read_snapshot(root)
+    cust = frame.vertices["customer"]
+    assert cust.loc["customer:a", "lifetime_value"] == 12.5
+    assert cust.loc["customer:b", "blocked"] == 1.0 and pd.isna(cust.loc["customer:b", "created_at"])
+    e = frame.edges[("customer", "has_device", "device")]
+    assert e.loc[0, "event_count"] == 3.0 and str(e.loc[0, "first_seen"].tz) == "UTC"
+    assert frame.as_of.year == 2026
+    w = snap.CsvPartWriter(root / "edges" / "has_device" / "part-1.csv", snap.edge_header())
+    w.write(["e:2", "customer:zzz", "device:d", "has_device", "", "", 1, 1, 0, 0, 0, 0])
+    w.close()
+    with pytest.raises(SchemaError, match="unknown vertices"):
+        read_snapshot(root)
+
+
+def test_encoder_round_trip_unseen_categories_and_empty_values_are_finite(toy):
+    frame, enc, t = toy
+    again = FeatureEncoder.from_dict(json.loads(json.dumps(enc.to_dict()))).transform(frame)
+    assert torch.equal(again.x, t.x) and torch.equal(again.edge_attr, t.edge_attr)
+    assert len(enc.feature_names()) == t.x.shape[1]
+    odd = make_frame([customer("new", country="ZZ", lifetime_value=None, created_at=None)],
+                     [link("new", "device:x", first_days=None, last_days=None, count=None)])
+    t2 = enc.transform(odd)
+    assert torch.isfinite(t2.x).all() and torch.isfinite(t2.edge_attr).all()
+    names = enc.feature_names()
+    row = t2.x[t2.index_of(["customer:new"])[0]]
+    other = names.index("customer.country=other")
+    assert row[other] != t.x[:, other].min()  # "ZZ" was never seen: encoded as other, not dropped
+
+
+def test_label_columns_are_masked_on_self_only(toy):
+    frame, enc, t = toy
+    i = int(t.index_of(["customer:r0m0"])[0])
+    j = int(t.index_of(["customer:r0m1"])[0])
+    x = mask_labels(t, [i])
+    assert (x[i, t.label_cols] == 0).all() and x[i, t.mask_col] == 1
+    assert torch.equal(x[j], t.x[j])
+    names = enc.feature_names()
+    assert {names[c] for c in t.label_cols.tolist()} >= {"customer.blocked", "customer.n_blocks"}
+
+
+def test_conv_shapes_permutation_invariance_and_edge_features_matter():
+    torch.manual_seed(0)
+    n, e, d, r, de = 12, 40, 8, 3, 4
+    x = torch.randn(n, d)
+    ei = torch.randint(0, n, (2, e))
+    et = torch.randint(0, r, (e,))
+    ea = torch.randn(e, de)
+    conv = EdgeAwareRGCNConv(d, 16, r, de)
+    out = conv(x, ei, et, ea)
+    assert out.shape == (n, 16)
+    perm = torch.randperm(n)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(n)
+    out_p = conv(x[perm], inv[ei], et, ea)  # same graph, nodes renumbered
+    assert torch.allclose(out_p, out[perm], atol=1e-5)
+    eperm = torch.randperm(e)
+    assert torch.allclose(conv(x, ei[:, eperm], et[eperm], ea[eperm]), out, atol=1e-5)  # edge order irrelevant
+    assert not torch.allclose(conv(x, ei, et, ea + 1.0), out, atol=1e-3)
+
+
+def test_training_overfits_a_tiny_graph_and_hidden_own_label_cannot_change_the_score(toy):
+    frame, enc, t = toy
+    y = frame.vertices["customer"].index.str.startswith("customer:r").astype(float)
+    cfg = load_model_config(overrides={"training.epochs": 120, "training.patience": 120, "training.mask_rate": 1.0,
+                                       "network.dropout": 0.0, "split": "stratified"})
+    targets = build_targets(frame, cfg, target="customer.blocked")
+    targets.y = np.asarray(y)
+    res = train(t, targets, cfg)
+    nodes = t.index_of(targets.ids).astype(np.int64)
+    scores = predict(res.model, t, nodes, cfg)
+    assert summary(targets.y, scores)["auroc"] > 0.99
+    # flip a node's own label-derived inputs: its (masked) score must not move
+    i = int(t.index_of(["customer:r1m0"])[0])
+    t_flip = type(t)(**{**t.__dict__, "x": t.x.clone()})
+    t_flip.x[i, t.label_cols] += 5.0
+    a = predict(res.model, t, np.array([i]), cfg)
+    b = predict(res.model, t_flip, np.array([i]), cfg)
+    assert a[0] == pytest.approx(b[0], abs=1e-6)
+    # …while a neighbour's label does reach it
+    j = int(t.index_of(["customer:r1m3"])[0])
+    assert predict(res.model, t_flip, np.array([j]), cfg)[0] != pytest.approx(predict(res.model, t, np.array([j]), cfg)[0], abs=1e-6)
+
+
+def test_save_load_round_trip_scores_identically(tmp_path, toy):
+    frame, enc, t = toy
+    model = FraudGNN(t.x.shape[1], 16, len(t.relations), t.edge_attr.shape[1])
+    version = save_model(tmp_path / "m", model, enc, {"model": {"target_label": "customer"}},
+                         {"threshold": 0.5}, "card {version}")
+    loaded = LoadedModel.load(tmp_path / "m")
+    assert loaded.version == version and version in (tmp_path / "m" / "model_card.md").read_text()
+    ids = ["customer:r0m3", "customer:h0m1"]
+    nodes = t.index_of(ids).astype(np.int64)
+    direct = []
+    model.eval()
+    for i in nodes:
+        with torch.no_grad():
+            direct.append(float(torch.sigmoid(model(mask_labels(t, [i]), t.edge_index, t.edge_type, t.edge_attr))[i]))
+    assert np.allclose(loaded.score(frame, ids[:1]), direct[:1], atol=1e-6)
+    assert np.allclose(loaded.score(frame, ids[1:]), direct[1:], atol=1e-6)
+    with pytest.raises(SchemaError):
+        LoadedModel.load(tmp_path / "nothing")
+
+
+def test_metrics_and_threshold_choice():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 0, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.75, 0.8, 0.9])
+    assert recall_at_precision(y, s, 1.0) == pytest.approx(0.4)
+    thr, ok = threshold_for_precision(y, s, 0.8)
+    assert ok and ((s >= thr) & (y == 1)).sum() / (s >= thr).sum() >= 0.8
+    thr, ok = threshold_for_precision(np.array([1, 0, 1, 0]), np.array([0.1, 0.9, 0.2, 0.8]), 0.99)
+    assert not ok  # unreachable target is reported, not hidden
+
+
+def test_targets_from_property_validate_values(toy):
+    frame, _, _ = toy
+    cfg = load_model_config()
+    with pytest.raises(SchemaError, match="LABEL.PROPERTY"):
+        build_targets(frame, cfg, target="blocked")
+    with pytest.raises(SchemaError, match="no property"):
+        build_targets(frame, cfg, target="customer.nope")
+    with pytest.raises(SchemaError, match="0/1"):
+        build_targets(frame, cfg, target="customer.lifetime_value")
+    tg = build_targets(frame, cfg, target="customer.blocked")
+    assert tg.kind == "time" and set(tg.split) == {"train", "val", "test"}
