@@ -292,6 +292,17 @@ def synth(
     console.print(f"wrote {out} in {time.perf_counter() - t0:.1f}s")
 
 
+def _register_model_commands() -> None:
+    from identigraph.model import cli as model_cli
+
+    app.command("train")(model_cli.train_cmd)
+    app.command("predict")(model_cli.predict_cmd)
+    app.command("evaluate")(model_cli.evaluate_cmd)
+
+
+_register_model_commands()
+
+
 @config_app.command("show")
 def config_show() -> None:
     """The resolved configuration (file + environment), secrets masked."""
