@@ -1,0 +1,89 @@
+"""API keys (hashed, scoped) and per-key rate limits.
+
+Keys are compared by their SHA-256 only: the serving config can sit in a repository or a config map
+without being a secret, and a leaked config does not leak a key. A high-entropy random key needs no slow
+password hash; SHA-256 is the standard for API tokens. Rate limits are per key so that one team's retry
+storm throttles that team, not the fraud checks of everybody else.
+
+``python -m identigraph.serving.auth < keyfile`` prints the digest to put in ``conf/serving.yaml``
+(read from stdin so the key stays out of shell history).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from identigraph.serving.config import ApiKey, RateLimit, ServingConfig
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.strip().encode()).hexdigest()
+
+
+class TokenBucket:
+    """``per_second`` tokens a second up to ``burst``; thread-safe (requests run on a thread pool)."""
+
+    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = limit.per_second
+        self.capacity = float(limit.burst)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.stamp = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """0 if a token was taken, else the seconds until one will be there (for Retry-After)."""
+        with self._lock:
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return 0.0
+            return (1.0 - self.tokens) / self.rate
+
+
+class Unauthorized(Exception):
+    """No key, or one that matches nothing: 401."""
+
+
+class Forbidden(Exception):
+    """A valid key without the scope the route needs: 403."""
+
+
+class RateLimited(Exception):
+    """The key's bucket is empty: 429 with Retry-After."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after_s:.2f}s")
+        self.retry_after_s = retry_after_s
+
+
+class Authenticator:
+    def __init__(self, config: ServingConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.keys = config.key_by_digest()
+        self.buckets = {k.id: TokenBucket(k.rate_limit, clock) for k in config.api_keys}
+
+    def check(self, presented: str | None, scope: str) -> ApiKey:
+        """The caller's key if it may use ``scope`` now; raises Unauthorized, Forbidden or RateLimited."""
+        if not presented:
+            raise Unauthorized("missing API key (X-API-Key header or Authorization: Bearer)")
+        key = self.keys.get(key_digest(presented))
+        if key is None:
+            raise Unauthorized("unknown API key")
+        if scope not in key.scopes:
+            raise Forbidden(f"key {key.id!r} lacks the scope {scope!r}")
+        wait = self.buckets[key.id].take()
+        if wait > 0:
+            raise RateLimited(wait)
+        return key
+
+
+
+
+if __name__ == "__main__":
+    print(key_digest(sys.stdin.read()))

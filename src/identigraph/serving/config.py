@@ -1,0 +1,165 @@
+"""The serving configuration (``conf/serving.yaml``): who may call, how fast, and how scores become decisions.
+
+Kept apart from the platform tree (``config.Settings``) because it changes on a different rhythm and by
+different people: fraud operations tune thresholds and rules, platform teams add API keys, and neither
+should need a redeploy of the graph or the stream. Same discipline as the platform tree: every key typed,
+unknown keys are errors that name the key, because a mistyped threshold silently falling back to a default
+is how a fraud service ends up blocking (or allowing) everybody.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from identigraph.config import _describe
+from identigraph.errors import ConfigError
+from identigraph.graph.schema import IDENTITY_EVENT_TYPES
+
+DEFAULT_SERVING_CONFIG = Path("conf/serving.yaml")
+
+Scope = Literal["score", "identity:read", "model:admin"]
+Decision = Literal["allow", "review", "block"]
+IdentifierLabel = Literal["device", "ip", "email", "phone", "card"]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimit(_Strict):
+    """Token bucket: ``per_second`` sustained, ``burst`` at once (a team's retry storm stays its own problem)."""
+
+    per_second: float = Field(50.0, gt=0, le=100_000)
+    burst: int = Field(100, ge=1, le=1_000_000)
+
+
+class ApiKey(_Strict):
+    """One consuming team's key. Only the SHA-256 of the key is stored: the config file is not a secret."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+                    description="names the caller in the audit log and metrics")
+    sha256: str = Field(description="hex SHA-256 of the key (python -m identigraph.serving.auth < keyfile)")
+    scopes: list[Scope] = Field(min_length=1)
+    rate_limit: RateLimit = RateLimit()
+    local_only: bool = Field(False, description="a key whose plaintext is published (demo): refused in production")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _SHA256.match(value):
+            raise ValueError("must be 64 hex characters (the SHA-256 of the key), never the key itself")
+        return value
+
+
+class HardRule(_Strict):
+    """A graph fact that forces a decision up whatever the model says (the rules fraud teams already trust).
+
+    "Shares a device with >= 2 blocked accounts" is ``identifier: device, min_blocked: 2``. ``at_least:
+    block`` still yields to the lifetime-value boundary: a high-value customer is never blocked automatically.
+    """
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    identifier: IdentifierLabel
+    min_blocked: int = Field(ge=1, description="blocked other customers on one identifier of this kind")
+    at_least: Literal["review", "block"] = "review"
+
+
+class PolicyConfig(_Strict):
+    threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                    description="score at or above it is fraud; null: the model's own threshold")
+    lifetime_value_boundary: float = Field(
+        200.0, ge=0, description="fraud below this lifetime value is blocked automatically, at or above it reviewed")
+    hard_rules: list[HardRule] = []
+
+    @field_validator("hard_rules")
+    @classmethod
+    def _unique_names(cls, rules: list[HardRule]) -> list[HardRule]:
+        names = [r.name for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique, repeated: {dupes}")
+        return rules
+
+
+class NeighbourhoodCaps(_Strict):
+    """Bounds of one request's graph fetch: a carrier NAT IP with 40,000 customers contributes ``fanout_cap``."""
+
+    hops: int = Field(2, ge=1, le=2)
+    fanout_cap: int = Field(50, ge=1, le=1000)
+    max_customers: int = Field(300, ge=1, le=5000)
+
+
+class GraphAccess(_Strict):
+    """How long a request may wait for the graph before it is answered degraded (review, never block)."""
+
+    timeout_s: float = Field(1.0, gt=0, le=30)
+    retry_attempts: int = Field(2, ge=1, le=10, description="replaces graph.retry.attempts for serving")
+    pool_size: int = Field(8, ge=1, le=64)
+
+
+class ExplainConfig(_Strict):
+    top_k: int = Field(5, ge=1, le=50)
+    model_attribution: Literal["flagged", "always", "never"] = Field(
+        "flagged", description="when the model's gradient×input attribution runs: for review and block "
+                               "decisions (default), on every request, or never")
+
+
+class ServingConfig(_Strict):
+    api_keys: list[ApiKey] = Field(min_length=1)
+    policy: PolicyConfig = PolicyConfig()
+    neighbourhood: NeighbourhoodCaps = NeighbourhoodCaps()
+    graph: GraphAccess = GraphAccess()
+    explain: ExplainConfig = ExplainConfig()
+    max_batch: int = Field(50, ge=1, le=1000, description="items in one /v1/score:batch or /invocations call")
+    as_of: datetime | None = Field(
+        None, description="the scoring clock; null: now. A replayed or synthetic world sets its own as-of, "
+                          "or every recency feature would be off by the months since it was generated")
+    default_action: Literal[IDENTITY_EVENT_TYPES] = "login"  # type: ignore[valid-type]
+    review_queue: bool = Field(True, description="send review decisions with their explanation to queues.review")
+    audit_file: Path = Field(Path("serving/audit.jsonl"), description="JSON lines; relative to data_dir")
+    invocations_open: bool = Field(
+        False, description="/ping and /invocations without an API key: only where SageMaker's IAM is the gate")
+    model_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads; requests are the parallelism")
+
+    @field_validator("as_of")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> "ServingConfig":
+        for attr in ("id", "sha256"):
+            seen = [getattr(k, attr) for k in self.api_keys]
+            if len(set(seen)) != len(seen):
+                raise ValueError(f"api_keys: every key needs its own {attr}")
+        return self
+
+    def key_by_digest(self) -> dict[str, ApiKey]:
+        return {k.sha256: k for k in self.api_keys}
+
+
+def load_serving_config(path: str | Path | None = None, overrides: dict | None = None) -> ServingConfig:
+    """Read and validate; raises ConfigError naming every bad field."""
+    explicit = path or os.environ.get("IDENTIGRAPH_SERVING_CONFIG")
+    cfg_path = Path(explicit) if explicit else DEFAULT_SERVING_CONFIG
+    if not cfg_path.exists():
+        raise ConfigError(f"serving configuration file not found: {cfg_path}")
+    try:
+        data = yaml.safe_load(cfg_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+    try:  # a top level that is not a mapping fails validation at <root>, named like any other field
+        return ServingConfig.model_validate({**data, **(overrides or {})} if isinstance(data, dict) else data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(cfg_path))) from None

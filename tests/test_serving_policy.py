@@ -1,0 +1,134 @@
+"""The serving pieces that need no server: policy, configuration, keys and rate limits, evidence text."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from identigraph.errors import ConfigError
+from identigraph.graph.queries import Neighbourhood
+from identigraph.serving import explain
+from identigraph.serving.auth import Authenticator, Forbidden, RateLimited, TokenBucket, Unauthorized, key_digest
+from identigraph.serving.config import PolicyConfig, RateLimit, ServingConfig, load_serving_config
+from identigraph.serving.policy import Facts, decide
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = [{"name": "device_shared_with_blocked", "identifier": "device", "min_blocked": 2},
+         {"name": "card_ring", "identifier": "card", "min_blocked": 3, "at_least": "block"}]
+POLICY = PolicyConfig(lifetime_value_boundary=200, hard_rules=RULES)
+
+
+@pytest.mark.parametrize("score, ltv, blocked, decision, rules", [
+    (0.10, 50.0, {}, "allow", []),                                  # below threshold
+    (0.90, 50.0, {}, "block", []),                                  # fraud, low value: automatic block
+    (0.90, 200.0, {}, "review", []),                                # the boundary itself is high value
+    (0.90, 5_000.0, {}, "review", []),                              # fraud, high value: a person decides
+    (0.90, None, {}, "review", []),                                 # value unknown: never a block
+    (0.50, 50.0, {}, "block", []),                                  # at the threshold counts as fraud
+    (0.10, 50.0, {"device": 2}, "review", ["device_shared_with_blocked"]),   # rule lifts an allow
+    (0.10, 50.0, {"device": 1}, "allow", []),                       # under the rule's count
+    (0.90, 50.0, {"device": 5}, "block", ["device_shared_with_blocked"]),    # rules never lower a decision
+    (0.10, 50.0, {"card": 3}, "block", ["card_ring"]),              # a block rule on a low-value account
+    (0.10, 900.0, {"card": 3}, "review", ["card_ring"]),            # ... yields to the value boundary
+])
+def test_policy_cases(score, ltv, blocked, decision, rules):
+    verdict = decide(Facts(score, ltv, blocked), POLICY, threshold=0.5)
+    assert (verdict.decision, verdict.rules, verdict.degraded) == (decision, rules, False)
+    assert verdict.reasons
+
+
+@pytest.mark.parametrize("facts", [
+    Facts(0.99, 1.0, {"card": 9}, missing=("graph did not answer within 1s",)),
+    Facts(None, 1.0, {}, missing=("no model loaded",)),
+    Facts(None, 1.0, {}),
+])
+def test_missing_or_degraded_data_is_a_degraded_review_never_a_block(facts):
+    verdict = decide(facts, POLICY, threshold=0.5)
+    assert (verdict.decision, verdict.degraded) == ("review", True)
+    assert any("never blocks" in r for r in verdict.reasons)
+
+
+def _config(**over) -> dict:
+    return {"api_keys": [{"id": "team-a", "sha256": key_digest("a-key"), "scopes": ["score"],
+                          "rate_limit": {"per_second": 1, "burst": 2}},
+                         {"id": "team-b", "sha256": key_digest("b-key"), "scopes": ["identity:read"]}], **over}
+
+
+def test_shipped_config_loads_and_errors_name_the_field(tmp_path):
+    shipped = load_serving_config(REPO / "conf" / "serving.yaml")
+    assert shipped.neighbourhood.hops <= 2 and shipped.max_batch >= 1 and shipped.api_keys
+    bad = tmp_path / "serving.yaml"
+    bad.write_text("api_keys: []\npolicy: {treshold: 0.5, lifetime_value_boundary: -1}\nneighbourhood: {hops: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        load_serving_config(bad)
+    text = str(err.value)
+    for field in ("api_keys", "policy.treshold: unknown key", "policy.lifetime_value_boundary", "neighbourhood.hops"):
+        assert field in text
+    with pytest.raises(ConfigError, match="sha256"):
+        load_serving_config(bad, {"api_keys": [{"id": "x", "sha256": "plaintext-key", "scopes": ["score"]}],
+                                  "policy": {}, "neighbourhood": {}})
+    with pytest.raises(ValueError, match="own id"):
+        ServingConfig.model_validate(_config(api_keys=_config()["api_keys"] * 2))
+    with pytest.raises(ValueError, match="unique"):
+        PolicyConfig(hard_rules=[RULES[0], RULES[0]])
+
+
+def test_keys_scopes_and_token_bucket():
+    now = [0.0]
+    auth = Authenticator(ServingConfig.model_validate(_config()), clock=lambda: now[0])
+    with pytest.raises(Unauthorized):
+        auth.check(None, "score")
+    with pytest.raises(Unauthorized):
+        auth.check("not-a-key", "score")
+    with pytest.raises(Forbidden):
+        auth.check("b-key", "score")
+    assert auth.check("a-key", "score").id == "team-a"
+    assert auth.check(" a-key ", "score").id == "team-a"
+    with pytest.raises(RateLimited) as limited:
+        auth.check("a-key", "score")
+    assert limited.value.retry_after_s == pytest.approx(1.0)
+    now[0] = 0.5
+    with pytest.raises(RateLimited):
+        auth.check("a-key", "score")
+    now[0] = 1.0
+    assert auth.check("a-key", "score").id == "team-a"
+    assert auth.check("b-key", "identity:read").id == "team-b"  # buckets are per key
+
+    bucket = TokenBucket(RateLimit(per_second=10, burst=3), clock=lambda: now[0])
+    assert [bucket.take() == 0 for _ in range(4)] == [True, True, True, False]
+    now[0] += 100  # refills up to the burst, not beyond
+    assert [bucket.take() == 0 for _ in range(4)] == [True, True, True, False]
+
+
+def test_evidence_counts_blocked_contested_and_says_when():
+    t = datetime(2026, 6, 1)
+    hood = Neighbourhood(seeds=["customer:s"])
+    hood.vertices = {
+        "customer:s": {"label": "customer"},
+        "customer:a": {"label": "customer", "blocked": True, "created_at": t, "last_block_reason": "fraud"},
+        "customer:b": {"label": "customer", "blocked": True, "created_at": datetime(2026, 6, 3),
+                       "n_block_reviews": 1, "last_block_reason": "abuse"},
+        "customer:c": {"label": "customer", "blocked": False, "created_at": t},
+        "card:k": {"label": "card"}, "ip:1.2.3.4": {"label": "ip"},
+    }
+
+    def edge(c, ident, label, first):
+        return {"edge_id": f"{c}-{ident}", "customer_id": c, "identifier_id": ident, "identifier_label": label,
+                "first_seen": first}
+
+    edges = [edge("customer:s", "card:k", "card", t), edge("customer:a", "card:k", "card", datetime(2026, 5, 1)),
+             edge("customer:b", "card:k", "card", t), edge("customer:c", "card:k", "card", t),
+             edge("customer:s", "ip:1.2.3.4", "ip", t)]
+    hood.edges = {e["edge_id"]: e for e in edges}
+    hood.identifier_degree = {"card:k": 4, "ip:1.2.3.4": 40_000}
+    items = explain.evidence(hood, "customer:s", virtual_edges=["customer:s-ip:1.2.3.4"])
+    card, ip = items
+    assert (card["identifier_id"], card["customers_total"], card["blocked"], card["contested"]) == ("card:k", 4, 2, 1)
+    assert card["created_within_days"] == 2.0 and card["first_seen"].startswith("2026-05-01")
+    assert card["block_reasons"] == ["abuse", "fraud"]
+    assert card["text"] == ("shares card card:k with 3 other accounts, 2 blocked created within 2 days, "
+                            "1 contested a block; first seen 2026-05-01")
+    assert ip["new_in_request"] and "39,999 other accounts (0 most recent examined)" in ip["text"]
+    assert explain.blocked_on_identifier(items) == {"card": 2, "ip": 0}
