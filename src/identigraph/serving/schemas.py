@@ -1,0 +1,175 @@
+"""Request and response bodies: the contract other teams code against (and schemathesis tests)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from identigraph.graph.schema import IDENTITY_EVENT_TYPES
+
+CUSTOMER_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"  # no "@": an email is never a customer id
+Action = Literal[IDENTITY_EVENT_TYPES]  # type: ignore[valid-type]
+
+
+def customer_path() -> object:
+    return Path(pattern=CUSTOMER_ID, description="the platform's customer id")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Stricter than the graph's normalisation accepts, never looser: a value the schema allows is one the ETL
+# would have hashed or canonicalised too, so the only 422 for an identifier is a schema-invalid one.
+Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
+Phone = Annotated[str, Field(pattern=r"^(\+|00)[1-9]([ ()-]*[0-9]){6,14}[ ()-]*$", max_length=32,
+                             description="E.164, spaces, dashes and brackets allowed")]
+Ip = Annotated[str, Field(max_length=64, json_schema_extra={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})]
+
+
+class Identifiers(_Body):
+    """What the caller saw at this action. Emails and phones are hashed on arrival and never stored raw."""
+
+    device_id: str | None = Field(None, max_length=256)
+    ip: Ip | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    card_fingerprint: str | None = Field(None, max_length=256)
+
+
+class ScoreRequest(_Body):
+    customer_id: str = Field(pattern=CUSTOMER_ID, description="the platform's customer id (new or existing)")
+    action: Action | None = Field(None, description="what the customer is doing; default from the config")
+    identifiers: Identifiers | None = None
+    explain: bool | None = Field(None, description="force (true) or skip (false) the model's attribution")
+
+
+class Evidence(BaseModel):
+    identifier_id: str
+    identifier_label: str
+    customers_total: int
+    others_seen: int
+    blocked: int
+    contested: int
+    block_reasons: list[str]
+    created_within_days: float | None
+    first_seen: str | None
+    new_in_request: bool
+    text: str
+
+
+class ConnectionImpact(BaseModel):
+    identifier_id: str
+    relation: str
+    impact: float
+    impact_norm: float
+
+
+class FeatureImpact(BaseModel):
+    name: str
+    impact: float
+    impact_norm: float
+
+
+class Explanation(BaseModel):
+    evidence: list[Evidence]
+    connections: list[ConnectionImpact] | None = None
+    features: list[FeatureImpact] | None = None
+
+
+class NeighbourhoodSummary(BaseModel):
+    customers: int
+    identifiers: int
+    capped_identifiers: int
+    customer_cap_reached: bool
+
+
+class ScoreResponse(BaseModel):
+    customer_id: str
+    score: float | None
+    decision: Literal["allow", "review", "block"]
+    reasons: list[str]
+    model_version: str | None
+    degraded: bool
+    known_customer: bool
+    request_id: str
+    rules: list[str]
+    threshold: float | None
+    neighbourhood: NeighbourhoodSummary | None
+    explanation: Explanation
+
+
+class BatchResponse(BaseModel):
+    results: list[ScoreResponse]
+
+
+class CustomerStatus(BaseModel):
+    blocked: bool | None = None
+    n_blocks: int | None = None
+    n_block_reviews: int | None = None
+    last_block_reason: str | None = None
+    last_block_at: str | None = None
+    created_at: str | None = None
+
+
+class IdentityEdge(BaseModel):
+    identifier_id: str
+    identifier_label: str
+    first_seen: str | None = None
+    last_seen: str | None = None
+    event_count: int | None = None
+    n_signup: int | None = None
+    n_login: int | None = None
+    n_add_payment_method: int | None = None
+    n_profile_update: int | None = None
+    n_booking: int | None = None
+
+
+class IdentityResponse(BaseModel):
+    customer_id: str
+    status: CustomerStatus
+    identifiers: list[IdentityEdge]
+
+
+class SharedIdentifier(BaseModel):
+    identifier_id: str
+    identifier_label: str
+    customers_total: int
+    capped: bool
+
+
+class ConnectedCustomer(BaseModel):
+    customer_id: str
+    depth: int
+    via: list[str]
+    status: CustomerStatus
+
+
+class ConnectionsResponse(BaseModel):
+    customer_id: str
+    depth: int
+    identifiers: list[SharedIdentifier]
+    customers: list[ConnectedCustomer]
+    customer_cap_reached: bool
+
+
+class ReloadRequest(_Body):
+    model_dir: str = Field(min_length=1, max_length=4096)
+
+
+class ReloadResponse(BaseModel):
+    previous_version: str | None
+    version: str
+
+
+class Issue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str | None = None
+
+
+class Problem(BaseModel):
+    detail: str | list[Issue]
+    request_id: str | None = None

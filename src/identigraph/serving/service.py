@@ -1,0 +1,359 @@
+"""The scoring service behind the routes: neighbourhood → GraphFrame → model → policy → audit/review.
+
+The model runs in this process, on the frame built from this request's neighbourhood, through the same
+``frame``/``features`` code as training: no network hop to a model endpoint, no second feature
+implementation to drift. The served model sits behind one reference that a reload replaces only after
+the new model has loaded completely, so a request that started on the old model finishes on it and no
+request ever sees a half-loaded one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, TypeVar
+
+from identigraph.config import Settings
+from identigraph.errors import GraphError, IdentigraphError
+from identigraph.graph import pseudonym, queries
+from identigraph.graph.client import GraphClient, is_connection_error
+from identigraph.graph.pseudonym import Pseudonymiser
+from identigraph.graph.records import as_utc
+from identigraph.graph.schema import CUSTOMER, customer_id
+from identigraph.serving import explain, policy
+from identigraph.serving.audit import AuditLog, ReviewQueue
+from identigraph.serving.config import ServingConfig
+from identigraph.serving.metrics import ServingMetrics
+from identigraph.serving.neighbourhood import RequestHood, fetch, identifier_ids
+
+log = logging.getLogger("identigraph.serving")
+T = TypeVar("T")
+_STATUS_PROPS = ("blocked", "n_blocks", "n_block_reviews", "last_block_reason", "last_block_at", "created_at")
+
+
+class GraphUnavailable(IdentigraphError):
+    """The graph failed or did not answer within ``graph.timeout_s``: scores degrade, reads answer 503."""
+
+
+class ModelUnavailable(IdentigraphError):
+    pass
+
+
+class ServedModel:
+    """A loaded model as requests use it: one call at a time, with the encoder's time measured apart.
+
+    One at a time because ``FeatureEncoder.transform`` rebuilds state on the encoder itself
+    (``label_col_names``), so two requests encoding at once can mask the wrong columns — seen as an
+    IndexError under concurrent load. Little parallelism is lost: encoding and a small forward pass are
+    mostly GIL-bound Python and pandas. The encoder is timed by wrapping the loaded model's own
+    ``tensors`` (which its ``score`` calls), so the score served is still exactly the model's.
+    """
+
+    def __init__(self, loaded: Any) -> None:
+        self.loaded = loaded
+        self.version: str = loaded.version
+        self.threshold: float = loaded.threshold
+        self.encoder = loaded.encoder
+        self._lock = threading.Lock()
+        self._encoding_s = 0.0
+        inner = loaded.tensors
+
+        def tensors(frame: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(frame)
+            finally:
+                self._encoding_s += time.perf_counter() - t0
+
+        loaded.tensors = tensors
+
+    def score(self, frame: Any, vid: str) -> tuple[float, float, float]:
+        """(score, encoder seconds, network seconds) for one vertex of ``frame``."""
+        with self._lock:
+            self._encoding_s = 0.0
+            t0 = time.perf_counter()
+            value = float(self.loaded.score(frame, [vid])[0])
+            total = time.perf_counter() - t0
+            return value, self._encoding_s, total - self._encoding_s
+
+    def explain(self, frame: Any, vid: str, top_k: int) -> dict[str, Any]:
+        with self._lock:
+            return self.loaded.explain(frame, vid, top_k)
+
+
+class ModelHolder:
+    """The served model: one reference, swapped only once the replacement is fully loaded."""
+
+    def __init__(self, metrics: ServingMetrics, loader: Callable[[Path], Any] | None = None) -> None:
+        self._current: Any = None
+        self._reload_lock = threading.Lock()
+        self.metrics = metrics
+        self._loader = loader
+
+    @property
+    def current(self) -> Any:
+        return self._current
+
+    def reload(self, model_dir: Path) -> tuple[str | None, str]:
+        """Load ``model_dir`` completely, then swap; returns (previous version, new version)."""
+        loader = self._loader
+        if loader is None:
+            from identigraph.model.artifacts import LoadedModel
+
+            loader = LoadedModel.load
+        with self._reload_lock:  # two reloads at once: the last one to finish loading wins, never a mix
+            new = ServedModel(loader(Path(model_dir)))
+            old = self._current
+            self._current = new  # a single reference assignment: atomic for every reader
+        old_version = getattr(old, "version", None)
+        self.metrics.serving(old_version, new.version)
+        log.info(json.dumps({"event": "model_loaded", "version": new.version, "previous": old_version,
+                             "path": str(model_dir)}))
+        return old_version, new.version
+
+
+def serving_graph_settings(settings: Settings, config: ServingConfig) -> Settings:
+    """The platform's graph settings with the serving retry budget: a request cannot wait 12 retries."""
+    retry = settings.graph.retry.model_copy(update={"attempts": config.graph.retry_attempts,
+                                                     "max_backoff_s": min(settings.graph.retry.max_backoff_s,
+                                                                          config.graph.timeout_s / 4)})
+    graph = settings.graph.model_copy(update={"retry": retry, "pool_size": config.graph.pool_size})
+    return settings.model_copy(update={"graph": graph})
+
+
+def _iso(value: Any) -> Any:
+    return as_utc(value).isoformat() if isinstance(value, datetime) else value
+
+
+def _status(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _iso(props.get(k)) for k in _STATUS_PROPS}
+
+
+def _raw_id(vid: str) -> str:
+    return vid[len(CUSTOMER) + 1:] if vid.startswith(CUSTOMER + ":") else vid
+
+
+class ScoringService:
+    def __init__(self, settings: Settings, config: ServingConfig, model_dir: Path | None = None, *,
+                 client: GraphClient | None = None, sqs: Any = None, pseudo: Pseudonymiser | None = None,
+                 metrics: ServingMetrics | None = None, model_loader: Callable[[Path], Any] | None = None) -> None:
+        self.settings = settings
+        self.config = config
+        self.metrics = metrics or ServingMetrics()
+        self.client = client or GraphClient(serving_graph_settings(settings, config))
+        self.pseudo = pseudo or pseudonym.from_settings(settings)
+        self.models = ModelHolder(self.metrics, model_loader)
+        if model_dir is not None:
+            self.models.reload(model_dir)  # a model that was asked for and does not load is a startup error
+        self.audit = AuditLog(settings.data_path / config.audit_file)
+        self.review: ReviewQueue | None = None
+        if config.review_queue:
+            if sqs is None:
+                from identigraph.etl.publish import sqs_client
+
+                sqs = sqs_client(settings)
+            self.review = ReviewQueue(sqs, settings.queues.review)
+        # graph requests run here so a request can stop waiting at its deadline
+        self._graph_pool = ThreadPoolExecutor(max_workers=config.graph.pool_size * 2, thread_name_prefix="graph")
+
+    def close(self) -> None:
+        if self.review is not None:
+            self.review.close()
+        self._graph_pool.shutdown(wait=False, cancel_futures=True)
+        self.audit.close()
+        self.client.close()
+
+    # ---- plumbing ------------------------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, name: str, times: dict[str, float]) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+
+    def graph_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a graph read with the serving deadline; failures and timeouts become GraphUnavailable."""
+        future = self._graph_pool.submit(fn, *args)
+        try:
+            return future.result(timeout=self.config.graph.timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            self.metrics.graph_failures.labels(kind="timeout").inc()
+            raise GraphUnavailable(f"graph did not answer within {self.config.graph.timeout_s:g}s") from None
+        except Exception as exc:
+            if not (isinstance(exc, GraphError) or is_connection_error(exc)):
+                raise
+            self.metrics.graph_failures.labels(kind="error").inc()
+            raise GraphUnavailable(f"graph unavailable ({type(exc).__name__})") from exc
+
+    def graph_reachable(self) -> bool:
+        try:
+            self.graph_call(lambda: self.client.submit(lambda g: g.inject(1), "next"))
+            return True
+        except GraphUnavailable:
+            return False
+
+    def as_of(self) -> datetime:
+        return self.config.as_of or datetime.now(timezone.utc)
+
+    # ---- scoring -------------------------------------------------------------------------------------
+    def score(self, customer: str, action: str | None, identifiers: Mapping[str, str | None] | None,
+              caller: str, request_id: str, explain_model: bool | None = None) -> dict[str, Any]:
+        """One decision, written to the audit log (and the review queue for reviews) before it returns.
+
+        Raises SchemaError for an identifier that cannot be normalised (the routes answer 422).
+        """
+        cfg = self.config
+        times: dict[str, float] = {}
+        action = action or cfg.default_action
+        ids = identifier_ids(identifiers or {}, self.pseudo)  # bad input fails before any graph work
+        model = self.models.current  # this request's model, whatever a reload does meanwhile
+        as_of = self.as_of()
+        naive_as_of = as_of.astimezone(timezone.utc).replace(tzinfo=None)  # as gremlinpython returns dates
+        missing: list[str] = []
+        found: RequestHood | None = None
+        score: float | None = None
+        frame = None
+        try:
+            with self._stage("graph", times):
+                found = self.graph_call(fetch, self.client, customer, ids, cfg.neighbourhood, naive_as_of, action)
+        except GraphUnavailable as exc:
+            missing.append(str(exc))
+        if found is not None and not found.known and not ids:
+            missing.append("customer not in the graph and no identifiers given")
+        if model is None:
+            missing.append("no model loaded")
+        elif found is not None and not missing:
+            from identigraph.model.frame import from_neighbourhood
+
+            with self._stage("frame", times):
+                frame = from_neighbourhood(found.hood, as_of, model.encoder.vertex_types, model.encoder.edge_types)
+            score, times["features"], times["model"] = model.score(frame, found.seed)
+        with self._stage("policy", times):
+            evidence = explain.evidence(found.hood, found.seed, found.virtual_edges) if found else []
+            seed_props = found.hood.vertices.get(found.seed, {}) if found else {}
+            ltv = seed_props.get("lifetime_value")
+            facts = policy.Facts(score=score, lifetime_value=None if ltv is None else float(ltv),
+                                 blocked_on_identifier=explain.blocked_on_identifier(evidence),
+                                 missing=tuple(missing))
+            threshold = cfg.policy.threshold if cfg.policy.threshold is not None else getattr(model, "threshold", 1.0)
+            verdict = policy.decide(facts, cfg.policy, threshold)
+            # what a fired rule rests on leads the evidence, whatever else is shared more widely
+            fired = {r.identifier: r.min_blocked for r in cfg.policy.hard_rules if r.name in verdict.rules}
+            evidence.sort(key=lambda e: e["blocked"] < fired.get(e["identifier_label"], float("inf")))
+        attribution = None
+        wants_model = explain_model if explain_model is not None else (
+            cfg.explain.model_attribution == "always"
+            or (cfg.explain.model_attribution == "flagged" and verdict.decision != "allow"))
+        if frame is not None and wants_model and cfg.explain.model_attribution != "never":
+            with self._stage("explain", times):
+                attribution = explain.model_attribution(model.explain(frame, found.seed, cfg.explain.top_k),
+                                                        cfg.explain.top_k)
+        shared = [e["text"] for e in evidence if e["customers_total"] > 1][: cfg.explain.top_k]
+        hood = found.hood if found else None
+        result = {
+            "customer_id": customer,
+            "score": None if score is None else round(score, 6),
+            "decision": verdict.decision,
+            "reasons": verdict.reasons + shared,
+            "model_version": getattr(model, "version", None),
+            "degraded": verdict.degraded,
+            "known_customer": bool(found and found.known),
+            "request_id": request_id,
+            "rules": verdict.rules,
+            "threshold": None if model is None and cfg.policy.threshold is None else threshold,
+            "neighbourhood": None if hood is None else {
+                "customers": len(hood.customers), "identifiers": len(hood.vertices) - len(hood.customers),
+                "capped_identifiers": len(hood.truncated_identifiers),
+                "customer_cap_reached": hood.truncated_by_node_cap},
+            "explanation": {"evidence": evidence[: cfg.explain.top_k], **(attribution or {})},
+        }
+        self._record(result, action, caller, sorted(ids), times, attribution is not None)
+        return result
+
+    def _record(self, result: dict[str, Any], action: str, caller: str, given: list[str],
+                times: dict[str, float], attributed: bool) -> None:
+        m = self.metrics
+        for stage, seconds in times.items():
+            m.stage.labels(stage=stage).observe(seconds)
+        if result["neighbourhood"]:
+            m.neighbourhood.observe(result["neighbourhood"]["customers"])
+        m.decisions.labels(decision=result["decision"], degraded=str(result["degraded"]).lower()).inc()
+        self.audit.write({
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "request_id": result["request_id"], "api_key_id": caller, "customer_id": result["customer_id"],
+            "known_customer": result["known_customer"], "action": action, "identifiers_given": given,
+            "decision": result["decision"], "score": result["score"], "threshold": result["threshold"],
+            "model_version": result["model_version"], "degraded": result["degraded"], "rules": result["rules"],
+            "reasons": result["reasons"], "timings_ms": {k: round(v * 1000, 2) for k, v in times.items()},
+        })
+        if result["decision"] == "review" and self.review is not None:
+            case = {k: result[k] for k in ("request_id", "customer_id", "decision", "score", "model_version",
+                                           "degraded", "reasons", "rules", "explanation")}
+            case.update(api_key_id=caller, action=action, ts=datetime.now(timezone.utc).isoformat(),
+                        model_attribution=attributed)
+            m.review_cases.labels(outcome="queued" if self.review.submit(case) else "dropped").inc()
+
+    # ---- reads ---------------------------------------------------------------------------------------
+    def identity(self, customer: str) -> dict[str, Any] | None:
+        vid = customer_id(customer)
+
+        def read() -> tuple[Any, list[dict[str, Any]]]:
+            props = self.client.submit(lambda g: g.V(vid).element_map(), "one_or_none")
+            return props, (queries.customer_identity(self.client, customer) if props else [])
+
+        props, edges = self.graph_call(read)
+        if props is None:
+            return None
+        identifiers = [{"identifier_id": e["identifier_id"], "identifier_label": e["identifier_label"],
+                        **{k: _iso(v) for k, v in e.items() if k not in ("edge_id", "label", "customer_id",
+                                                                         "identifier_id", "identifier_label")}}
+                       for e in edges]
+        return {"customer_id": customer, "status": _status({k: v for k, v in props.items() if isinstance(k, str)}),
+                "identifiers": identifiers}
+
+    def connections(self, customer: str, depth: int) -> dict[str, Any] | None:
+        caps = self.config.neighbourhood
+        hood = self.graph_call(lambda: queries.neighbourhood(self.client, [customer], hops=depth,
+                                                             fanout_cap=caps.fanout_cap,
+                                                             max_customers=caps.max_customers))
+        seed = customer_id(customer)
+        if seed not in hood.vertices:
+            return None
+        # breadth-first over the bipartite edges: a customer's depth is how many shared identifiers away it is
+        by_customer: dict[str, list[str]] = {}
+        by_identifier: dict[str, list[str]] = {}
+        for e in hood.edges.values():
+            by_customer.setdefault(e["customer_id"], []).append(e["identifier_id"])
+            by_identifier.setdefault(e["identifier_id"], []).append(e["customer_id"])
+        level, via = {seed: 0}, {}
+        frontier = [seed]
+        for d in range(1, depth + 1):
+            nxt = []
+            for c in frontier:
+                for ident in by_customer.get(c, []):
+                    for other in by_identifier.get(ident, []):
+                        if other not in level:
+                            level[other], via[other] = d, set()
+                            nxt.append(other)
+                        if level[other] == d:
+                            via[other].add(ident)
+            frontier = nxt
+        customers = [{"customer_id": _raw_id(c), "depth": level[c], "via": sorted(via[c]),
+                      "status": _status(hood.vertices.get(c, {}))}
+                     for c in sorted(level, key=lambda c: (level[c], c)) if c != seed]
+        own = sorted(set(by_customer.get(seed, [])))
+        identifiers = [{"identifier_id": i, "identifier_label": hood.vertices.get(i, {}).get("label", i.split(":")[0]),
+                        "customers_total": int(hood.identifier_degree.get(i, len(by_identifier.get(i, [])))),
+                        "capped": i in hood.truncated_identifiers} for i in own]
+        return {"customer_id": customer, "depth": depth, "identifiers": identifiers, "customers": customers,
+                "customer_cap_reached": hood.truncated_by_node_cap}
