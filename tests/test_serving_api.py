@@ -429,3 +429,48 @@ def test_no_raw_email_or_phone_in_responses_audit_queue_or_logs(make_client, ser
     assert '"decision":"review"' in everything.replace(" ", "") and "new-ring" in everything
     leaked = sorted(x for x in raw if x in everything or x.lower() in everything)
     assert leaked == []
+
+
+def test_every_worker_follows_a_promotion_by_watching_the_model_directory(settings, serving_model, tmp_path):
+    served = tmp_path / "production"
+    shutil.copytree(serving_model[0], served)
+    app = create_app(settings, serving_config(tmp_path, model_watch_s=0.1, review_queue=False), served)
+    try:
+        before = app.state.service.models.current.version
+        metrics = json.loads((served / "metrics.json").read_text())
+        (served / "metrics.json").write_text(json.dumps({**metrics, "version": "promoted"}))
+        deadline = time.monotonic() + 10
+        while app.state.service.models.current.version == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.state.service.models.current.version == "promoted"
+    finally:
+        app.state.service.close()
+
+
+def test_identigraph_serve_runs_the_api_as_its_own_process(settings, serving_model, world_graph, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    import yaml
+
+    port = free_port()
+    (tmp_path / "identigraph.yaml").write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    cfg = serving_config(tmp_path).model_dump(mode="json")
+    (tmp_path / "serving.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "identigraph"), "--config", str(tmp_path / "identigraph.yaml"),
+                             "serve", "--model", str(serving_model[0]), "--serving-config",
+                             str(tmp_path / "serving.yaml"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        from identigraph.serving.loadgen import wait_until_ready
+
+        wait_until_ready(f"http://127.0.0.1:{port}", timeout_s=90)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/score", json={"customer_id": "c0000001"}, headers=SCORER)
+        assert r.status_code == 200 and r.json()["model_version"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM), out[-2000:]  # uvicorn re-raises the signal it drained on
+    assert out.count('"event": "model_loaded"') == 1  # JSON lines, not also through the CLI's rich handler

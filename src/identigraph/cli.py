@@ -313,6 +313,24 @@ def config_show() -> None:
     console.print_json(json.dumps(data))
 
 
+@app.command("serve")
+def serve(
+    model_dir: Optional[Path] = typer.Option(None, "--model", exists=True, file_okay=False,
+                                             help="MODEL_DIR to serve (without one every decision is a degraded review)"),
+    serving_config: Optional[Path] = typer.Option(None, "--serving-config", exists=True, dir_okay=False,
+                                                  help="keys, policy, caps (default: $IDENTIGRAPH_SERVING_CONFIG "
+                                                       "or conf/serving.yaml)"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="8080 is what SageMaker hosting calls"),
+    workers: int = typer.Option(1, "--workers", min=1, help="server processes (each loads the model)"),
+    access_log: bool = typer.Option(False, "--access-log", help="one JSON line per request on stderr"),
+) -> None:
+    """The scoring and identity API (FastAPI): neighbourhood from the graph, model in-process, policy, audit."""
+    from identigraph.serving.app import run_server
+
+    run_server(_State.config_path, serving_config, model_dir, host, port, workers, access_log)
+
+
 @app.command("demo")
 def demo(
     customers: int = typer.Option(5_000, "--customers"),

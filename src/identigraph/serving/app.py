@@ -298,3 +298,61 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
         results = await run_in_threadpool(
             lambda: [_score_one(service, r, caller, f"{rid}.{n}") for n, r in enumerate(body.instances)])
         return JSONResponse({"predictions": results})
+
+
+MODEL_DIR_ENV = "IDENTIGRAPH_MODEL_DIR"
+ACCESS_LOG_ENV = "IDENTIGRAPH_SERVE_ACCESS_LOG"
+
+
+def _prepare_process(serving: ServingConfig) -> None:
+    """Per server process: torch threads (requests are the parallelism) and JSON-lines logs on stderr."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(serving.model_threads)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))  # the records are JSON already
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    access.disabled = os.environ.get(ACCESS_LOG_ENV) != "1"
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory for worker processes: each builds its own app from the same files."""
+    import os
+
+    from identigraph.config import load_settings
+    from identigraph.serving.config import load_serving_config
+
+    serving = load_serving_config()
+    _prepare_process(serving)
+    return create_app(load_settings(), serving, os.environ.get(MODEL_DIR_ENV) or None)
+
+
+def run_server(settings_path: Path | None, serving_path: Path | None, model_dir: Path | None, host: str,
+               port: int, workers: int = 1, access_log: bool = False) -> None:
+    """``identigraph serve``: load and check everything before binding the port, then run uvicorn."""
+    import os
+
+    import uvicorn
+
+    from identigraph.config import load_settings
+    from identigraph.serving.config import load_serving_config
+
+    # worker processes (and this one) read the same files through the environment
+    for name, value in (("IDENTIGRAPH_CONFIG", settings_path), ("IDENTIGRAPH_SERVING_CONFIG", serving_path)):
+        if value:
+            os.environ[name] = str(value)
+    os.environ[MODEL_DIR_ENV] = str(model_dir or "")
+    os.environ[ACCESS_LOG_ENV] = "1" if access_log else "0"
+    serving, settings = load_serving_config(), load_settings()
+    _prepare_process(serving)
+    if workers == 1:
+        app = create_app(settings, serving, model_dir)
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        return
+    create_app(settings, serving, model_dir).state.service.close()  # fail here, not in every worker
+    uvicorn.run("identigraph.serving.app:app_from_environment", factory=True, host=host, port=port,
+                workers=workers, log_config=None, access_log=False)

@@ -129,6 +129,9 @@ class ServingConfig(_Strict):
     invocations_open: bool = Field(
         False, description="/ping and /invocations without an API key: only where SageMaker's IAM is the gate")
     model_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads; requests are the parallelism")
+    model_watch_s: float | None = Field(
+        None, gt=0, description="re-read the model directory's version this often and reload on change "
+                                "(how every worker of a multi-process server follows a promotion); null: off")
 
     @field_validator("as_of")
     @classmethod

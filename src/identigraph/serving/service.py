@@ -115,9 +115,34 @@ class ModelHolder:
             self._current = new  # a single reference assignment: atomic for every reader
         old_version = getattr(old, "version", None)
         self.metrics.serving(old_version, new.version)
+        self.path = Path(model_dir)
         log.info(json.dumps({"event": "model_loaded", "version": new.version, "previous": old_version,
                              "path": str(model_dir)}))
         return old_version, new.version
+
+    def watch(self, interval_s: float, stop: threading.Event) -> threading.Thread:
+        """Reload when the served directory holds a new version (a promotion replaced it in place).
+
+        With several worker processes a reload request reaches only one of them; watching the directory
+        is how every worker follows a promotion. ``save_model`` replaces a directory by rename, so a
+        half-written model is never seen.
+        """
+        def run() -> None:
+            while not stop.wait(interval_s):
+                path, current = getattr(self, "path", None), self._current
+                if path is None:
+                    continue
+                try:
+                    version = json.loads((path / "metrics.json").read_text()).get("version")
+                    if current is not None and version and version != current.version:
+                        self.reload(path)
+                except Exception as exc:  # noqa: BLE001 — a bad promotion must not stop the server
+                    log.warning(json.dumps({"event": "model_watch_failed", "path": str(path),
+                                            "error": f"{type(exc).__name__}: {str(exc)[:200]}"}))
+
+        thread = threading.Thread(target=run, name="model-watch", daemon=True)
+        thread.start()
+        return thread
 
 
 def serving_graph_settings(settings: Settings, config: ServingConfig) -> Settings:
@@ -163,8 +188,12 @@ class ScoringService:
             self.review = ReviewQueue(sqs, settings.queues.review)
         # graph requests run here so a request can stop waiting at its deadline
         self._graph_pool = ThreadPoolExecutor(max_workers=config.graph.pool_size * 2, thread_name_prefix="graph")
+        self._stop = threading.Event()
+        if config.model_watch_s:
+            self.models.watch(config.model_watch_s, self._stop)
 
     def close(self) -> None:
+        self._stop.set()
         if self.review is not None:
             self.review.close()
         self._graph_pool.shutdown(wait=False, cancel_futures=True)
