@@ -174,6 +174,23 @@ def etl(
     run_job(settings(), input_dir, snapshot_dir, as_of, load_graph, overwrite, console=err, summary_console=console)
 
 
+@app.command("label")
+def label(
+    snapshot_dir: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False, help="graph snapshot (etl output)"),
+    out: Path = typer.Option(..., "--out", help="output directory: labels.csv and report.json"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 (default and latest: the snapshot's as-of)"),
+    rules: Path = typer.Option(Path("conf/labeling.yaml"), "--config", help="labeling policy: windows and rules"),
+    truth: Optional[Path] = typer.Option(None, "--truth", exists=True, dir_okay=False,
+                                         help="ground truth (synthetic truth.csv): adds precision/recall to the report"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Training labels (Spark): label maturity, then heuristic correction of uncaught fraud, with evidence."""
+    from identigraph.labeling.job import run_job as run_labeling_job
+
+    err.print(f"[bold]label[/] {snapshot_dir} → {out}")
+    run_labeling_job(settings(), snapshot_dir, out, as_of, rules, truth, overwrite, console=err, summary_console=console)
+
+
 @graph_app.command("load")
 def graph_load(snapshot_dir: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False)) -> None:
     """Load a snapshot (ours or anyone's in the same format) into the configured graph with batched upserts."""

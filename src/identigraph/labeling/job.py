@@ -1,0 +1,405 @@
+"""The labeling job: graph snapshot → ``labels.csv`` + ``report.json``, on Spark like the historical load.
+
+::
+
+    identigraph label --snapshot SNAP --out LABELS [--as-of TS] [--config conf/labeling.yaml] [--truth truth.csv]
+
+One row per customer that existed at as-of: ``customer_id`` (raw id), ``label`` (1 fraud, 0 legitimate,
+empty = unknown), ``status``, ``evidence`` (JSON: the block and care facts that decided the status, and for a
+correction the status it came from and every rule that fired with the identifiers involved — emails and
+phones appear only as the snapshot's keyed hashes), ``label_as_of``. The output is staged in a sibling
+directory and renamed into place, so a failed run leaves the previous labels (or nothing).
+
+As-of defaults to the snapshot's own; a later one is refused, because what happened after the snapshot
+is not in it and labels would silently claim a maturity they do not have. An earlier one is how labels
+for a past training cut are rebuilt from today's snapshot: every fact is cut at as-of
+(``maturity``/``rules``), and the leakage test proves the result equals a snapshot taken then.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+from rich.console import Console
+from rich.table import Table
+
+from identigraph.errors import SchemaError
+from identigraph.etl import snapshot
+from identigraph.etl.job import _parse_as_of, _write_csv
+from identigraph.graph import schema
+from identigraph.labeling.config import (
+    DEFAULT_LABELING_CONFIG,
+    FRAUD_STATUSES,
+    LEGIT_STATUSES,
+    STATUSES,
+    LabelingConfig,
+    load_labeling_config,
+)
+from identigraph.labeling.maturity import label_of, statuses
+from identigraph.labeling.rules import corrections
+
+LABELS_FILE = "labels.csv"
+REPORT_FILE = "report.json"
+LABEL_COLUMNS = ("customer_id", "label", "status", "evidence", "label_as_of")
+_ERR = "identigraph-labeling: "  # marks our own raise_error messages inside Spark's exception text
+
+BLOCK_COLUMNS = {"customer_id": "String", "blocked_at": "Date", "reason": "String", "source": "String",
+                 "rule_name": "String", "unblocked_at": "Date"}
+CARE_COLUMNS = {"customer_id": "String", "contacted_at": "Date", "topic": "String"}
+TRUTH_COLUMNS = {"customer_id": "String", "is_fraud": "Int", "fraud_type": "String"}
+
+
+# ---- reading ----------------------------------------------------------------------------------------------
+
+def _header(path: Path) -> list[str]:
+    with open(path, newline="") as fh:
+        return next(csv.reader(fh), [])
+
+
+def read_csv(spark: SparkSession, files: list[Path], wanted: dict[str, str], what: str) -> DataFrame:
+    """The ``wanted`` columns (name → Neptune type) of CSV files that share a header, typed; Neptune
+    ``name:Type`` headers and plain ones both work. No files: an empty frame of the same shape."""
+    spark_type = {"Date": "timestamp", "String": "string", "Int": "int", "Long": "bigint", "Double": "double"}
+    if not files:
+        return spark.createDataFrame([], ", ".join(f"`{c}` {spark_type[t]}" for c, t in wanted.items()))
+    header = _header(files[0])
+    for f in files[1:]:
+        if _header(f) != header:
+            raise SchemaError(f"{what}: {f.name} has another header than {files[0].name}")
+    names = [name for name, _ in snapshot.split_header(header)]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise SchemaError(f"{what}: no column {', '.join(missing)} in {files[0]}")
+    # every column as text in the file's own order, then typed here: a bad value fails the job by name
+    text = StructType([StructField(f"_c{i}", StringType()) for i in range(len(header))])
+    raw = (spark.read.schema(text).option("header", True).option("escape", '"').option("mode", "FAILFAST")
+           .csv([str(f) for f in files]))
+    cols = []
+    for name, typ in wanted.items():
+        value = F.col(f"_c{names.index(name)}")
+        value = F.when(value != "", value)
+        if typ != "String":
+            parsed = F.expr(f"try_cast(`_c{names.index(name)}` as {spark_type[typ]})")
+            value = F.when(value.isNotNull() & parsed.isNull(),
+                           F.raise_error(F.lit(f"{_ERR}{what}: a {name} is not a valid {typ}"))).otherwise(parsed)
+        cols.append(value.cast(spark_type[typ]).alias(name))
+    return raw.select(*cols)
+
+
+def _raw_id(col: str, label: str) -> Column:
+    """``customer:c1`` → ``c1`` (ids are opaque and may contain ':': cut the prefix, never split)."""
+    return F.expr(f"substring(`{col}`, {len(label) + 2})")
+
+
+def read_snapshot(spark: SparkSession, snap: Path) -> dict[str, DataFrame]:
+    """``customers`` (customer_id, created_at), ``edges`` (customer_id, id_type, identifier, first_seen),
+    ``blocks``, ``care``: uncut — the labeling functions cut everything at as-of themselves."""
+    cust = read_csv(spark, snapshot.csv_files(snap / "vertices" / schema.CUSTOMER),
+                    {"~id": "String", "created_at": "Date"}, "vertices/customer")
+    customers = cust.select(_raw_id("~id", schema.CUSTOMER).alias("customer_id"), "created_at")
+    parts = []
+    for edge_label in snapshot.labels(snap, "edges"):
+        id_type = schema.EDGE_TO_IDENTIFIER.get(edge_label)
+        if id_type is None:
+            continue  # not a customer→identifier edge (a future captain edge, say): not a labeling fact
+        e = read_csv(spark, snapshot.csv_files(snap / "edges" / edge_label),
+                     {"~from": "String", "~to": "String", "first_seen": "Date"}, f"edges/{edge_label}")
+        parts.append(e.filter(F.col("~from").startswith(f"{schema.CUSTOMER}:")).select(
+            _raw_id("~from", schema.CUSTOMER).alias("customer_id"), F.lit(id_type).alias("id_type"),
+            F.col("~to").alias("identifier"), "first_seen"))
+    if parts:
+        edges = parts[0]
+        for p in parts[1:]:
+            edges = edges.unionByName(p)
+    else:
+        edges = spark.createDataFrame([], "customer_id string, id_type string, identifier string, first_seen timestamp")
+    blocks = read_csv(spark, snapshot.csv_files(snap / "history" / "blocks"), BLOCK_COLUMNS, "history/blocks")
+    care = read_csv(spark, snapshot.csv_files(snap / "history" / "care_contacts"), CARE_COLUMNS,
+                    "history/care_contacts")
+    return {"customers": customers, "edges": edges, "blocks": blocks, "care": care}
+
+
+def snapshot_as_of(snap: Path) -> datetime | None:
+    path = snap / snapshot.SUMMARY
+    if not path.exists():
+        return None
+    try:
+        return _parse_as_of(json.loads(path.read_text())["as_of"])
+    except (ValueError, KeyError, TypeError):
+        raise SchemaError(f"snapshot: {path} has no readable as_of") from None
+
+
+# ---- the job ----------------------------------------------------------------------------------------------
+
+def label_frame(facts: dict[str, DataFrame], as_of: datetime, cfg: LabelingConfig) -> DataFrame:
+    """Maturity, then one pass of corrections: ``customer_id, status_before, status, label_before, label,
+    rules, evidence`` — the whole job without I/O, for tests and callers that keep the frame."""
+    ts = F.lit(as_of).cast("timestamp")
+    edges = facts["edges"].filter(F.col("first_seen") <= ts)
+    # cached: the corrections and the output both read the statuses (the caller clears the cache)
+    mature = statuses(facts["customers"], edges, facts["blocks"], facts["care"], as_of, cfg.maturity).persist()
+    fixed = corrections(edges, mature, cfg)
+    out = mature.join(fixed, "customer_id", "left")
+    status = F.when(F.col("rules").isNotNull(), F.lit("corrected_fraud")).otherwise(F.col("status"))
+    evidence = F.struct(
+        "maturity.created", "maturity.block", "maturity.ever_contested", "maturity.ever_lifted",
+        F.when(F.col("rules").isNotNull(), F.col("status")).alias("corrected_from"), "rules")
+    return out.select(
+        "customer_id", F.col("status").alias("status_before"), status.alias("status"),
+        F.col("label").alias("label_before"), label_of(status).alias("label"), "rules",
+        F.to_json(evidence, {"timestampFormat": snapshot.TS_FORMAT_SPARK}).alias("evidence"),
+    )
+
+
+def _check_paths(snap: Path, out: Path, overwrite: bool) -> None:
+    if not (snap / "vertices").is_dir() and not (snap / "edges").is_dir():
+        raise SchemaError(f"snapshot: {snap} is not a graph snapshot (no vertices/ or edges/)")
+    s, o = snap.resolve(), out.resolve()
+    if o == s or s in o.parents or o in s.parents:
+        raise SchemaError(f"out: {out} must not be the snapshot, inside it or around it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise SchemaError(f"out: {out} exists and is not empty (use --overwrite)")
+
+
+def resolve_as_of(snap: Path, as_of: str | datetime | None) -> datetime:
+    snap_as_of = snapshot_as_of(snap)
+    wanted = _parse_as_of(as_of)
+    if wanted is None:
+        if snap_as_of is None:
+            raise SchemaError(f"as_of: {snap} has no {snapshot.SUMMARY} to take it from; pass --as-of")
+        return snap_as_of
+    if snap_as_of is not None and wanted > snap_as_of:
+        raise SchemaError(f"as_of: {snapshot.format_ts(wanted)} is later than the snapshot's as-of "
+                          f"{snapshot.format_ts(snap_as_of)}; what happened after it is not in the snapshot")
+    return wanted
+
+
+def run_labeling(
+    spark: SparkSession,
+    snap: Path,
+    out: Path,
+    as_of: str | datetime | None = None,
+    config: LabelingConfig | str | Path | None = None,
+    truth: Path | None = None,
+    overwrite: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Write ``labels.csv`` and ``report.json`` under ``out``; returns the report."""
+    console = console or Console(stderr=True)
+    snap, out = Path(snap), Path(out)
+    cfg = config if isinstance(config, LabelingConfig) else load_labeling_config(config)
+    _check_paths(snap, out, overwrite)
+    if truth is not None and not Path(truth).is_file():
+        raise SchemaError(f"truth: {truth} is not a file")
+    cut = resolve_as_of(snap, as_of)
+    started = time.perf_counter()
+    try:
+        with snapshot.staged(out, overwrite=True) as tmp:
+            frame = label_frame(read_snapshot(spark, snap), cut, cfg).persist()
+            _write_labels(frame, cut, tmp)
+            report = build_report(spark, frame, cfg, truth)
+            report = {"as_of": snapshot.format_ts(cut), "snapshot": str(snap), "config": _config_name(config),
+                      "maturity": cfg.maturity.model_dump(), **report,
+                      "seconds": round(time.perf_counter() - started, 2)}
+            (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"  [green]✓[/] {report['customers']:,} customers labelled as of {report['as_of']} "
+                      f"({report['seconds']:.1f}s)")
+        return report
+    except Exception as exc:
+        text = str(exc)
+        if _ERR in text:  # our own check failing inside a Spark task: keep its sentence, drop the JVM trace
+            raise SchemaError(text[text.index(_ERR) + len(_ERR):].splitlines()[0].strip().rstrip('".')) from None
+        raise
+    finally:
+        spark.catalog.clearCache()
+
+
+def _config_name(config: LabelingConfig | str | Path | None) -> str:
+    if isinstance(config, LabelingConfig):
+        return "<in memory>"
+    return str(config or DEFAULT_LABELING_CONFIG)
+
+
+def _write_labels(frame: DataFrame, cut: datetime, tmp: Path) -> None:
+    rows = frame.select(
+        "customer_id", F.col("label").cast("string").alias("label"), "status", "evidence",
+        F.lit(snapshot.format_ts(cut)).alias("label_as_of"),
+    ).repartition(1).sortWithinPartitions("customer_id")
+    _write_csv(rows, tmp / "_labels", 1)
+    part = next((tmp / "_labels").glob("part-*.csv"), None)
+    if part is None or part.stat().st_size == 0:  # no customers at as-of: still a file with its header
+        (tmp / LABELS_FILE).write_text(",".join(LABEL_COLUMNS) + "\n")
+    else:
+        part.rename(tmp / LABELS_FILE)
+    shutil.rmtree(tmp / "_labels")
+
+
+# ---- report -----------------------------------------------------------------------------------------------
+
+def _ratio(num: int, den: int) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def build_report(spark: SparkSession, frame: DataFrame, cfg: LabelingConfig, truth: Path | None) -> dict[str, Any]:
+    """Counts per status and rule; with the truth, precision and recall before and after correction."""
+    df = frame
+    if truth is not None:
+        t = read_csv(spark, [Path(truth)], TRUTH_COLUMNS, "truth").dropDuplicates(["customer_id"])
+        df = frame.join(t, "customer_id", "left")
+    else:
+        df = frame.withColumn("is_fraud", F.lit(None).cast("int")).withColumn("fraud_type", F.lit(None).cast("string"))
+    # one small aggregate answers every question below (one pass, however many customers)
+    cells = [r.asDict() for r in df.groupBy("status_before", "status", "is_fraud", "fraud_type",
+                                            F.col("rules.rule").alias("fired")).count().collect()]
+
+    def total(pred: Any) -> int:
+        return sum(c["count"] for c in cells if pred(c))
+
+    report: dict[str, Any] = {
+        "customers": total(lambda c: True),
+        "statuses": {s: total(lambda c, s=s: c["status"] == s) for s in STATUSES},
+        "statuses_before_correction": {s: total(lambda c, s=s: c["status_before"] == s) for s in STATUSES},
+        "labels": {"fraud": total(lambda c: c["status"] in FRAUD_STATUSES),
+                   "legit": total(lambda c: c["status"] in LEGIT_STATUSES)},
+        "rules": {},
+    }
+    report["labels"]["unknown"] = report["customers"] - report["labels"]["fraud"] - report["labels"]["legit"]
+    for rule in cfg.rules:
+        mine = [c for c in cells if rule.name in (c["fired"] or ())]
+        entry: dict[str, Any] = {
+            "confidence": rule.confidence, "fired": sum(c["count"] for c in mine),
+            "only_rule": sum(c["count"] for c in mine if len(c["fired"]) == 1),
+            "from": {s: n for s in STATUSES if (n := sum(c["count"] for c in mine if c["status_before"] == s))},
+        }
+        if truth is not None:
+            tp = sum(c["count"] for c in mine if c["is_fraud"] == 1)
+            known = sum(c["count"] for c in mine if c["is_fraud"] is not None)
+            entry.update(true_fraud=tp, precision=_ratio(tp, known))
+        report["rules"][rule.name] = entry
+    if truth is not None:
+        report["truth"] = _truth_metrics(cells)
+    return report
+
+
+def _truth_metrics(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    known = [c for c in cells if c["is_fraud"] is not None]
+
+    def n(pred: Any) -> int:
+        return sum(c["count"] for c in known if pred(c))
+
+    frauds = n(lambda c: c["is_fraud"] == 1)
+
+    def fraud_labels(col: str) -> dict[str, Any]:
+        labelled = n(lambda c: c[col] in FRAUD_STATUSES)
+        tp = n(lambda c: c[col] in FRAUD_STATUSES and c["is_fraud"] == 1)
+        legit = n(lambda c: c[col] in LEGIT_STATUSES)
+        hidden = n(lambda c: c[col] in LEGIT_STATUSES and c["is_fraud"] == 1)
+        return {"fraud_labels": labelled, "true_fraud": tp, "precision": _ratio(tp, labelled),
+                "recall": _ratio(tp, frauds), "legit_labels": legit, "fraud_among_legit_labels": hidden,
+                "legit_precision": _ratio(legit - hidden, legit)}
+
+    before, after = fraud_labels("status_before"), fraud_labels("status")
+    promoted = n(lambda c: c["status"] == "corrected_fraud")
+    added = n(lambda c: c["status"] == "corrected_fraud" and c["is_fraud"] == 1)
+    types = sorted({c["fraud_type"] for c in known if c["is_fraud"] == 1 and c["fraud_type"]})
+    per_type = {}
+    for ft in types:
+        members = n(lambda c, ft=ft: c["fraud_type"] == ft and c["is_fraud"] == 1)
+        per_type[ft] = {
+            "customers": members,
+            "recall_before": _ratio(n(lambda c, ft=ft: c["fraud_type"] == ft and c["is_fraud"] == 1
+                                      and c["status_before"] == "matured_fraud"), members),
+            "recall_after": _ratio(n(lambda c, ft=ft: c["fraud_type"] == ft and c["is_fraud"] == 1
+                                     and c["status"] in FRAUD_STATUSES), members),
+            "labelled_legit_after": n(lambda c, ft=ft: c["fraud_type"] == ft and c["is_fraud"] == 1
+                                      and c["status"] in LEGIT_STATUSES),
+        }
+    return {
+        "customers_in_truth": n(lambda c: True),
+        "customers_not_in_truth": sum(c["count"] for c in cells) - n(lambda c: True),
+        "fraud_customers": frauds,
+        "before_correction": before,
+        "after_correction": after,
+        "corrections": {"promoted": promoted, "true_fraud_added": added, "precision": _ratio(added, promoted),
+                        "gain_over_matured": _ratio(added, before["true_fraud"])},
+        "per_fraud_type": per_type,
+    }
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    """The summary a person reads at the end of a run."""
+    table = Table(title=f"labels as of {report['as_of']}: {report['customers']:,} customers")
+    for col, justify in (("status", "left"), ("label", "center"), ("customers", "right"),
+                         ("before correction", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for s in STATUSES:
+        n, before = report["statuses"][s], report["statuses_before_correction"][s]
+        if n or before:
+            label = "1" if s in FRAUD_STATUSES else "0" if s in LEGIT_STATUSES else "-"
+            table.add_row(s, label, f"{n:,}", f"{before:,}")
+    console.print(table)
+    has_truth = "truth" in report
+    rules = Table(title="correction rules (one pass, against matured fraud only)")
+    for col in ("rule", "conf.", "fired", "alone", *(("true fraud", "precision") if has_truth else ())):
+        rules.add_column(col, justify="left" if col == "rule" else "right")
+    for name, r in report["rules"].items():
+        row = [name, f"{r['confidence']:.2f}", f"{r['fired']:,}", f"{r['only_rule']:,}"]
+        if has_truth:
+            row += [f"{r['true_fraud']:,}", _fmt(r["precision"])]
+        rules.add_row(*row)
+    console.print(rules)
+    if has_truth:
+        _print_truth(report["truth"], console)
+
+
+def _print_truth(t: dict[str, Any], console: Console) -> None:
+    b, a, c = t["before_correction"], t["after_correction"], t["corrections"]
+    quality = Table(title=f"against the truth ({t['fraud_customers']:,} fraudsters)")
+    for col in ("label 1", "count", "true fraud", "precision", "recall", "fraud in label 0"):
+        quality.add_column(col, justify="left" if col == "label 1" else "right")
+    for name, x in (("matured", b), ("final", a)):
+        quality.add_row(name, f"{x['fraud_labels']:,}", f"{x['true_fraud']:,}", _fmt(x["precision"]),
+                        _fmt(x["recall"]), f"{x['fraud_among_legit_labels']:,}/{x['legit_labels']:,}")
+    quality.add_row("corrected", f"{c['promoted']:,}", f"{c['true_fraud_added']:,}", _fmt(c["precision"]), "", "")
+    console.print(quality)
+    console.print(f"  corrections add {c['true_fraud_added']:,} true-fraud labels "
+                  f"(+{_fmt(c['gain_over_matured'], pct=True)} over matured) at precision {_fmt(c['precision'])}")
+    kinds = Table(title="fraud recall by kind")
+    for col in ("kind", "customers", "recall before", "after", "left in label 0"):
+        kinds.add_column(col, justify="left" if col == "kind" else "right")
+    for ft, x in t["per_fraud_type"].items():
+        kinds.add_row(ft, f"{x['customers']:,}", _fmt(x["recall_before"]), _fmt(x["recall_after"]),
+                      f"{x['labelled_legit_after']:,}")
+    console.print(kinds)
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.1%}" if pct else f"{x:.3f}"
+
+
+def run_job(settings: Any, snap: Path, out: Path, as_of: str | None = None, config: Path | None = None,
+            truth: Path | None = None, overwrite: bool = False, console: Console | None = None,
+            summary_console: Console | None = None) -> dict[str, Any]:
+    """What ``identigraph label`` runs: a Spark session, the job, the summary."""
+    from identigraph.etl.spark import session
+
+    console = console or Console(stderr=True)
+    # every check that needs no data first: a typo should not cost a Spark start-up
+    load_labeling_config(config)
+    _check_paths(Path(snap), Path(out), overwrite)
+    resolve_as_of(Path(snap), as_of)
+    report = run_labeling(session(settings, app_name="identigraph-label"), snap, out, as_of=as_of, config=config,
+                          truth=truth, overwrite=overwrite, console=console)
+    print_report(report, summary_console or console)
+    return report
