@@ -123,13 +123,16 @@ def cpu_threads(num_nodes: int, configured: int = 0) -> Iterator[None]:
 
 
 def train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str = "edge", device: str = "auto",
-          log: Callable[[str], None] = lambda _: None, mode: str = "auto") -> TrainResult:
+          log: Callable[[str], None] = lambda _: None, mode: str = "auto",
+          on_epoch: Callable[[int, float], bool] | None = None) -> TrainResult:
+    """``on_epoch(epoch, val_auprc)`` returning False stops training there (a tuner pruning the trial)."""
     with cpu_threads(len(t.x), cfg.training.threads):
-        return _train(t, targets, cfg, conv, device, log, mode)
+        return _train(t, targets, cfg, conv, device, log, mode, on_epoch)
 
 
 def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, device: str,
-           log: Callable[[str], None], mode: str) -> TrainResult:
+           log: Callable[[str], None], mode: str,
+           on_epoch: Callable[[int, float], bool] | None = None) -> TrainResult:
     tc = cfg.training
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
@@ -216,6 +219,9 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
                 f"({epoch_times[-1]:.2f} s)")
         if epoch - best[1] >= tc.patience:
             log(f"early stop at epoch {epoch}: best validation AUPRC {best[0]:.4f} at epoch {best[1]}")
+            break
+        if on_epoch is not None and on_epoch(epoch, val["auprc"]) is False:
+            log(f"stopped by the caller at epoch {epoch}")
             break
     model.load_state_dict(best[2])
     val_scores = predict(model, t, val_idx, cfg, dev, mode=mode)
