@@ -48,6 +48,14 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
         load_and_report(spark, settings, demo_dir / "snapshot", console)
         summary["snapshot"] = snap
 
+        console.print(Rule("3b. training labels (Spark): label maturity, then graph correction of uncaught fraud"))
+        from identigraph.labeling.job import print_report, run_labeling
+
+        labels = run_labeling(spark, demo_dir / "snapshot", demo_dir / "labels", truth=demo_dir / "world" / "truth.csv",
+                              overwrite=True, console=console)
+        print_report(labels, console)
+        summary["labels"] = labels
+
         console.print(Rule("4. the last days through the queue (stream consumer)"))
         from identigraph.etl.consumer import Consumer
         from identigraph.etl.publish import publish_file
