@@ -319,6 +319,10 @@ def _register_model_commands() -> None:
 
 _register_model_commands()
 
+from identigraph.lifecycle.cli import register_commands as _register_lifecycle_commands  # noqa: E402
+
+_register_lifecycle_commands(app)  # model (registry), sagemaker, tune
+
 
 @config_app.command("show")
 def config_show() -> None:
