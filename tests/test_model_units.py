@@ -54,8 +54,7 @@ def toy():
     return frame, enc, enc.transform(frame)
 
 
-def test_snapshot_round_trip_reads_types_and_rejects_dangling_edges(tmp_path):
-    root = tmp_path / "snap"
+def _tiny_snapshot(root):
     (root / "vertices" / "customer").mkdir(parents=True)
     (root / "vertices" / "device").mkdir(parents=True)
     (root / "edges" / "has_device").mkdir(parents=True)
@@ -71,6 +70,11 @@ def test_snapshot_round_trip_reads_types_and_rejects_dangling_edges(tmp_path):
              3, 1, 2, 0, 0, 0])
     w.close()
     (root / snap.SUMMARY).write_text(json.dumps({"as_of": "2026-06-30T00:00:00.000Z"}))
+    return root
+
+
+def test_snapshot_round_trip_reads_types_and_rejects_dangling_edges(tmp_path):
+    root = _tiny_snapshot(tmp_path / "snap")
     frame = read_snapshot(root)
     cust = frame.vertices["customer"]
     assert cust.loc["customer:a", "lifetime_value"] == 12.5
@@ -195,3 +199,12 @@ def test_targets_from_property_validate_values(toy):
         build_targets(frame, cfg, target="customer.lifetime_value")
     tg = build_targets(frame, cfg, target="customer.blocked")
     assert tg.kind == "time" and set(tg.split) == {"train", "val", "test"}
+
+
+def test_estimate_counts_the_snapshot_and_recommends_an_instance(tmp_path):
+    from identigraph.model.pipeline import estimate
+
+    est = estimate(_tiny_snapshot(tmp_path / "snap"), load_model_config())
+    assert est["nodes"] == 3 and est["directed_edges"] == 2
+    assert est["peak_memory_gib"] > 0 and est["epoch_seconds_cpu"] > 0 and est["mode"] == "full"
+    assert "CPU" in est["recommendation"]
