@@ -228,14 +228,15 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
         return found if found is not None else _problem(request, 404, "customer not in the graph")
 
     @app.post("/v1/admin/model:reload", tags=["ops"], response_model=s.ReloadResponse,
-              responses={**responses, 404: {"model": s.Problem}})
+              responses={**responses, 404: {"model": s.Problem}, 409: {"model": s.Problem}})
     def reload(body: s.ReloadRequest, request: Request, key: ApiKey = Depends(require("model:admin"))) -> Any:
         """Load a model directory fully, then switch to it; requests in flight finish on the old one."""
         try:
             previous, version = service.models.reload(Path(body.model_dir))
-        except (SchemaError, OSError, ValueError) as exc:
-            return _problem(request, 404, f"no loadable model at {body.model_dir} ({type(exc).__name__}); "
-                                          f"still serving {getattr(service.models.current, 'version', None)}")
+        except Exception as exc:  # noqa: BLE001 — whatever is wrong with it, the old model keeps serving
+            status = 404 if isinstance(exc, (SchemaError, OSError)) else 409  # 409: there, but incompatible
+            return _problem(request, status, f"no loadable model at {body.model_dir} ({type(exc).__name__}); "
+                                             f"still serving {getattr(service.models.current, 'version', None)}")
         log.info(json.dumps({"event": "model_reloaded", "by": key.id, "version": version, "previous": previous}))
         return {"previous_version": previous, "version": version}
 

@@ -26,6 +26,7 @@ class RunResult:
     latencies_s: list[float] = field(default_factory=list)   # due time → response, successful requests
     errors: dict[str, int] = field(default_factory=dict)      # status code or exception name → count
     sent: int = 0
+    degraded: int = 0                                          # answered, but without graph or model
     late_start_s: float = 0.0                                  # worst lag of a send behind its due time
 
     def summary(self) -> dict[str, Any]:
@@ -39,6 +40,7 @@ class RunResult:
             "p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
             "max_ms": round(float(lat.max()), 1) if lat.size else None,
             "error_rate": round(n_err / self.sent, 4) if self.sent else 0.0, "errors": dict(self.errors),
+            "degraded_rate": round(self.degraded / self.sent, 4) if self.sent else 0.0,
             "max_send_lag_ms": round(self.late_start_s * 1000, 1),
         }
 
@@ -60,6 +62,8 @@ async def run_open_loop(client: httpx.AsyncClient, make_request: Callable[[int],
             r = await client.request(method, path, json=body, timeout=timeout_s)
             if r.status_code == 200:
                 result.latencies_s.append(loop.time() - due)
+                if r.content.find(b'"degraded":true') >= 0:  # a review because the graph or model failed
+                    result.degraded += 1
             else:
                 result.errors[str(r.status_code)] = result.errors.get(str(r.status_code), 0) + 1
         except Exception as exc:  # noqa: BLE001 — every failure is counted, by kind
@@ -106,3 +110,8 @@ def wait_until_ready(url: str, timeout_s: float = 120.0) -> None:
             last = type(exc).__name__
         time.sleep(0.5)
     raise TimeoutError(f"{url} not ready after {timeout_s}s: {last}")
+
+
+def gauge(metrics_text: str, name: str) -> float:
+    found = re.search(rf"^{name} ([0-9.e+-]+)$", metrics_text, re.M)
+    return float(found.group(1)) if found else 0.0
