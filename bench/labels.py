@@ -50,7 +50,8 @@ def _one_seed(spark: Any, settings: Any, work: Path, customers: int, seed: int, 
     write_world(world, work / "world", fmt="parquet")
     stats = world.stats
     del world
-    summary = run_etl(spark, settings, work / "world", work / "snapshot", b"bench-key-0123456789abcdef", console=console)
+    summary = run_etl(spark, settings, work / "world", work / "snapshot", b"bench-key-0123456789abcdef",
+                      console=console)
     snapshot_s = time.perf_counter() - t0
     cfg = load_labeling_config(CONFIG)
     truth = work / "world" / "truth.csv"

@@ -19,7 +19,8 @@ def test_shipped_config_loads_and_explains_every_rule():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"maturity": {"maturity_days": 10, "appeal_days": 14}}, "appeal_days (14) must not exceed maturity.maturity_days (10)"),
+    ({"maturity": {"maturity_days": 10, "appeal_days": 14}},
+     "appeal_days (14) must not exceed maturity.maturity_days (10)"),
     ({"maturity": {"maturity_day": 10}}, "maturity.maturity_day: unknown field"),
     ({"maturity": {"legit_min_age_days": -1}}, "maturity.legit_min_age_days"),
     ({"rules": [{**RULE, "min_fraud": None}]}, "rule r: needs min_fraud or burst"),

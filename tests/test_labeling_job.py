@@ -33,7 +33,8 @@ def worlds(spark, settings, tmp_path_factory):
     t1 = t2 - timedelta(days=60)
     run_etl(spark, settings, root / "world", root / "snap_t1", KEY, as_of=t1)
     reports = {
-        "t2": run_labeling(spark, root / "snap_t2", root / "labels_t2", config=CONFIG, truth=root / "world" / "truth.csv"),
+        "t2": run_labeling(spark, root / "snap_t2", root / "labels_t2", config=CONFIG,
+                           truth=root / "world" / "truth.csv"),
         "t2_at_t1": run_labeling(spark, root / "snap_t2", root / "labels_t2_at_t1", as_of=t1, config=CONFIG),
     }
     # the T1 snapshot's labels through the CLI: the command a person runs
@@ -71,7 +72,8 @@ def test_labels_move_with_as_of(worlds):
     root, _, _, _ = worlds
     then, now = _labels(root / "labels_t1"), _labels(root / "labels_t2")
     assert len(now) > len(then)
-    changed = [cid for cid in then if (then[cid]["status"], then[cid]["evidence"]) != (now[cid]["status"], now[cid]["evidence"])]
+    changed = [cid for cid in then
+               if (then[cid]["status"], then[cid]["evidence"]) != (now[cid]["status"], now[cid]["evidence"])]
     assert len(changed) > 10
 
 
@@ -118,8 +120,10 @@ def test_refuses_an_as_of_after_the_snapshot_and_a_used_output(worlds, spark):
 
 def test_a_bad_value_in_a_snapshot_is_named(spark, tmp_path):
     snap = tmp_path / "snap"
-    customers = snapshot.CsvPartWriter(snap / "vertices" / "customer" / "part-0.csv", snapshot.vertex_header("customer"))
-    customers.write(["customer:c1", "customer", "2026-01-01T00:00:00.000Z"] + [None] * (len(snapshot.CUSTOMER_COLUMNS) - 1))
+    customers = snapshot.CsvPartWriter(snap / "vertices" / "customer" / "part-0.csv",
+                                       snapshot.vertex_header("customer"))
+    customers.write(["customer:c1", "customer", "2026-01-01T00:00:00.000Z"]
+                    + [None] * (len(snapshot.CUSTOMER_COLUMNS) - 1))
     customers.close()
     blocks = snapshot.CsvPartWriter(snap / "history" / "blocks" / "part-0.csv", list(BLOCK_COLUMNS))
     blocks.write(["c1", "last tuesday", "fraud", "manual", None, None])

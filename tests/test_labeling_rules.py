@@ -9,6 +9,8 @@ from identigraph.labeling.config import parse_labeling_config
 from identigraph.labeling.rules import corrections
 
 UTC = timezone.utc
+ACCOUNT_SCHEMA = "customer_id string, created timestamp, status string, age_us long, touched boolean"
+EDGE_SCHEMA = "customer_id string, id_type string, identifier string"
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
 D = timedelta(days=1)
 H = timedelta(hours=1)
@@ -88,9 +90,9 @@ def fired(spark):
     accounts = spark.createDataFrame(
         [(cid, created, status, int((AS_OF - created).total_seconds() * 1e6), touched)
          for cid, (status, created, touched) in ACCOUNTS.items()],
-        "customer_id string, created timestamp, status string, age_us long, touched boolean")
+        ACCOUNT_SCHEMA)
     edges = spark.createDataFrame([(cid, ident.split(":")[0], ident) for ident, cids in EDGES.items() for cid in cids],
-                                  "customer_id string, id_type string, identifier string")
+                                  EDGE_SCHEMA)
     return {r.customer_id: r.rules for r in corrections(edges, accounts, CFG).collect()}
 
 
@@ -110,7 +112,6 @@ def test_evidence_names_identifiers_and_counts(fired):
 
 
 def test_no_rules_no_corrections(spark):
-    accounts = spark.createDataFrame([("x", T, "matured_legit", 1, False)],
-                                     "customer_id string, created timestamp, status string, age_us long, touched boolean")
-    edges = spark.createDataFrame([("x", "device", "device:d")], "customer_id string, id_type string, identifier string")
+    accounts = spark.createDataFrame([("x", T, "matured_legit", 1, False)], ACCOUNT_SCHEMA)
+    edges = spark.createDataFrame([("x", "device", "device:d")], EDGE_SCHEMA)
     assert corrections(edges, accounts, parse_labeling_config({})).count() == 0

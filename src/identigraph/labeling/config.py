@@ -79,7 +79,8 @@ class Rule(_Strict):
     confidence: float = Field(gt=0, le=1, description="expected precision of its promotions (stated, then measured)")
     comment: str = Field(min_length=1)
     via: list[IdentifierType] = Field(min_length=1)
-    max_customers: int = Field(ge=2, le=100_000, description="hub guard: the identifier has at most this many customers")
+    max_customers: int = Field(ge=2, le=100_000,
+                               description="hub guard: the identifier has at most this many customers")
     min_fraud: int | None = Field(None, ge=1, description="other matured-fraud customers on the identifier")
     fraud_created_within_hours: float | None = Field(None, gt=0)
     burst: Burst | None = None

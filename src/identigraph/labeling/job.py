@@ -219,7 +219,8 @@ def run_labeling(
         if _ERR in text:  # our own check failing inside a Spark task: keep its sentence, drop the JVM trace
             raise SchemaError(text[text.index(_ERR) + len(_ERR):].splitlines()[0].strip().rstrip('".')) from None
         if "Malformed records are detected" in text:  # FAILFAST: a line whose fields do not fit the header
-            raise SchemaError(f"snapshot: {snap} has a malformed CSV line (its fields do not match the header)") from None
+            raise SchemaError(f"snapshot: {snap} has a malformed CSV line "
+                              "(its fields do not match the header)") from None
         raise
     finally:
         spark.catalog.clearCache()

@@ -43,7 +43,9 @@ def _applies(rule: Rule, promote_from: list[str], c: Column) -> Column:
 
 
 def _count(members: str, c: Column, pred: Any) -> Column:
-    return F.size(F.filter(members, lambda m: pred(m, F.abs(F.unix_micros(m["created"]) - F.unix_micros(c["created"])))))
+    """Members ``m`` of the identifier for which ``pred(m, microseconds between m's and c's creation)``."""
+    return F.size(F.filter(members, lambda m: pred(
+        m, F.abs(F.unix_micros(m["created"]) - F.unix_micros(c["created"])))))
 
 
 def _qualifying(rule: Rule, i: int, promote_from: list[str], c: Column) -> Column:
