@@ -75,6 +75,10 @@ def test_registration_refused_writes_nothing_and_promotion_rules_hold(lifecycle,
     assert report["deployed"] == str(staging) and lifecycle.registry.current("staging").version == mv.version
     assert lifecycle.deploy.serving("production") is None
 
+    staging.unlink()  # a new serving host: the registry says what each stage serves
+    assert lifecycle.sync() == {"staging": "good00000000", "production": None}
+    assert lifecycle.deploy.serving("staging") == "good00000000"
+
 
 def test_cli_register_refuses_with_reasons_then_registers(tmp_path, monkeypatch):
     monkeypatch.setenv("IDENTIGRAPH__DATA_DIR", str(tmp_path / "data"))

@@ -154,6 +154,13 @@ def status_cmd(lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = 
     console.print(table)
 
 
+@model_app.command("sync")
+def sync_cmd(lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = _BACKEND) -> None:
+    """Point each stage's deployment at the version the registry marks (new serving host, lost volume)."""
+    for stage, version in _lifecycle(lifecycle_config, backend).sync().items():
+        console.print(f"{stage}: {version or 'nothing marked'}")
+
+
 def _sagemaker_config(lifecycle_config: Optional[Path], **given: Optional[str]):
     from identigraph.lifecycle.config import load_lifecycle_config
 

@@ -119,6 +119,17 @@ class Lifecycle:
         report["pruned"] = self.deploy.prune(self.cfg.deploy.keep)
         return mv, report
 
+    def sync(self) -> dict[str, str | None]:
+        """Make each stage's deployment what the registry marks (a new serving host, a lost volume)."""
+        done: dict[str, str | None] = {}
+        for stage in ("staging", "production"):
+            mv = self.registry.current(stage)
+            if mv is not None and self.deploy.serving(stage) != mv.model_version:
+                self.deploy.point(stage, self.deploy.install(self.registry, mv))
+                self.log(f"{stage}: {self.deploy.path(stage)} → {mv.model_version} (version {mv.version})")
+            done[stage] = mv.model_version if mv else None
+        return done
+
 
 def _trained_on(model_dir: Path) -> Path | None:
     source = read_model_dir(model_dir)[1].get("source", {}).get("snapshot")
