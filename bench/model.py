@@ -28,6 +28,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CLI = [str(Path(sys.executable).parent / "identigraph")]
 TOLOKERS = REPO.parent / "shared" / "data" / "tolokers.npz"
+# One intra-op thread: on this shared 2-core VM a forward+backward on the 50k-customer graph took 11 s with
+# one thread and 17-21 s with two (OpenMP threads spin against other processes).
+THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 
 
 def sh(args: list[str]) -> None:
@@ -46,7 +49,7 @@ def synthetic(work: Path, customers: int, seed: int) -> dict:
         sh([*CLI, "etl", "--input", world, "--snapshot", snap, "--overwrite"])
     if not (labels / "labels.csv").exists():
         sh([*CLI, "label", "--snapshot", snap, "--out", labels, "--truth", world / "truth.csv", "--overwrite"])
-    cfg = load_model_config()
+    cfg = load_model_config(overrides={"training.threads": THREADS})
     t0 = time.perf_counter()
     prepared = prepare(snap, cfg, labels=labels)
     prep_s = time.perf_counter() - t0
@@ -85,7 +88,8 @@ def tolokers(work: Path, splits: int) -> dict:
     from identigraph.model.train import predict, train
 
     y_true = np.load(TOLOKERS)["node_labels"]
-    cfg = load_model_config(overrides={"target_label": "worker", "label_columns": {}, "time_property": None})
+    cfg = load_model_config(overrides={"target_label": "worker", "label_columns": {}, "time_property": None,
+                                       "training.threads": THREADS})
     per_split = []
     for s in range(splits):
         root = work / f"tolokers-{s}"
@@ -119,7 +123,8 @@ def speed_worker(snapshot: Path, conv: str, mode: str, epochs: int) -> None:
     from identigraph.model.pipeline import prepare
     from identigraph.model.train import train
 
-    cfg = load_model_config(overrides={"training.epochs": epochs, "training.patience": epochs})
+    cfg = load_model_config(overrides={"training.epochs": epochs, "training.patience": epochs,
+                                       "training.threads": THREADS})
     p = prepare(snapshot, cfg, target="customer.blocked")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res = train(p.tensors, p.targets, cfg, conv=conv, mode=mode)

@@ -28,6 +28,7 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     epochs: int = Field(150, ge=1)
     patience: int = Field(20, ge=1)
+    min_delta: float = Field(0.001, ge=0, description="validation AUPRC gain that counts as better")
     mask_rate: float = Field(0.5, gt=0, le=1)
     max_pos_weight: float = Field(20.0, ge=1)
     full_batch_max_nodes: int = Field(3_000_000, ge=0)

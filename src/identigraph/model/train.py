@@ -212,7 +212,7 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
         val = summary(y_val, val_scores)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_auprc": val["auprc"],
                         "seconds": epoch_times[-1]})
-        if val["auprc"] > best[0]:
+        if val["auprc"] > best[0] + tc.min_delta or best[1] == 0:
             best = (val["auprc"], epoch, copy.deepcopy(model.state_dict()))
         if epoch % 10 == 0 or epoch == 1:
             log(f"epoch {epoch:4d}  loss {history[-1]['loss']:.4f}  val AUPRC {val['auprc']:.4f}  "
