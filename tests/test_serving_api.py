@@ -240,6 +240,13 @@ def test_graph_down_and_model_missing_review_degraded_never_block(make_client, s
     assert r.status_code == 200 and (body["decision"], body["degraded"], body["score"]) == ("review", True, None)
     assert any("graph" in x for x in body["reasons"])
     assert down.get("/readyz").status_code == 503 and down.get("/healthz").status_code == 200
+
+    # a slow graph does not grow a queue: beyond max_in_flight the answer is an immediate 503
+    shedding = make_client(app_settings=closed, max_in_flight=1, graph={"timeout_s": 1.0})
+    with ThreadPoolExecutor(3) as pool:
+        codes = sorted(pool.map(lambda _: shedding.post("/v1/score", json={"customer_id": low},
+                                                         headers=SCORER).status_code, range(3)))
+    assert codes[0] == 200 and codes[-1] == 503
     assert down.get(f"/v1/customers/{low}/identity", headers=READER).status_code == 503
 
     no_model = make_client(model=False, policy={"threshold": 0.0})

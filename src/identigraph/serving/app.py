@@ -50,12 +50,22 @@ def require(scope: str):
     return check
 
 
-class RequestContext:
-    """Pure ASGI middleware: request ids, access log, latency and status metrics for every response."""
+_SCORING = ("/v1/score", "/invocations")
 
-    def __init__(self, app: Any, service: ScoringService) -> None:
+
+class RequestContext:
+    """Pure ASGI middleware: request ids, access log, latency and status metrics, and load shedding.
+
+    Scoring requests beyond ``max_in_flight`` are answered 503 at once instead of queueing: past that
+    point each one would only wait behind the others until its caller gave up, and the server would then
+    spend its time on answers nobody reads. A fast 503 lets the caller fall back (allow and check later).
+    """
+
+    def __init__(self, app: Any, service: ScoringService, max_in_flight: int) -> None:
         self.app = app
         self.metrics = service.metrics
+        self.max_in_flight = max_in_flight
+        self.scoring = 0  # touched only on the event loop: no lock
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -74,10 +84,20 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        scoring = scope["path"].startswith(_SCORING)
         self.metrics.in_flight.inc()
+        self.scoring += scoring
         try:
+            if scoring and self.scoring > self.max_in_flight:
+                body = json.dumps({"detail": f"overloaded: {self.max_in_flight} scoring requests in flight",
+                                   "request_id": request_id}).encode()
+                await send_with_id({"type": "http.response.start", "status": 503, "headers": [
+                    (b"content-type", b"application/json"), (b"retry-after", b"1")]})
+                await send_with_id({"type": "http.response.body", "body": body})
+                return
             await self.app(scope, receive, send_with_id)
         finally:
+            self.scoring -= scoring
             self.metrics.in_flight.dec()
             seconds = time.perf_counter() - t0
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -155,7 +175,7 @@ def create_app(settings: Settings, serving_config: ServingConfig, model_dir: Pat
                   lifespan=lifespan)
     app.state.service = service
     app.state.auth = Authenticator(serving_config)
-    app.add_middleware(RequestContext, service=service)
+    app.add_middleware(RequestContext, service=service, max_in_flight=serving_config.max_in_flight)
     _install_errors(app)
     _routes(app, service, serving_config)
     return app
@@ -179,8 +199,9 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
     responses = {401: {"model": s.Problem}, 403: {"model": s.Problem}, 429: {"model": s.Problem},
                  422: {"model": s.Problem}}
 
+    # health and metrics run on the event loop, not the thread pool: they must answer while scoring saturates it
     @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: the process answers. No dependency is checked (a graph outage must not restart us)."""
         return {"status": "ok"}
 
@@ -196,7 +217,7 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
         return JSONResponse({"status": "ready" if ok else "not ready", **body}, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/score", tags=["scoring"], response_model=s.ScoreResponse, responses=responses)

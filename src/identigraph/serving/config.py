@@ -120,6 +120,7 @@ class ServingConfig(_Strict):
     graph: GraphAccess = GraphAccess()
     explain: ExplainConfig = ExplainConfig()
     max_batch: int = Field(50, ge=1, le=1000, description="items in one /v1/score:batch or /invocations call")
+    max_in_flight: int = Field(32, ge=1, le=10_000, description="scoring requests at once; more get a fast 503")
     as_of: datetime | None = Field(
         None, description="the scoring clock; null: now. A replayed or synthetic world sets its own as-of, "
                           "or every recency feature would be off by the months since it was generated")
