@@ -354,10 +354,10 @@ def serve(
 
 @app.command("demo")
 def demo(
-    customers: int = typer.Option(5_000, "--customers"),
+    customers: int = typer.Option(20_000, "--customers"),
     keep_running: bool = typer.Option(False, "--keep-running", help="leave the services up afterwards"),
 ) -> None:
-    """The whole pipeline as it stands, on a synthetic world: services, world, Spark load, graph."""
+    """The whole pipeline on a synthetic world: services, Spark load, labels, stream, train, evaluate, API."""
     from identigraph.demo import run_demo
 
     run_demo(settings(), customers=customers, keep_running=keep_running, console=console)

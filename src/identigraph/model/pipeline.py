@@ -144,7 +144,7 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
     scorers = {
         "model": lambda nodes: predict(loaded.model, t, nodes, cfg),
         "rgcn_ablation": lambda nodes: predict(ablation.model, t, nodes, cfg, mode=ablation.mode),
-        "gbdt_baseline": gbdt.predict,
+        "gbdt_baseline": lambda nodes: gbdt.predict(t, nodes),
     }
     views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     test = tg.split == "test"
