@@ -120,7 +120,7 @@ class LoadedModel:
         score = self._forward(t, x)[i]
         score.backward()
         grad_input = (x.grad[i] * x[i]).detach().numpy()
-        base = float(score)
+        base = float(score.detach())
         names = self.encoder.feature_names()
         order = np.argsort(-np.abs(grad_input))[:top_k]
         gi_norm = _normalised(grad_input)

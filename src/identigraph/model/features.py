@@ -217,8 +217,8 @@ class FeatureEncoder:
         for ti, label in enumerate(self.type_names):
             a, b = offsets[label]
             type_onehot[a:b, ti] = 1.0
-        self.label_col_names: list[str] = []
-        width_by_label = {}
+        # local, not an attribute: the API encodes concurrent requests with one shared encoder
+        label_col_names: list[str] = []
         for label in self.type_names:
             a, b = offsets[label]
             vf = frame.vertices.get(label, pd.DataFrame())
@@ -227,9 +227,8 @@ class FeatureEncoder:
             if cols:
                 block[a:b] = np.column_stack(cols)
             label_set = set(self.label_columns.get(label, []))
-            self.label_col_names += [f"{label}.{nm}" if nm.split("=")[0].split(":")[0] in label_set else "" for nm in names]
+            label_col_names += [f"{label}.{nm}" if nm.split("=")[0].split(":")[0] in label_set else "" for nm in names]
             blocks.append(block); binary += bin_
-            width_by_label[label] = len(cols)
         # structural: log degree per relation into the node (true degree where the frame was capped)
         deg = np.zeros((n, len(self.relations)))
         if len(edge_type):
@@ -255,8 +254,8 @@ class FeatureEncoder:
         mask_indicator = np.zeros((n, 1))
         x = np.column_stack([*blocks, struct, type_onehot, mask_indicator])
         binary += [False] * struct.shape[1] + [True] * (type_onehot.shape[1] + 1)
-        self.label_col_names += [""] * (struct.shape[1] + type_onehot.shape[1] + 1)
-        return {"x": x, "binary": np.array(binary, dtype=bool), "node_ids": node_ids, "offsets": offsets,
+        label_col_names += [""] * (struct.shape[1] + type_onehot.shape[1] + 1)
+        return {"x": x, "label_col_names": label_col_names, "binary": np.array(binary, dtype=bool), "node_ids": node_ids, "offsets": offsets,
                 "node_type": np.concatenate(types) if types else np.zeros(0, np.int64),
                 "edge_index": edge_index, "edge_type": edge_type, "edge_attr": edge_attr}
 
@@ -287,7 +286,7 @@ class FeatureEncoder:
         x = (raw["x"] - self.mean) / self.std
         e = raw["edge_attr"]
         e = (e - self.edge_mean) / self.edge_std if len(e) else e
-        label_cols = [i for i, nm in enumerate(self.label_col_names) if nm]
+        label_cols = [i for i, nm in enumerate(raw["label_col_names"]) if nm]
         return GraphTensors(
             node_ids=raw["node_ids"], node_type=torch.as_tensor(raw["node_type"], dtype=torch.long),
             type_names=list(self.type_names), type_offsets=raw["offsets"],
