@@ -28,6 +28,10 @@ bench: install
 	$(BIN)/python bench/upsert.py
 	$(BIN)/python bench/etl.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/labels.py
+	$(BIN)/python bench/model.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/tune.py
 
 services-up: install
 	$(BIN)/identigraph services up
