@@ -144,7 +144,7 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
         mode = "sampled" if distributed or len(t.x) > tc.full_batch_max_nodes else "full"
     node_of = t.index_of(targets.ids)
     y_all = torch.full((len(t.x),), float("nan"))
-    y_all[torch.as_tensor(node_of)] = torch.tensor(np.array(targets.y), dtype=torch.float32)
+    y_all[torch.tensor(node_of)] = torch.tensor(targets.y, dtype=torch.float32)  # copies: inputs may be read-only
     known = ~np.isnan(targets.y)
     train_idx = node_of[known & (targets.split == "train")]
     val_idx = node_of[known & (targets.split == "val")]
