@@ -89,7 +89,8 @@ def tolokers(work: Path, splits: int) -> dict:
 
     y_true = np.load(TOLOKERS)["node_labels"]
     cfg = load_model_config(overrides={"target_label": "worker", "label_columns": {}, "time_property": None,
-                                       "training.threads": THREADS})
+                                       "training.threads": THREADS,
+                                       "training.epochs": int(os.environ.get("BENCH_TOLOKERS_EPOCHS", "150"))})
     per_split = []
     for s in range(splits):
         root = work / f"tolokers-{s}"
@@ -99,7 +100,7 @@ def tolokers(work: Path, splits: int) -> dict:
         test_nodes = p.nodes[split[order] == "test"]
         y_test = y_true[order][split[order] == "test"]
         row = {"split": s}
-        for conv in ("edge", "rgcn"):
+        for conv in os.environ.get("BENCH_TOLOKERS_CONVS", "edge,rgcn").split(","):
             t0 = time.perf_counter()
             res = train(p.tensors, p.targets, cfg, conv=conv, log=lambda m: print(f"  [{s} {conv}] {m}", flush=True))
             row[conv] = {**summary(y_test, predict(res.model, p.tensors, test_nodes, cfg)),
@@ -113,7 +114,7 @@ def tolokers(work: Path, splits: int) -> dict:
         print(json.dumps(row), flush=True)
         per_split.append(row)
     mean = {m: {k: float(np.mean([r[m][k] for r in per_split])) for k in ("auroc", "auprc")}
-            for m in ("edge", "rgcn", "gbdt")}
+            for m in ("edge", "rgcn", "gbdt") if all(m in r for r in per_split)}
     return {"splits": per_split, "mean": mean}
 
 
