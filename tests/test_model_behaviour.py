@@ -3,15 +3,15 @@ a fresh fraud ring, leave a legitimate household alone, and give finite scores o
 
 from __future__ import annotations
 
-from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from identigraph.lifecycle import behaviour
 from identigraph.model.artifacts import LoadedModel
 from identigraph.model.config import load_model_config
-from identigraph.model.frame import GraphFrame, read_snapshot
+from identigraph.model.frame import read_snapshot
 from identigraph.model.pipeline import run_predict, run_train
 from identigraph.synth import SynthParams, generate_world, write_world
 
@@ -30,39 +30,6 @@ def trained(spark, settings, tmp_path_factory):
     cfg = load_model_config(overrides={"training.epochs": 80})
     run_train(root / "snapshot", root / "model", cfg, labels=root / "labels", log=lambda _: None)
     return root, LoadedModel.load(root / "model"), read_snapshot(root / "snapshot")
-
-
-def _with(frame: GraphFrame, customers: list[dict], links: list[dict]) -> GraphFrame:
-    """The frame plus new customers and links (new identifiers are created as needed)."""
-    vertices = {k: v.copy() for k, v in frame.vertices.items()}
-    edges = {k: v.copy() for k, v in frame.edges.items()}
-    cust = pd.DataFrame(customers).set_index("~id").reindex(columns=vertices["customer"].columns)
-    for col in cust:
-        cust[col] = cust[col].astype(vertices["customer"][col].dtype)
-    vertices["customer"] = pd.concat([vertices["customer"], cust])
-    edge_of = {"device": "has_device", "card": "has_card", "ip": "used_ip", "email": "has_email", "phone": "has_phone"}
-    table = pd.DataFrame(links)
-    for label, part in table.groupby(table["dst"].str.split(":").str[0]):
-        new_ids = pd.Index(part["dst"].unique()).difference(vertices[label].index)
-        vertices[label] = pd.concat([vertices[label], pd.DataFrame(index=new_ids)])
-        rel = ("customer", edge_of[label], label)
-        rows = part.reindex(columns=edges[rel].columns)
-        for col in rows:
-            rows[col] = rows[col].astype(edges[rel][col].dtype)
-        edges[rel] = pd.concat([edges[rel], rows], ignore_index=True)
-    return GraphFrame(as_of=frame.as_of, vertices=vertices, edges=edges, types=frame.types, degree=frame.degree)
-
-
-def _customer(cid: str, frame: GraphFrame, days_old: float, ltv: float) -> dict:
-    return {"~id": f"customer:{cid}", "created_at": pd.Timestamp(frame.as_of) - timedelta(days=days_old),
-            "country": "AE", "lifetime_value": ltv, "n_blocks": 0.0, "blocked": 0.0, "n_block_reviews": 0.0}
-
-
-def _link(cid: str, dst: str, frame: GraphFrame, first_days: float, last_days: float, n: int) -> dict:
-    at = pd.Timestamp(frame.as_of)
-    return {"src": f"customer:{cid}", "dst": dst, "first_seen": at - timedelta(days=first_days),
-            "last_seen": at - timedelta(days=last_days), "event_count": float(n), "n_login": float(n),
-            "n_signup": 1.0, "n_add_payment_method": 0.0, "n_profile_update": 0.0, "n_booking": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -92,28 +59,16 @@ def test_a_fresh_fraud_ring_scores_above_the_threshold(trained, fresh_world):
 
 def test_a_legitimate_household_sharing_a_home_ip_and_a_tablet_stays_below_the_threshold(trained):
     _, model, frame = trained
-    home = [f"home_{i}" for i in range(3)]
-    customers = [_customer(c, frame, days_old=600 + 40 * i, ltv=350.0) for i, c in enumerate(home)]
-    links = []
-    for i, c in enumerate(home):
-        links += [_link(c, "ip:192.0.2.44", frame, 580, 1, 120), _link(c, "device:family_tablet", frame, 400, 3, 25),
-                  _link(c, f"device:own_phone_{i}", frame, 590, 1, 200), _link(c, f"card:own_card_{i}", frame, 585, 2, 60),
-                  _link(c, f"email:own_{i}", frame, 600, 2, 30), _link(c, f"phone:own_{i}", frame, 600, 2, 30)]
-    scores = model.score(_with(frame, customers, links), [f"customer:{c}" for c in home])
+    g, home = behaviour.household(frame)
+    scores = model.score(g, home)
     assert (scores < model.threshold).all(), (scores, model.threshold)
 
 
 def test_isolated_customers_hubs_with_10000_customers_and_empty_values_give_finite_scores(trained):
     _, model, frame = trained
-    hub_members = [f"hub_{i}" for i in range(10_001)]
-    customers = [_customer(c, frame, days_old=100 + i % 300, ltv=50.0) for i, c in enumerate(hub_members)]
-    customers.append({"~id": "customer:lonely"})  # no properties at all, no links
-    customers.append({"~id": "customer:blank", "country": None, "created_at": pd.NaT})
-    links = [_link(c, "ip:198.51.100.1", frame, 90, 1, 5) for c in hub_members]
-    links.append({"src": "customer:blank", "dst": "device:blank_device"})  # an edge without properties
-    g = _with(frame, customers, links)
-    g.degree = {**g.degree, "ip:198.51.100.1": 40_000}  # the API passes true degrees of capped hubs
-    scores = model.score(g, ["customer:lonely", "customer:blank", "customer:hub_0", "customer:hub_9999"])
+    g, ids = behaviour.awkward_graphs(frame, hub_size=10_001)
+    assert ids[-1] == "customer:hub_9999" and g.degree["ip:198.51.100.1"] == 40_000
+    scores = model.score(g, ids)
     assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
 
 

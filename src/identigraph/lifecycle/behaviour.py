@@ -2,7 +2,8 @@
 
 Metrics on a hold-out split say how well a model ranks the fraud it was labelled with; they do not say it
 still does the obvious right things. These scenarios are those things, built on the snapshot the model is
-judged against (tests/test_model_behaviour.py runs the same cases on a freshly trained model):
+judged against (tests/test_model_behaviour.py runs household and awkward_graphs from here on a freshly
+trained model; its ring check uses an unseen world instead):
 
 - ``fresh_ring``: ten brand-new accounts nobody has blocked, sharing two emulators and three stolen cards
   and coming through the proxy exit known fraudsters use most — the median score must reach the threshold;
@@ -21,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from identigraph.graph.schema import IDENTIFIERS
 from identigraph.model.artifacts import LoadedModel
 from identigraph.model.frame import GraphFrame
 
-_EDGE_OF = {"device": "has_device", "card": "has_card", "ip": "used_ip", "email": "has_email", "phone": "has_phone"}
+_EDGE_OF = {label: edge for label, (edge, _) in IDENTIFIERS.items()}
 
 
 def extended(frame: GraphFrame, customers: list[dict], links: list[dict]) -> GraphFrame:
