@@ -11,13 +11,13 @@ import argparse
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from identigraph.services.process import free_port
 from identigraph.config import load_settings
 from identigraph.etl.graph_load import load_snapshot
 from identigraph.etl.job import run_etl
@@ -28,12 +28,6 @@ from identigraph.services import local
 from identigraph.synth import SynthParams, generate_world, write_world
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -48,7 +42,7 @@ def main() -> None:
     # IDENTIGRAPH__... variables still apply (to compare writer counts, batch sizes)
     settings = load_settings(REPO / "conf" / "identigraph.yaml", overrides={
         "data_dir": str(work / "data"),
-        "services": {"gremlin": {"port": _free_port(), "heap": "6g"}, "elasticmq": {"port": _free_port()}},
+        "services": {"gremlin": {"port": free_port(), "heap": "6g"}, "elasticmq": {"port": free_port()}},
     })
     if args.load_only:
         spark = session(settings)

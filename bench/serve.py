@@ -25,7 +25,6 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from identigraph.services.process import free_port
 from identigraph.config import load_settings
 from identigraph.graph import queries
 from identigraph.graph.client import GraphClient
@@ -50,12 +50,6 @@ KEY = "bench-scoring-key"
 PII_KEY = "bench-pii-key-0123456789abcdef"
 SEED = 21
 IDENTIFIER_COLUMNS = ("device_id", "ip", "email", "phone", "card_fingerprint")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -203,7 +197,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     ports_file = work / "ports.json"
     ports = json.loads(ports_file.read_text()) if ports_file.exists() else {
-        "gremlin": _free_port(), "elasticmq": _free_port(), "api": _free_port()}
+        "gremlin": free_port(), "elasticmq": free_port(), "api": free_port()}
     ports_file.write_text(json.dumps(ports))
     overrides = {"data_dir": str(work / "data"), "pii": {"key": PII_KEY},
                  "services": {"gremlin": {"port": ports["gremlin"], "heap": "4g"},

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from identigraph.services.process import free_port
 from identigraph.config import load_settings
 from identigraph.etl.consumer import Consumer
 from identigraph.etl.publish import publish, sqs_client
@@ -32,12 +32,6 @@ from identigraph.services import local
 from identigraph.synth import SynthParams, generate_world
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bodies(records: list[dict], n: int, tag: str) -> list[str]:
@@ -63,7 +57,7 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="identigraph-bench-stream-"))
     settings = load_settings(REPO / "conf" / "identigraph.yaml", overrides={
         "data_dir": str(data),
-        "services": {"gremlin": {"port": _free_port()}, "elasticmq": {"port": _free_port()}},
+        "services": {"gremlin": {"port": free_port()}, "elasticmq": {"port": free_port()}},
         "stream": {"wait_s": 1, "health_port": 0},
     })
     world = generate_world(SynthParams(customers=args.customers, seed=31, stream_days=14))

@@ -13,13 +13,13 @@ import argparse
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from identigraph.services.process import free_port
 from identigraph.config import BatchLimits, load_settings
 from identigraph.graph import queries
 from identigraph.graph.client import GraphClient
@@ -39,12 +39,6 @@ from identigraph.services import local
 from identigraph.synth import SynthParams, generate_world
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _records(customers: int):
@@ -101,7 +95,7 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="identigraph-bench-"))
     settings = load_settings(REPO / "conf" / "identigraph.yaml", environ={}, overrides={
         "data_dir": str(data),
-        "services": {"gremlin": {"port": _free_port()}, "elasticmq": {"port": _free_port()}},
+        "services": {"gremlin": {"port": free_port()}, "elasticmq": {"port": free_port()}},
     })
     t0 = time.perf_counter()
     vertices, edges, n_events = _records(args.customers)

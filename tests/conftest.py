@@ -5,11 +5,11 @@ They run on free ports with their own data directory, so a developer's running d
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
+from identigraph.services.process import free_port
 from identigraph.config import Settings, load_settings
 from identigraph.graph.client import GraphClient
 from identigraph.graph.pseudonym import Pseudonymiser
@@ -17,12 +17,6 @@ from identigraph.services import local
 
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_settings(data_dir: Path, **extra) -> Settings:

@@ -6,7 +6,6 @@ they name) and is called with the local scoring key like any other team would ca
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import httpx
 import pandas as pd
 from rich.console import Console
 
+from identigraph.services.process import free_port
 from identigraph.config import Settings
 
 LOCAL_SCORING_KEY = "local-scoring-key"  # published in conf/serving.yaml; refused by the production profile
@@ -38,12 +38,6 @@ def pick_examples(truth: pd.DataFrame, blocked: set[str]) -> dict[str, str]:
     return picks
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def score_examples(settings: Settings, demo_dir: Path, truth: pd.DataFrame, console: Console) -> list[dict[str, Any]]:
     import uvicorn
 
@@ -60,7 +54,7 @@ def score_examples(settings: Settings, demo_dir: Path, truth: pd.DataFrame, cons
     serving = serving.model_copy(update={"as_of": frame.as_of,
                                          "graph": serving.graph.model_copy(update={"timeout_s": 10.0})})
     app = create_app(settings, serving, demo_dir / "model")
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -29,6 +29,13 @@ class ServiceState:
     started_at: float
 
 
+def free_port() -> int:
+    """A port the OS says is free now: tests, benches and the demo run their services beside any others."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
