@@ -121,8 +121,10 @@ def test_approval_and_promotion_reach_a_running_api_without_dropping_requests(se
                                                                               serving_world, tmp_path):
     snapshot, models = candidates
     cfg = load_lifecycle_config(overrides={
-        # a 91-customer test split with 5 positives: recall moves in steps of 0.2
-        "gate.min": {"test.auprc": 0.5, "test.recall_at_p85": 0.2},
+        # A 600-customer world's models pass or miss any quality bar by training noise (seen: recall@P0.85
+        # 0.0 and 0.4 for the same config on different runs), so this flow test does not let the bar decide;
+        # the bars have their own tests (test_lifecycle_gate.py) and the refusal path is exercised below.
+        "gate.min": {"test.auprc": 0.0, "test.recall_at_p85": 0.0}, "gate.threshold_reached": False,
         # two models of a 600-customer world differ by training noise, not quality: the "no worse than
         # production" check has its own tests (test_lifecycle_gate.py); here it must not decide the flow
         "gate.max_drop_vs_production": {"test.auprc": 1.0, "test.recall_at_p85": 1.0},
