@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from identigraph.errors import SchemaError
-from identigraph.etl.transforms import normalise_ip, pseudonym_udf, strip
+from identigraph.etl.transforms import canonical_udf, normalise_ip, pseudonym_udf, strip
 from identigraph.graph.schema import IDENTITY_EVENT_TYPES
 
 TABLES: dict[str, list[str]] = {
@@ -141,6 +141,8 @@ def validate_events(df: DataFrame, key: bytes) -> tuple[DataFrame, DataFrame]:
     key_bc = df.sparkSession.sparkContext.broadcast(key)
     df = (df.withColumn("_at", _ts("occurred_at"))
             .withColumn("_ip", normalise_ip(F.col("ip")))
+            .withColumn("_device", canonical_udf("device")(F.col("device_id")))
+            .withColumn("_card", canonical_udf("card")(F.col("card_fingerprint")))
             .withColumn("_email", pseudonym_udf("email", key_bc)(F.col("email")))
             .withColumn("_phone", pseudonym_udf("phone", key_bc)(F.col("phone"))))
     # From here on raw email/phone survive only as "present or not": nothing cached, spilled or
@@ -154,20 +156,18 @@ def validate_events(df: DataFrame, key: bytes) -> tuple[DataFrame, DataFrame]:
          "event_type: unknown event type"),
         (_blank("occurred_at") | F.col("_at").isNull(), "occurred_at: missing or not an ISO-8601 timestamp"),
         (~_blank("ip") & F.col("_ip").isNull(), "ip: not a valid IPv4 or IPv6 address"),
+        (~_blank("device_id") & F.col("_device").isNull(), "device_id: invisible or control characters"),
+        (~_blank("card_fingerprint") & F.col("_card").isNull(), "card_fingerprint: invisible or control characters"),
         (~_blank("email") & F.col("_email").isNull(), "email: not an email address"),
         (~_blank("phone") & F.col("_phone").isNull(), "phone: not an E.164 number"),
     ]
     good, bad = _split(df, _first_failure(rules), "identity_events")
 
-    def ident(col: str) -> Column:
-        value = strip(F.col(col))
-        return F.when(value == "", F.lit(None)).otherwise(value)
-
     good = good.select(
         strip(F.col("event_id")).alias("event_id"), strip(F.col("customer_id")).alias("customer_id"),
         strip(F.col("event_type")).alias("event_type"), F.col("_at").alias("occurred_at"),
-        ident("device_id").alias("device_id"), F.col("_ip").alias("ip"), F.col("_email").alias("email"),
-        F.col("_phone").alias("phone"), ident("card_fingerprint").alias("card_fingerprint"),
+        F.col("_device").alias("device_id"), F.col("_ip").alias("ip"), F.col("_email").alias("email"),
+        F.col("_phone").alias("phone"), F.col("_card").alias("card_fingerprint"),
         # presence markers (already redacted above), so a quarantined duplicate shows what it carried
         F.col("email").alias("_raw_email"), F.col("phone").alias("_raw_phone"),
     )

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, Valid
 
 from identigraph.errors import IdentigraphError, SchemaError
 from identigraph.graph.pseudonym import normalise_email, normalise_phone
+from identigraph.graph.canonical import canonical_card, canonical_device
 from identigraph.graph.schema import STREAM_EVENT_TYPES, normalise_ip, strip_ascii
 
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
@@ -62,6 +63,16 @@ class IdentityEvent(_Event):
     @classmethod
     def _ip(cls, value: str | None) -> str | None:
         return _checked(normalise_ip, value)
+
+    @field_validator("device_id")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        return _checked(canonical_device, value)
+
+    @field_validator("card_fingerprint")
+    @classmethod
+    def _card(cls, value: str | None) -> str | None:
+        return _checked(canonical_card, value)
 
     @field_validator("email")
     @classmethod

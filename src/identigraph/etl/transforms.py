@@ -1,7 +1,7 @@
 """DataFrame transforms from validated tables to graph elements — pure functions of their inputs.
 
 They build exactly what the Python path builds: the same ids from ``graph.schema``, and the very same
-normalisation and keyed hash — identifiers go through ``graph.schema.normalise_ip`` and
+normalisation and keyed hash — identifiers go through ``graph.canonical.canonical_identifier`` and
 ``graph.pseudonym.Pseudonymiser`` inside vectorised UDFs, so there is one implementation, not two.
 The HMAC key reaches executors as a broadcast variable: it never appears in a query plan, ``explain()``,
 the Spark UI or event logs.
@@ -19,6 +19,7 @@ from pyspark.sql.types import StringType
 
 from identigraph.errors import SchemaError
 from identigraph.graph import schema
+from identigraph.graph.canonical import canonical_identifier
 from identigraph.graph.pseudonym import Pseudonymiser
 
 
@@ -28,7 +29,7 @@ def strip(col: Column) -> Column:
 
 
 def _or_none(fn: Any, value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and pd.isna(value)) or not str(value).strip():
+    if value is None or (isinstance(value, float) and pd.isna(value)) or not schema.strip_ascii(str(value)):
         return None
     try:
         return fn(str(value))
@@ -48,14 +49,20 @@ def pseudonym_udf(kind: str, key_broadcast: Any) -> Any:
     return pseudonymise
 
 
-@F.pandas_udf(StringType())
-def _canonical_ip(values: pd.Series) -> pd.Series:
-    return values.map(lambda v: _or_none(schema.normalise_ip, v))
+def canonical_udf(label: str) -> Any:
+    """UDF: ``graph.canonical.canonical_identifier(label, value)`` (what the stream and the API call too),
+    null for a missing or invalid value."""
+
+    @F.pandas_udf(StringType())
+    def canonical(values: pd.Series) -> pd.Series:
+        return values.map(lambda v: _or_none(lambda x: canonical_identifier(label, x), v))
+
+    return canonical
 
 
 def normalise_ip(col: Column) -> Column:
     """Canonical address text, null for missing or invalid."""
-    return _canonical_ip(col)
+    return canonical_udf("ip")(col)
 
 
 def identity_edges(events: DataFrame) -> DataFrame:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import secrets
 from pathlib import Path
 
 from identigraph.config import Settings
 from identigraph.errors import PiiKeyError, SchemaError
-from identigraph.graph.schema import strip_ascii
+# the normalisation before hashing is the canonical one every writer shares (graph.canonical)
+from identigraph.graph.canonical import normalise_email, normalise_phone  # noqa: F401 — re-exported
 
 _DIGEST_HEX = 32  # 128 bits: collision-free at any realistic customer base, half the id length
 _MIN_KEY_BYTES = 16
@@ -47,28 +47,6 @@ class Pseudonymiser:
         if label == "phone":
             return self.phone(raw)
         raise SchemaError(f"label: {label!r} is not a PII identifier")
-
-
-# ASCII-only patterns: the Spark job normalises with Java regexes, which treat \s and \d as ASCII, and both
-# sides must produce the same bytes before hashing.
-def normalise_email(raw: str) -> str:
-    value = strip_ascii(raw or "").lower()
-    if "@" not in value or value.startswith("@") or value.endswith("@"):
-        raise SchemaError("email: not an email address")  # the value itself is PII: not echoed
-    return value
-
-
-_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
-_PHONE_PUNCT = re.compile(r"[\s\-().]", re.ASCII)
-
-
-def normalise_phone(raw: str) -> str:
-    value = _PHONE_PUNCT.sub("", strip_ascii(raw or ""))
-    if value.startswith("00"):
-        value = "+" + value[2:]
-    if not _PHONE.match(value):
-        raise SchemaError("phone: not an E.164 number")  # the value itself is PII: not echoed
-    return value
 
 
 def key_file(settings: Settings) -> Path:

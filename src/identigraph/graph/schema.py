@@ -8,14 +8,13 @@ files can be produced without looking anything up.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime
 from typing import Any
 
 from identigraph.errors import SchemaError
+from identigraph.graph.canonical import canonical_identifier, normalise_ip, strip_ascii  # noqa: F401 — re-exported
 
 CUSTOMER = "customer"
 # Reserved for the platform's drivers ("captains"): a second actor type linked to the same identifiers.
@@ -94,21 +93,14 @@ def customer_id(raw: str) -> str:
     return f"{CUSTOMER}:{raw}"
 
 
-def normalise_ip(raw: str) -> str:
-    """Canonical text of an IPv4/IPv6 address, so '::1' and '0:0::1' are one vertex."""
-    try:
-        return ipaddress.ip_address(str(raw).strip()).compressed
-    except ValueError:
-        raise SchemaError(f"ip: not a valid IPv4 or IPv6 address: {raw!r}") from None
-
-
 def identifier_id(label: str, value: str) -> str:
-    """Vertex id of an identifier. For email/phone ``value`` must already be the keyed hash."""
+    """Vertex id of an identifier. For email/phone ``value`` must already be the keyed hash; ip, device and
+    card values are put through ``canonical.canonical_identifier`` (idempotent), as every writer does."""
     if label not in IDENTIFIERS:
         raise SchemaError(f"label: unknown identifier label {label!r}; expected one of {list(IDENTIFIERS)}")
     value = _non_empty(value, IDENTIFIERS[label][1])
-    if label == "ip":
-        value = normalise_ip(value)
+    if label not in PII_LABELS:
+        value = canonical_identifier(label, value)
     return f"{label}:{value}"
 
 
@@ -119,14 +111,6 @@ def edge_id(from_id: str, edge_label: str, to_id: str) -> str:
     """
     digest = hashlib.sha256(_SEP.join((from_id, edge_label, to_id)).encode()).hexdigest()[:EDGE_ID_HEX]
     return f"e:{digest}"
-
-
-_EDGE_SPACE = re.compile(r"^\s+|\s+$", re.ASCII)
-
-
-def strip_ascii(value: str) -> str:
-    """Trim ASCII whitespace only, as the Spark job's regex does: both paths must build the same ids."""
-    return _EDGE_SPACE.sub("", value)
 
 
 def _non_empty(value: Any, name: str) -> str:
