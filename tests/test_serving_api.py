@@ -39,8 +39,9 @@ from identigraph.synth import SynthParams, generate_world
 pytestmark = pytest.mark.services
 
 WORLD = SynthParams(customers=600, seed=11, ring_share=0.06, multi_account_share=0.03, ato_share=0.02)
-KEYS = {"scorer": ["score"], "reader": ["identity:read"], "admin": ["score", "identity:read", "model:admin"]}
-SCORER, READER, ADMIN = ({"X-API-Key": f"{name}-secret"} for name in KEYS)
+KEYS = {"scorer": ["score"], "reader": ["identity:read"], "admin": ["score", "identity:read", "model:admin"],
+        "reviewer": ["score", "identity:read"]}
+SCORER, READER, ADMIN, REVIEWER = ({"X-API-Key": f"{name}-secret"} for name in KEYS)
 IDENTIFIER_COLUMNS = ("device_id", "ip", "email", "phone", "card_fingerprint")
 
 
@@ -119,12 +120,17 @@ def world_graph(settings, session_client, serving_world, world_counts, serving_m
     return session_client
 
 
-def serving_config(tmp_path: Path, **over) -> ServingConfig:
+def serving_config(tmp_path: Path, extra_keys: list[dict] | None = None, **over) -> ServingConfig:
+    """The tests' config: the KEYS above (generous limits), a slow key, and ``extra_keys`` ({id, scopes, ...})."""
     keys = [{"id": name, "sha256": key_digest(f"{name}-secret"), "scopes": scopes,
-             "rate_limit": {"per_second": 1000, "burst": 1000}} for name, scopes in KEYS.items()]
+             "rate_limit": {"per_second": 1000, "burst": 1000}, "max_concurrent": 64} for name, scopes in KEYS.items()]
     keys.append({"id": "slow", "sha256": key_digest("slow-secret"), "scopes": ["score"],
                  "rate_limit": {"per_second": 0.2, "burst": 2}})
+    keys += [{"sha256": key_digest(f"{k['id']}-secret"), **k} for k in extra_keys or []]
     base = {"api_keys": keys, "as_of": WORLD.end, "audit_file": str(tmp_path / "audit.jsonl"),
+            "models_root": str(tmp_path), "review": {"unsent_file": str(tmp_path / "review-unsent.jsonl")},
+            # the shared test machine is busy; tests that need a deadline set one
+            "graph": {"timeout_s": 3.0}, "reads": {"timeout_s": 5.0},
             "policy": {"lifetime_value_boundary": 200.0,
                        "hard_rules": [{"name": "device_shared_with_blocked", "identifier": "device",
                                        "min_blocked": 2}]},
@@ -134,13 +140,61 @@ def serving_config(tmp_path: Path, **over) -> ServingConfig:
     return ServingConfig.model_validate(base)
 
 
+class LiveServer:
+    """The app under the real uvicorn (with the project's protocol and timeouts) in a thread of the test."""
+
+    def __init__(self, app, serving: ServingConfig) -> None:
+        import uvicorn
+
+        from identigraph.serving.server import uvicorn_options
+
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **uvicorn_options(serving)))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        import httpx
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the live server did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture
+def live_server(settings, serving_model, world_graph, tmp_path):
+    """``live(**config overrides)``: the app served by uvicorn on a free port, stopped after the test."""
+    started = []
+
+    def live(model=True, app_settings=None, extra_keys=None, **over) -> LiveServer:
+        cfg = serving_config(tmp_path, extra_keys, **over)
+        server = LiveServer(create_app(app_settings or settings, cfg, serving_model[0] if model else None), cfg)
+        started.append(server.__enter__())
+        return server
+
+    yield live
+    for server in started:
+        server.__exit__(None, None, None)
+
+
 @pytest.fixture
 def make_client(settings, serving_model, world_graph, tmp_path):
     """A TestClient on a fresh app; ``model=False`` serves without one, ``settings=`` points elsewhere."""
     opened = []
 
-    def make(model=True, app_settings=None, **over) -> TestClient:
-        app = create_app(app_settings or settings, serving_config(tmp_path, **over),
+    def make(model=True, app_settings=None, extra_keys=None, **over) -> TestClient:
+        app = create_app(app_settings or settings, serving_config(tmp_path, extra_keys, **over),
                          serving_model[0] if model else None)
         client = TestClient(app)
         client.__enter__()
@@ -190,7 +244,7 @@ def test_policy_cases_low_value_blocks_high_value_reviews_below_threshold_allows
     _drain_review(settings)
 
     everything_fraud = make_client(policy={"threshold": 0.0, "hard_rules": []})
-    r = everything_fraud.post("/v1/score", json={"customer_id": low}, headers=SCORER).json()
+    r = everything_fraud.post("/v1/score", json={"customer_id": low}, headers=REVIEWER).json()
     assert (r["decision"], r["degraded"], r["known_customer"]) == ("block", False, True)
     assert 0.0 <= r["score"] <= 1.0 and r["model_version"]
     assert any("blocked automatically" in x for x in r["reasons"])
@@ -199,13 +253,15 @@ def test_policy_cases_low_value_blocks_high_value_reviews_below_threshold_allows
 
     r = everything_fraud.post("/v1/score", json={"customer_id": high}, headers=SCORER).json()
     assert r["decision"] == "review" and _ltv(serving_world, high) >= 200
+    assert r["explanation"] is None and r["neighbourhood"] is None  # a scoring-only key: decision and reasons
     assert any("manual review" in x for x in r["reasons"])
     everything_fraud.app.state.service.review.drain()
     cases = [c for c in _drain_review(settings) if c["request_id"] == r["request_id"]]
     assert len(cases) == 1 and cases[0]["explanation"]["evidence"] and cases[0]["api_key_id"] == "scorer"
+    assert cases[0]["model_attribution"] and cases[0]["explanation"]["features"]  # the reviewer gets them
 
     nothing_fraud = make_client(policy={"threshold": 1.0, "hard_rules": []})
-    r = nothing_fraud.post("/v1/score", json={"customer_id": low}, headers=SCORER).json()
+    r = nothing_fraud.post("/v1/score", json={"customer_id": low}, headers=REVIEWER).json()
     assert r["decision"] == "allow" and r["explanation"].get("features") is None  # no attribution for allows
 
     audit = _audit(everything_fraud)  # both apps append to the same file here
@@ -217,11 +273,11 @@ def test_hard_rule_reviews_what_the_model_allows(make_client, serving_world):
     client = make_client(policy={"threshold": 1.0})
     fired = []
     for cid in _truth(serving_world, "ring"):
-        r = client.post("/v1/score", json={"customer_id": cid}, headers=SCORER).json()
+        r = client.post("/v1/score", json={"customer_id": cid}, headers=REVIEWER).json()
         if r["rules"]:
             fired.append(r)
         else:
-            assert r["decision"] == "allow"
+            assert r["decision"] == "allow", r
     assert fired, "a ring shares devices with blocked members"
     for r in fired:
         assert r["decision"] == "review" and r["rules"] == ["device_shared_with_blocked"]
@@ -266,7 +322,7 @@ def test_new_account_is_scored_from_its_identifiers_before_it_is_written(make_cl
     assert {"email", "device_id"} <= set(given)
     client = make_client(policy={"threshold": 1.0})
     r = client.post("/v1/score", json={"customer_id": "signup-0001", "action": "signup", "identifiers": given},
-                    headers=SCORER).json()
+                    headers=REVIEWER).json()
     assert r["known_customer"] is False and r["degraded"] is False and r["score"] is not None
     evidence = {e["identifier_label"]: e for e in r["explanation"]["evidence"]}
     labels = {"device_id": "device", "card_fingerprint": "card"}
@@ -276,7 +332,7 @@ def test_new_account_is_scored_from_its_identifiers_before_it_is_written(make_cl
     assert evidence["device"]["customers_total"] >= 2 and r["neighbourhood"]["customers"] > 1
     assert queries.customer_identity(world_graph, "signup-0001") == []  # scored, not written
 
-    fresh = client.post("/v1/score", headers=SCORER, json={
+    fresh = client.post("/v1/score", headers=REVIEWER, json={
         "customer_id": "signup-0002", "action": "signup",
         "identifiers": {"email": "Someone.New@Example.org", "phone": "+971 50 000 0001", "ip": "203.0.113.9"}}).json()
     assert fresh["known_customer"] is False and fresh["neighbourhood"]["customers"] == 1
@@ -309,7 +365,7 @@ def test_api_scores_equal_batch_scores_on_the_same_graph(make_client, serving_wo
     for cid in customers:
         if f"customer:{cid}" not in set(full.node_ids):
             continue
-        body = client.post("/v1/score", json={"customer_id": cid}, headers=SCORER).json()
+        body = client.post("/v1/score", json={"customer_id": cid}, headers=REVIEWER).json()
         batch, _ = loaded.score_seed(full, f"customer:{cid}")
         assert body["score"] == pytest.approx(batch, abs=2e-5), cid
         hubs += body["neighbourhood"]["capped_identifiers"] > 0
@@ -329,6 +385,7 @@ def test_identity_and_connections(make_client, serving_world, world_graph):
 
     one = client.get(f"/v1/customers/{ring}/connections", params={"depth": 1}, headers=READER).json()
     two = client.get(f"/v1/customers/{ring}/connections", params={"depth": 2}, headers=READER).json()
+    assert "customers" in two, two
     own = {i["identifier_id"] for i in one["identifiers"]}
     assert one["customers"] and all(c["depth"] == 1 and set(c["via"]) <= own for c in one["customers"])
     assert {c["customer_id"] for c in one["customers"]} <= {c["customer_id"] for c in two["customers"]}
@@ -355,8 +412,9 @@ def test_auth_scopes_rate_limit_and_request_ids(make_client, serving_world):
 
     r = client.post("/v1/score", json=body, headers={**SCORER, "X-Request-ID": "caller-req-42"})
     assert r.headers["X-Request-ID"] == "caller-req-42" and r.json()["request_id"] == "caller-req-42"
-    generated = client.post("/v1/score", json=body, headers={**SCORER, "X-Request-ID": "bad id!"})
-    assert generated.headers["X-Request-ID"] != "bad id!" and len(generated.headers["X-Request-ID"]) == 32
+    for bad in ("bad id!", "x" * 129):  # refused, not silently replaced: the caller would lose its correlation
+        refused = client.post("/v1/score", json=body, headers={**SCORER, "X-Request-ID": bad})
+        assert refused.status_code == 400 and len(refused.headers["X-Request-ID"]) == 32
     assert client.post("/v1/score", json=body).headers["X-Request-ID"]  # errors carry one too
 
 
@@ -427,6 +485,8 @@ def test_reload_swaps_models_without_dropping_requests(make_client, serving_mode
     assert set(versions) == {first, "second-model"} and versions[-1] == "second-model"
     bad = client.post("/v1/admin/model:reload", json={"model_dir": str(tmp_path / "missing")}, headers=ADMIN)
     assert bad.status_code == 404 and "still serving second-model" in bad.json()["detail"]
+    relative = client.post("/v1/admin/model:reload", json={"model_dir": "model-v2"}, headers=ADMIN)  # under the root
+    assert relative.status_code == 200 and relative.json()["version"] == "second-model"
     assert client.post("/v1/score", json={"customer_id": ids[0]}, headers=SCORER).json()["model_version"] == \
         "second-model"
 

@@ -1,7 +1,8 @@
 """The demo's last stage: the real API over HTTP, asked about three customers a reviewer would pick.
 
 The app runs under uvicorn in a thread of the demo process (so it uses the demo's settings, whatever ports
-they name) and is called with the local scoring key like any other team would call it.
+they name). It is called with the local admin key, which may also read identities: a scoring-only key gets
+the decision and its reasons, not the evidence shown here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.console import Console
 from identigraph.services.process import free_port
 from identigraph.config import Settings
 
-LOCAL_SCORING_KEY = "local-scoring-key"  # published in conf/serving.yaml; refused by the production profile
+LOCAL_EVIDENCE_KEY = "local-admin-key"  # score + identity:read; published in conf/serving.yaml, refused in production
 
 
 def pick_examples(truth: pd.DataFrame, blocked: set[str]) -> dict[str, str]:
@@ -44,6 +45,7 @@ def score_examples(settings: Settings, demo_dir: Path, truth: pd.DataFrame, cons
     from identigraph.model.frame import read_snapshot
     from identigraph.serving.app import create_app
     from identigraph.serving.config import load_serving_config
+    from identigraph.serving.server import uvicorn_options
 
     frame = read_snapshot(demo_dir / "snapshot")
     customers = frame.vertices["customer"]
@@ -55,7 +57,7 @@ def score_examples(settings: Settings, demo_dir: Path, truth: pd.DataFrame, cons
                                          "graph": serving.graph.model_copy(update={"timeout_s": 10.0})})
     app = create_app(settings, serving, demo_dir / "model")
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **uvicorn_options(serving)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -74,7 +76,7 @@ def score_examples(settings: Settings, demo_dir: Path, truth: pd.DataFrame, cons
         console.print(f"  API ready on {base} (POST /v1/score with X-API-Key)")
         for who, cid in pick_examples(truth, blocked).items():
             r = httpx.post(f"{base}/v1/score", json={"customer_id": cid, "explain": True},
-                           headers={"X-API-Key": LOCAL_SCORING_KEY}, timeout=30)
+                           headers={"X-API-Key": LOCAL_EVIDENCE_KEY}, timeout=30)
             r.raise_for_status()
             body = r.json()
             out.append({"who": who, **body})

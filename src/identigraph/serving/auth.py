@@ -3,7 +3,8 @@
 Keys are compared by their SHA-256 only: the serving config can sit in a repository or a config map
 without being a secret, and a leaked config does not leak a key. A high-entropy random key needs no slow
 password hash; SHA-256 is the standard for API tokens. Rate limits are per key so that one team's retry
-storm throttles that team, not the fraud checks of everybody else.
+storm throttles that team, not the fraud checks of everybody else; they count work (a batch of 50 is 50
+scorings, a depth-2 connections read costs what it reads), not calls.
 
 ``python -m identigraph.serving.auth < keyfile`` prints the digest to put in ``conf/serving.yaml``
 (read from stdin so the key stays out of shell history).
@@ -35,16 +36,16 @@ class TokenBucket:
         self.stamp = clock()
         self._lock = threading.Lock()
 
-    def take(self) -> float:
-        """0 if a token was taken, else the seconds until one will be there (for Retry-After)."""
+    def take(self, n: float = 1.0) -> float:
+        """0 if ``n`` tokens were taken (all or none), else the seconds until they will be there."""
         with self._lock:
             now = self.clock()
             self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
-            if self.tokens >= 1.0:
-                self.tokens -= 1.0
+            if self.tokens >= n:
+                self.tokens -= n
                 return 0.0
-            return (1.0 - self.tokens) / self.rate
+            return (n - self.tokens) / self.rate
 
 
 class Unauthorized(Exception):
@@ -56,11 +57,15 @@ class Forbidden(Exception):
 
 
 class RateLimited(Exception):
-    """The key's bucket is empty: 429 with Retry-After."""
+    """The key's bucket is empty, or it has ``max_concurrent`` requests in flight: 429 with Retry-After."""
 
-    def __init__(self, retry_after_s: float) -> None:
-        super().__init__(f"rate limit exceeded; retry after {retry_after_s:.2f}s")
+    def __init__(self, retry_after_s: float, detail: str | None = None) -> None:
+        super().__init__(detail or f"rate limit exceeded; retry after {retry_after_s:.2f}s")
         self.retry_after_s = retry_after_s
+
+
+class TooCostly(Exception):
+    """One call costs more tokens than the key's bucket holds: it could never pass, so 413, not 429."""
 
 
 class Authenticator:
@@ -68,19 +73,33 @@ class Authenticator:
         self.keys = config.key_by_digest()
         self.buckets = {k.id: TokenBucket(k.rate_limit, clock) for k in config.api_keys}
 
-    def check(self, presented: str | None, scope: str) -> ApiKey:
-        """The caller's key if it may use ``scope`` now; raises Unauthorized, Forbidden or RateLimited."""
+    def identify(self, presented: str | None) -> ApiKey:
         if not presented:
             raise Unauthorized("missing API key (X-API-Key header or Authorization: Bearer)")
         key = self.keys.get(key_digest(presented))
         if key is None:
             raise Unauthorized("unknown API key")
+        return key
+
+    def check(self, presented: str | None, scope: str, cost: float = 1.0) -> ApiKey:
+        """The caller's key if it may use ``scope`` now; raises Unauthorized, Forbidden or RateLimited."""
+        key = self.identify(presented)
         if scope not in key.scopes:
             raise Forbidden(f"key {key.id!r} lacks the scope {scope!r}")
-        wait = self.buckets[key.id].take()
+        self.charge(key, cost)
+        return key
+
+    def charge(self, key: ApiKey, cost: float) -> None:
+        """Take ``cost`` tokens from the key's bucket, all or none."""
+        if cost <= 0:
+            return
+        bucket = self.buckets[key.id]
+        if cost > bucket.capacity:
+            raise TooCostly(f"this call costs {cost:g} rate-limit tokens, more than key {key.id!r} can ever "
+                            f"hold ({bucket.capacity:g}): split it")
+        wait = bucket.take(cost)
         if wait > 0:
             raise RateLimited(wait)
-        return key
 
 
 

@@ -9,6 +9,7 @@ is how a fraud service ends up blocking (or allowing) everybody.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from datetime import datetime, timezone
@@ -42,13 +43,18 @@ class RateLimit(_Strict):
 
 
 class ApiKey(_Strict):
-    """One consuming team's key. Only the SHA-256 of the key is stored: the config file is not a secret."""
+    """One consuming team's key. Only the SHA-256 of the key is stored: the config file is not a secret.
+
+    ``rate_limit`` counts scorings (a batch of 50 costs 50 tokens) and identity reads by their cost
+    (``costs``); ``max_concurrent`` bounds the key's requests at once, from the moment its headers are in
+    (so a key's own slow or stuck clients hold its slots, nobody else's)."""
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
                     description="names the caller in the audit log and metrics")
     sha256: str = Field(description="hex SHA-256 of the key (python -m identigraph.serving.auth < keyfile)")
     scopes: list[Scope] = Field(min_length=1)
     rate_limit: RateLimit = RateLimit()
+    max_concurrent: int = Field(8, ge=1, le=10_000, description="this key's requests at once; more get a fast 429")
     local_only: bool = Field(False, description="a key whose plaintext is published (demo): refused in production")
 
     @field_validator("sha256")
@@ -109,6 +115,54 @@ class GraphAccess(_Strict):
     pool_size: int = Field(8, ge=1, le=64)
 
 
+class HttpLimits(_Strict):
+    """What a connection may cost before and while it is authenticated: bounded bytes and bounded time.
+
+    The key is checked as soon as the headers are in, before a byte of the body is read; bodies are capped
+    (``Content-Length`` above the cap is refused unread, a chunked body when it passes it) and must arrive
+    within ``body_timeout_s``; a connection whose request line and headers take longer than
+    ``header_timeout_s`` is closed."""
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1024 * 1024)
+    header_timeout_s: float = Field(5.0, gt=0, le=120)
+    body_timeout_s: float = Field(5.0, gt=0, le=120)
+    keep_alive_s: int = Field(5, ge=1, le=300, description="an idle keep-alive connection is closed after it")
+    max_csv_line: int = Field(256, ge=16, le=4096, description="bytes per /invocations text/csv line")
+
+
+class Costs(_Strict):
+    """Rate-limit tokens per call beyond scoring's one per scoring: reads cost what they read."""
+
+    identity: int = Field(1, ge=1, le=1000)
+    connections_depth_1: int = Field(2, ge=1, le=1000)
+    connections_depth_2: int = Field(10, ge=1, le=1000)
+
+
+class ReadCapacity(_Strict):
+    """Identity reads run on graph capacity of their own: their own connection pool, their own bound on
+    requests at once and their own deadline, so no read traffic can take what scoring needs."""
+
+    max_in_flight: int = Field(4, ge=1, le=1000, description="identity reads at once; more get a fast 503")
+    pool_size: int = Field(2, ge=1, le=64, description="graph connections for reads (scoring has graph.pool_size)")
+    timeout_s: float = Field(2.0, gt=0, le=30)
+
+
+class ReviewRouting(_Strict):
+    """Which review decisions become cases for people, and how many: the queue is people's time.
+
+    Every decision is answered and audited. A case is queued once per customer per window; degraded
+    decisions (graph or model down, unknown customer without identifiers) are queued only when
+    ``degraded`` says so, and at most ``max_degraded_per_window`` of them — an outage must not turn into a
+    thousand cases nobody can act on. Cases the queue would not take are kept in ``unsent_file``."""
+
+    window_s: float = Field(600.0, gt=0, le=86_400)
+    max_cases_per_window: int = Field(1000, ge=1, le=1_000_000)
+    degraded: bool = Field(False, description="queue degraded reviews for people too")
+    max_degraded_per_window: int = Field(20, ge=0, le=1_000_000)
+    send_attempts: int = Field(3, ge=1, le=10)
+    unsent_file: Path = Field(Path("serving/review-unsent.jsonl"), description="JSON lines; relative to data_dir")
+
+
 class ExplainConfig(_Strict):
     top_k: int = Field(5, ge=1, le=50)
     model_attribution: Literal["flagged", "always", "never"] = Field(
@@ -123,12 +177,20 @@ class ServingConfig(_Strict):
     graph: GraphAccess = GraphAccess()
     explain: ExplainConfig = ExplainConfig()
     max_batch: int = Field(50, ge=1, le=1000, description="items in one /v1/score:batch or /invocations call")
-    max_in_flight: int = Field(32, ge=1, le=10_000, description="scoring requests at once; more get a fast 503")
+    max_in_flight: int = Field(32, ge=1, le=10_000,
+                               description="scoring requests at once (bodies read); more get a fast 503")
     as_of: datetime | None = Field(
         None, description="the scoring clock; null: now. A replayed or synthetic world sets its own as-of, "
                           "or every recency feature would be off by the months since it was generated")
     default_action: Literal[IDENTITY_EVENT_TYPES] = "login"  # type: ignore[valid-type]
     review_queue: bool = Field(True, description="send review decisions with their explanation to queues.review")
+    review: ReviewRouting = ReviewRouting()
+    http: HttpLimits = HttpLimits()
+    costs: Costs = Costs()
+    reads: ReadCapacity = ReadCapacity()
+    models_root: Path = Field(
+        Path("deploy"), description="model:reload loads only directories under it (symlinks resolved); relative "
+                                    "to data_dir. The lifecycle installs models under data_dir/deploy")
     audit_file: Path = Field(Path("serving/audit.jsonl"), description="JSON lines; relative to data_dir")
     invocations_open: bool = Field(
         False, description="/ping and /invocations without an API key: only where SageMaker's IAM is the gate")
@@ -154,6 +216,25 @@ class ServingConfig(_Strict):
 
     def key_by_digest(self) -> dict[str, ApiKey]:
         return {k.sha256: k for k in self.api_keys}
+
+    def per_worker(self, workers: int) -> "ServingConfig":
+        """This config's shared limits as one of ``workers`` server processes enforces them.
+
+        Every process keeps its own buckets and counters (nothing crosses processes on the request path),
+        so each gets 1/N of every per-key limit, of the read capacity and of the review budget — rounded
+        up, at least one each. The total is then the configured one (up to N-1 more where rounding up
+        bites), whichever process a request lands on. ``max_in_flight`` and the graph pools stay per process:
+        they protect the process's own threads and connections."""
+        if workers <= 1:
+            return self
+        share = lambda n: max(1, math.ceil(n / workers))  # noqa: E731
+        keys = [k.model_copy(update={"max_concurrent": share(k.max_concurrent), "rate_limit": RateLimit(
+            per_second=k.rate_limit.per_second / workers, burst=share(k.rate_limit.burst))}) for k in self.api_keys]
+        review = self.review.model_copy(update={"max_cases_per_window": share(self.review.max_cases_per_window),
+                                                "max_degraded_per_window": 0 if not self.review.max_degraded_per_window
+                                                else share(self.review.max_degraded_per_window)})
+        reads = self.reads.model_copy(update={"max_in_flight": share(self.reads.max_in_flight)})
+        return self.model_copy(update={"api_keys": keys, "review": review, "reads": reads})
 
 
 def load_serving_config(path: str | Path | None = None, overrides: dict | None = None) -> ServingConfig:

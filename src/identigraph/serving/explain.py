@@ -8,6 +8,10 @@ it was first seen — and then the model's own gradient×input impacts per conne
 and normalised to [-1, 1]. Both come from data already in hand: no extra graph request, nothing slow on
 the hot path. (No GNNExplainer-style explainer is run at all; a review case could afford one, but the
 evidence above is what reviewers act on.)
+
+Evidence is identifier-level data: it goes to the review queue (with keyed references instead of ids,
+``serving.records``) and to callers whose key may read identities, never to a scoring-only key, for which
+it would be a way to ask whether an email or phone is registered.
 """
 
 from __future__ import annotations
@@ -70,13 +74,17 @@ def evidence(fetched: Fetched) -> list[dict[str, Any]]:
             "new_in_request": virtual,
         })
     items.sort(key=lambda i: (-i["blocked"], -i["contested"], i["customers_total"] <= 1, i["customers_total"]))
-    for item in items:
-        item["text"] = describe(item)
     return items
 
 
-def describe(item: dict[str, Any]) -> str:
-    label, vid = item["identifier_label"], item["identifier_id"]
+def with_text(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items with their sentence, for callers allowed to see identifiers (the identifier is in it)."""
+    return [{**item, "text": describe(item)} for item in items]
+
+
+def describe(item: dict[str, Any], shown_as: str | None = None) -> str:
+    """The item as a sentence; ``shown_as`` names the identifier instead of its id (a record's reference)."""
+    label, vid = item["identifier_label"], shown_as or item["identifier_id"]
     others = item["customers_total"] - 1
     if others <= 0:
         text = f"{label} {vid} is used by no other account"

@@ -28,8 +28,14 @@ class ServingMetrics:
                                  ["decision", "degraded"], registry=r)
         self.graph_failures = Counter("identigraph_serving_graph_failures", "graph fetches that failed or timed out",
                                       ["kind"], registry=r)
-        self.review_cases = Counter("identigraph_serving_review_cases", "review cases handed to the review queue",
-                                    ["outcome"], registry=r)
+        self.review_cases = Counter(
+            "identigraph_serving_review_cases", "review decisions by what became of their case: queued (to the "
+            "sender), duplicate, over_budget, degraded_not_queued; then sent, or unsent (kept in review.unsent_file)",
+            ["outcome"], registry=r)
+        self.review_pending = Gauge("identigraph_serving_review_pending", "review cases waiting to be sent",
+                                    registry=r)
+        self.refusals = Counter("identigraph_serving_refusals", "requests refused at admission, by reason",
+                                ["reason"], registry=r)
         self.neighbourhood = Histogram("identigraph_serving_neighbourhood_customers",
                                        "customers in a scored neighbourhood", registry=r,
                                        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000))

@@ -39,6 +39,7 @@ from identigraph.graph.schema import (
     IDENTIFIER_PROPS,
     IDENTIFIERS,
     customer_id,
+    strip_ascii,
 )
 from identigraph.model.request_path import LinkSummary, RequestGraph
 
@@ -46,17 +47,20 @@ from identigraph.model.request_path import LinkSummary, RequestGraph
 EVIDENCE_PROPS = ("created_at", "lifetime_value", "blocked", "n_block_reviews", "last_block_reason")
 
 
+_COLUMN_TO_LABEL = {column: label for label, (_, column) in IDENTIFIERS.items()}
+
+
 def identifier_ids(identifiers: Mapping[str, str | None], pseudo: Pseudonymiser) -> dict[str, str]:
-    """Request identifiers (input-contract column names) → graph vertex ids, by label.
+    """Request identifiers (input-contract column names) → graph vertex ids, by label, canonicalised by the
+    same function as the ETL's and the stream's (``graph.canonical``), so every spelling finds its vertex.
 
     Raises SchemaError naming the field; for emails and phones the message never repeats the value.
     """
-    column_to_label = {column: label for label, (_, column) in IDENTIFIERS.items()}
     out = {}
     for column, raw in identifiers.items():
-        if raw is None or not str(raw).strip():
+        if raw is None or not strip_ascii(str(raw)):
             continue  # blank = not given, as in the ETL
-        label = column_to_label[column]
+        label = _COLUMN_TO_LABEL[column]
         out[label] = identifier_vertex_id(label, raw, pseudo)
     return out
 

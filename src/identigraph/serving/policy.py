@@ -33,6 +33,8 @@ class Verdict:
     reasons: list[str]
     degraded: bool
     rules: list[str] = field(default_factory=list)  # hard rules that fired
+    # the reasons as a scoring-only caller sees them: a fired rule's threshold, not the count behind it
+    public_reasons: list[str] = field(default_factory=list)
 
 
 def _value_decision(ltv: float | None, cfg: PolicyConfig) -> tuple[str, str]:
@@ -47,14 +49,17 @@ def _value_decision(ltv: float | None, cfg: PolicyConfig) -> tuple[str, str]:
 def decide(facts: Facts, cfg: PolicyConfig, threshold: float) -> Verdict:
     if facts.missing or facts.score is None:
         missing = list(facts.missing) or ["no score"]
-        return Verdict("review", [*missing, "degraded data never blocks automatically: sent to manual review"], True)
+        reasons = [*missing, "degraded data never blocks automatically: sent to manual review"]
+        return Verdict("review", reasons, True, public_reasons=reasons)
     reasons: list[str] = []
+    public: list[str] = []
     decision = "allow"
     if facts.score >= threshold:
         decision, why = _value_decision(facts.lifetime_value, cfg)
         reasons += [f"score {facts.score:.3f} >= threshold {threshold:.3f}", why]
     else:
         reasons.append(f"score {facts.score:.3f} < threshold {threshold:.3f}")
+    public += reasons
     fired = []
     for rule in cfg.hard_rules:
         n = facts.blocked_on_identifier.get(rule.identifier, 0)
@@ -66,6 +71,8 @@ def decide(facts: Facts, cfg: PolicyConfig, threshold: float) -> Verdict:
             wanted, why = _value_decision(facts.lifetime_value, cfg)
         reasons.append(f"rule {rule.name}: a {rule.identifier} shared with {n} blocked accounts "
                        f"(>= {rule.min_blocked})" + (f"; {why}" if why else ""))
+        public.append(f"rule {rule.name}: a {rule.identifier} shared with at least {rule.min_blocked} blocked "
+                      f"accounts" + (f"; {why}" if why else ""))
         if RANK[wanted] > RANK[decision]:
             decision = wanted
-    return Verdict(decision, reasons, False, fired)
+    return Verdict(decision, reasons, False, fired, public)

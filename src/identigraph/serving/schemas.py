@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from identigraph.graph.schema import IDENTITY_EVENT_TYPES
 
-CUSTOMER_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"  # no "@": an email is never a customer id
+CUSTOMER_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"  # no "@" and no "+": an email is never a customer id
+# digits and separators only, seven digits or more: a phone (or card) number, not the platform's own id.
+# Customer ids are written to the audit log and the review queue as given, so these are refused.
+CONTACT_LIKE = r"^[-._:]*([0-9][-._:]*){7,}$"
+_CONTACT_LIKE = re.compile(CONTACT_LIKE)
 Action = Literal[IDENTITY_EVENT_TYPES]  # type: ignore[valid-type]
+
+
+def looks_like_contact(value: str) -> bool:
+    return _CONTACT_LIKE.match(value) is not None
+
+
+def _not_contact(value: str) -> str:
+    if looks_like_contact(value):
+        raise ValueError("looks like a phone or card number; a customer id is the platform's own id")
+    return value
+
+
+CustomerId = Annotated[str, Field(pattern=CUSTOMER_ID, description="the platform's customer id (new or existing)",
+                                  json_schema_extra={"not": {"pattern": CONTACT_LIKE}}), AfterValidator(_not_contact)]
 
 
 def customer_path() -> object:
@@ -24,8 +43,12 @@ class _Body(BaseModel):
 # Stricter than the graph's normalisation accepts, never looser: a value the schema allows is one the ETL
 # would have hashed or canonicalised too, so the only 422 for an identifier is a schema-invalid one.
 Email = Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
-Phone = Annotated[str, Field(pattern=r"^(\+|00)[1-9]([ ()-]*[0-9]){6,14}[ ()-]*$", max_length=32,
-                             description="E.164, spaces, dashes and brackets allowed")]
+# digits and punctuation as people type them: ASCII, fullwidth, Arabic-Indic and Persian digits (the graph
+# layer folds them all to one number, graph.canonical)
+_DIGIT, _NONZERO, _PUNCT = "0-9\uff10-\uff19\u0660-\u0669\u06f0-\u06f9", "1-9\uff11-\uff19\u0661-\u0669\u06f1-\u06f9", \
+    " ()\\-\u3000\uff08\uff09\uff0d"
+Phone = Annotated[str, Field(pattern=rf"^(\+|00|\uff0b|\uff10\uff10|\u0660\u0660)[{_NONZERO}]([{_PUNCT}]*[{_DIGIT}]){{6,14}}[{_PUNCT}]*$",
+                             max_length=32, description="E.164, spaces, dashes and brackets allowed")]
 Ip = Annotated[str, Field(max_length=64, json_schema_extra={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})]
 
 
@@ -40,7 +63,7 @@ class Identifiers(_Body):
 
 
 class ScoreRequest(_Body):
-    customer_id: str = Field(pattern=CUSTOMER_ID, description="the platform's customer id (new or existing)")
+    customer_id: CustomerId
     action: Action | None = Field(None, description="what the customer is doing; default from the config")
     identifiers: Identifiers | None = None
     explain: bool | None = Field(None, description="force (true) or skip (false) the model's attribution")
@@ -87,6 +110,10 @@ class NeighbourhoodSummary(BaseModel):
 
 
 class ScoreResponse(BaseModel):
+    """``neighbourhood`` and ``explanation`` (identifier ids, how many accounts share each, attributions) are
+    identity data: null unless the key also holds ``identity:read``. ``score`` is null only in a degraded
+    decision (graph or model out, or a customer the graph does not know, given without identifiers)."""
+
     customer_id: str
     score: float | None
     decision: Literal["allow", "review", "block"]
@@ -98,7 +125,7 @@ class ScoreResponse(BaseModel):
     rules: list[str]
     threshold: float | None
     neighbourhood: NeighbourhoodSummary | None
-    explanation: Explanation
+    explanation: Explanation | None
 
 
 class BatchResponse(BaseModel):

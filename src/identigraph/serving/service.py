@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
@@ -28,13 +29,17 @@ from identigraph.graph.pseudonym import Pseudonymiser
 from identigraph.graph.records import as_utc
 from identigraph.graph.schema import CUSTOMER, customer_id
 from identigraph.serving import explain, policy
-from identigraph.serving.audit import AuditLog, ReviewQueue
+from identigraph.serving.audit import AuditLog
 from identigraph.serving.config import ServingConfig
+from identigraph.serving.records import connections_for_record, evidence_for_record, identifier_ref
+from identigraph.serving.review import QUEUED, ReviewGate, ReviewQueue
 from identigraph.serving.metrics import ServingMetrics
 from identigraph.serving.neighbourhood import Fetched, fetch, identifier_ids
 
 log = logging.getLogger("identigraph.serving")
 T = TypeVar("T")
+UNKNOWN_CUSTOMER = "customer not in the graph and no identifiers given"
+NO_MODEL = "no model loaded"
 _STATUS_PROPS = ("blocked", "n_blocks", "n_block_reviews", "last_block_reason", "last_block_at", "created_at")
 
 
@@ -42,8 +47,24 @@ class GraphUnavailable(IdentigraphError):
     """The graph failed or did not answer within ``graph.timeout_s``: scores degrade, reads answer 503."""
 
 
-class ModelUnavailable(IdentigraphError):
-    pass
+class ModelFailure(IdentigraphError):
+    """The served model failed on a request whose input was valid: a 5xx that names the model, never a 422."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(f"model {version} could not score this request (a model-side error, logged; "
+                         f"the request itself was valid)")
+        self.version = version
+
+
+@dataclass(frozen=True)
+class ScoreInput:
+    """A score request checked and canonicalised, before any graph work: a batch checks all of its items
+    first, so a bad item refuses the batch before anything was scored, audited or queued."""
+
+    customer: str
+    action: str
+    ids: dict[str, str]            # identifier label -> graph vertex id
+    explain: bool | None = None
 
 
 class ServedModel:
@@ -130,12 +151,16 @@ class ModelHolder:
         return thread
 
 
-def serving_graph_settings(settings: Settings, config: ServingConfig) -> Settings:
-    """The platform's graph settings with the serving retry budget: a request cannot wait 12 retries."""
+def serving_graph_settings(settings: Settings, config: ServingConfig, reads: bool = False) -> Settings:
+    """The platform's graph settings with the serving retry budget: a request cannot wait 12 retries.
+
+    ``reads``: the identity reads' own pool, so that read traffic never waits for, or takes, scoring's."""
+    timeout = config.reads.timeout_s if reads else config.graph.timeout_s
     retry = settings.graph.retry.model_copy(update={"attempts": config.graph.retry_attempts,
                                                      "max_backoff_s": min(settings.graph.retry.max_backoff_s,
-                                                                          config.graph.timeout_s / 4)})
-    graph = settings.graph.model_copy(update={"retry": retry, "pool_size": config.graph.pool_size})
+                                                                          timeout / 4)})
+    pool = config.reads.pool_size if reads else config.graph.pool_size
+    graph = settings.graph.model_copy(update={"retry": retry, "pool_size": pool})
     return settings.model_copy(update={"graph": graph})
 
 
@@ -159,18 +184,21 @@ class ScoringService:
         self.config = config
         self.metrics = metrics or ServingMetrics()
         self.client = client or GraphClient(serving_graph_settings(settings, config))
+        self.read_client = client or GraphClient(serving_graph_settings(settings, config, reads=True))
         self.pseudo = pseudo or pseudonym.from_settings(settings)
         self.models = ModelHolder(self.metrics, model_loader)
         if model_dir is not None:
             self.models.reload(model_dir)  # a model that was asked for and does not load is a startup error
         self.audit = AuditLog(settings.data_path / config.audit_file)
+        self.gate = ReviewGate(config.review)
         self.review: ReviewQueue | None = None
         if config.review_queue:
             if sqs is None:
                 from identigraph.etl.publish import sqs_client
 
                 sqs = sqs_client(settings)
-            self.review = ReviewQueue(sqs, settings.queues.review)
+            self.review = ReviewQueue(sqs, settings.queues.review, self.metrics,
+                                      settings.data_path / config.review.unsent_file, config.review.send_attempts)
         self._stop = threading.Event()
         if config.model_watch_s:
             self.models.watch(config.model_watch_s, self._stop)
@@ -181,6 +209,8 @@ class ScoringService:
             self.review.close()
         self.audit.close()
         self.client.close()
+        if self.read_client is not self.client:
+            self.read_client.close()
 
     # ---- plumbing ------------------------------------------------------------------------------------
     @contextmanager
@@ -191,7 +221,7 @@ class ScoringService:
         finally:
             times[name] = times.get(name, 0.0) + time.perf_counter() - t0
 
-    def graph_call(self, fn: Callable[[float], T]) -> T:
+    def graph_call(self, fn: Callable[[float], T], timeout_s: float | None = None) -> T:
         """Run ``fn(deadline)``, graph reads that pass the deadline to every request they make.
 
         The deadline travels with each request as the server's ``evaluationTimeout`` and bounds the wait
@@ -199,16 +229,17 @@ class ScoringService:
         seconds of queued graph work behind answers nobody waits for. Failures and timeouts become
         ``GraphUnavailable`` (scores degrade to a review, reads answer 503).
         """
+        timeout_s = timeout_s or self.config.graph.timeout_s
         try:
-            return fn(time.monotonic() + self.config.graph.timeout_s)
+            return fn(time.monotonic() + timeout_s)
         except GraphTimeout:
             self.metrics.graph_failures.labels(kind="timeout").inc()
-            raise GraphUnavailable(f"graph did not answer within {self.config.graph.timeout_s:g}s") from None
+            raise GraphUnavailable(f"graph did not answer within {timeout_s:g}s") from None
         except Exception as exc:
             if not (isinstance(exc, GraphError) or is_connection_error(exc)):
                 raise
             self.metrics.graph_failures.labels(kind="error").inc()
-            raise GraphUnavailable(f"graph unavailable ({type(exc).__name__})") from exc
+            raise GraphUnavailable("graph unavailable") from exc  # the exception's class is for logs only
 
     def graph_reachable(self) -> bool:
         try:
@@ -221,16 +252,26 @@ class ScoringService:
         return self.config.as_of or datetime.now(timezone.utc)
 
     # ---- scoring -------------------------------------------------------------------------------------
-    def score(self, customer: str, action: str | None, identifiers: Mapping[str, str | None] | None,
-              caller: str, request_id: str, explain_model: bool | None = None) -> dict[str, Any]:
-        """One decision, written to the audit log (and the review queue for reviews) before it returns.
+    def prepare(self, customer: str, action: str | None, identifiers: Mapping[str, str | None] | None,
+                explain_model: bool | None = None) -> ScoreInput:
+        """Check and canonicalise one request; raises SchemaError naming the field (the routes answer 422)."""
+        ids = identifier_ids(identifiers or {}, self.pseudo)
+        return ScoreInput(customer, action or self.config.default_action, ids, explain_model)
 
-        Raises SchemaError for an identifier that cannot be normalised (the routes answer 422).
+    def score(self, customer: str, action: str | None, identifiers: Mapping[str, str | None] | None,
+              caller: str, request_id: str, explain_model: bool | None = None, detail: bool = False) -> dict[str, Any]:
+        return self.decide(self.prepare(customer, action, identifiers, explain_model), caller, request_id, detail)
+
+    def decide(self, req: ScoreInput, caller: str, request_id: str, detail: bool = False) -> dict[str, Any]:
+        """One decision, written to the audit log (and, when the review gate admits it, the review queue)
+        before it returns. ``detail``: the caller may read identities, so the response carries the evidence
+        (identifier ids, their counts) and the model's attributions; otherwise decision and reasons only.
+
+        Raises ModelFailure when the model fails on valid input (the routes answer 500 naming the model).
         """
         cfg = self.config
         times: dict[str, float] = {}
-        action = action or cfg.default_action
-        ids = identifier_ids(identifiers or {}, self.pseudo)  # bad input fails before any graph work
+        customer, action, ids = req.customer, req.action, req.ids
         model = self.models.current  # this request's model, whatever a reload does meanwhile
         as_of = self.as_of()
         naive_as_of = as_of.astimezone(timezone.utc).replace(tzinfo=None)  # as gremlinpython returns dates
@@ -248,11 +289,11 @@ class ScoringService:
         except GraphUnavailable as exc:
             missing.append(str(exc))
         if found is not None and not found.known and not ids:
-            missing.append("customer not in the graph and no identifiers given")
+            missing.append(UNKNOWN_CUSTOMER)
         if model is None:
-            missing.append("no model loaded")
+            missing.append(NO_MODEL)
         elif found is not None and not missing:
-            score, tensors, seed_index = model.score(found.graph, times)
+            score, tensors, seed_index = self._model_call(model, lambda: model.score(found.graph, times))
         with self._stage("policy", times):
             evidence = explain.evidence(found) if found else []
             seed_props = found.graph.vertices[found.graph.seed][1] if found else {}
@@ -265,68 +306,104 @@ class ScoringService:
             # what a fired rule rests on leads the evidence, whatever else is shared more widely
             fired = {r.identifier: r.min_blocked for r in cfg.policy.hard_rules if r.name in verdict.rules}
             evidence.sort(key=lambda e: e["blocked"] < fired.get(e["identifier_label"], float("inf")))
+        case = None
+        if verdict.decision == "review" and self.review is not None:
+            case = self.gate.admit(customer, verdict.degraded)
+            self.metrics.review_cases.labels(outcome=case).inc()
         attribution = None
-        wants_model = explain_model if explain_model is not None else (
+        wants_model = req.explain if req.explain is not None else (
             cfg.explain.model_attribution == "always"
             or (cfg.explain.model_attribution == "flagged" and verdict.decision != "allow"))
-        if tensors is not None and wants_model and cfg.explain.model_attribution != "never":
+        # attributions are identifier-level too: computed for callers who see them and for queued cases
+        if tensors is not None and wants_model and cfg.explain.model_attribution != "never" and (detail or case == QUEUED):
             with self._stage("explain", times):
-                attribution = explain.model_attribution(model.explain(tensors, seed_index, cfg.explain.top_k),
-                                                        cfg.explain.top_k)
-        shared = [e["text"] for e in evidence if e["customers_total"] > 1][: cfg.explain.top_k]
+                attribution = explain.model_attribution(
+                    self._model_call(model, lambda: model.explain(tensors, seed_index, cfg.explain.top_k)),
+                    cfg.explain.top_k)
+        top = evidence[: cfg.explain.top_k]
         graph = found.graph if found else None
         result = {
             "customer_id": customer,
             "score": None if score is None else round(score, 6),
             "decision": verdict.decision,
-            "reasons": verdict.reasons + shared,
+            "reasons": verdict.public_reasons,
             "model_version": getattr(model, "version", None),
             "degraded": verdict.degraded,
             "known_customer": bool(found and found.known),
             "request_id": request_id,
             "rules": verdict.rules,
             "threshold": None if model is None and cfg.policy.threshold is None else threshold,
-            "neighbourhood": None if graph is None else {
-                "customers": sum(label == CUSTOMER for label, _ in graph.vertices.values()),
-                "identifiers": sum(label != CUSTOMER for label, _ in graph.vertices.values()),
-                "capped_identifiers": len(found.hubs), "customer_cap_reached": found.links_capped},
-            "explanation": {"evidence": evidence[: cfg.explain.top_k], **(attribution or {})},
+            "neighbourhood": None,
+            "explanation": None,
         }
-        self._record(result, action, caller, sorted(ids), times, attribution is not None)
+        if detail:
+            shared = [explain.describe(e) for e in evidence if e["customers_total"] > 1][: cfg.explain.top_k]
+            result["reasons"] = verdict.reasons + shared
+            result["explanation"] = {"evidence": explain.with_text(top), **(attribution or {})}
+            if graph is not None:
+                result["neighbourhood"] = {
+                    "customers": sum(label == CUSTOMER for label, _ in graph.vertices.values()),
+                    "identifiers": sum(label != CUSTOMER for label, _ in graph.vertices.values()),
+                    "capped_identifiers": len(found.hubs), "customer_cap_reached": found.links_capped}
+        self._record(result, req, verdict, top, evidence, attribution, case, caller, times)
         return result
 
-    def _record(self, result: dict[str, Any], action: str, caller: str, given: list[str],
-                times: dict[str, float], attributed: bool) -> None:
+    def _model_call(self, model: Any, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 — whatever it is, it is the model's, not the caller's
+            log.error(json.dumps({"event": "model_failed", "version": model.version, "error": type(exc).__name__,
+                                  "message": str(exc)[:300]}))
+            raise ModelFailure(model.version) from exc
+
+    def _record(self, result: dict[str, Any], req: ScoreInput, verdict: policy.Verdict, top: list[dict[str, Any]],
+                evidence: list[dict[str, Any]], attribution: dict[str, Any] | None, case: str | None, caller: str,
+                times: dict[str, float]) -> None:
         m = self.metrics
         for stage, seconds in times.items():
             m.stage.labels(stage=stage).observe(seconds)
         if result["neighbourhood"]:
             m.neighbourhood.observe(result["neighbourhood"]["customers"])
         m.decisions.labels(decision=result["decision"], degraded=str(result["degraded"]).lower()).inc()
+        ref = lambda vid: identifier_ref(self.pseudo, vid)  # noqa: E731
+        now = datetime.now(timezone.utc)
         self.audit.write({
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": now.isoformat(timespec="milliseconds"),
             "request_id": result["request_id"], "api_key_id": caller, "customer_id": result["customer_id"],
-            "known_customer": result["known_customer"], "action": action, "identifiers_given": given,
+            "known_customer": result["known_customer"], "action": req.action,
+            "identifiers_given": sorted(ref(v) for v in req.ids.values()),
             "decision": result["decision"], "score": result["score"], "threshold": result["threshold"],
             "model_version": result["model_version"], "degraded": result["degraded"], "rules": result["rules"],
-            "reasons": result["reasons"], "timings_ms": {k: round(v * 1000, 2) for k, v in times.items()},
+            "reasons": verdict.reasons,
+            "evidence": [{"identifier_ref": ref(e["identifier_id"]), "label": e["identifier_label"],
+                          "customers_total": e["customers_total"], "blocked": e["blocked"]} for e in top],
+            "review_case": case, "timings_ms": {k: round(v * 1000, 2) for k, v in times.items()},
         })
-        if result["decision"] == "review" and self.review is not None:
-            case = {k: result[k] for k in ("request_id", "customer_id", "decision", "score", "model_version",
-                                           "degraded", "reasons", "rules", "explanation")}
-            case.update(api_key_id=caller, action=action, ts=datetime.now(timezone.utc).isoformat(),
-                        model_attribution=attributed)
-            m.review_cases.labels(outcome="queued" if self.review.submit(case) else "dropped").inc()
+        if case == QUEUED:
+            shown = evidence_for_record(top, self.pseudo)
+            shared = [e["text"] for e in evidence_for_record(
+                [e for e in evidence if e["customers_total"] > 1][: self.config.explain.top_k], self.pseudo)]
+            self.review.submit({  # type: ignore[union-attr]
+                **{k: result[k] for k in ("request_id", "customer_id", "decision", "score", "model_version",
+                                          "degraded", "rules")},
+                "reasons": verdict.reasons + shared,
+                "explanation": {"evidence": shown,
+                                "connections": connections_for_record((attribution or {}).get("connections"),
+                                                                      self.pseudo),
+                                "features": (attribution or {}).get("features")},
+                "api_key_id": caller, "action": req.action, "ts": now.isoformat(),
+                "model_attribution": attribution is not None,
+            })
 
     # ---- reads ---------------------------------------------------------------------------------------
     def identity(self, customer: str) -> dict[str, Any] | None:
         vid = customer_id(customer)
 
         def read(deadline: float) -> tuple[Any, list[dict[str, Any]]]:
-            props = self.client.submit(lambda g: g.V(vid).element_map(), "one_or_none", deadline=deadline)
-            return props, (queries.customer_identity(self.client, customer, deadline) if props else [])
+            props = self.read_client.submit(lambda g: g.V(vid).element_map(), "one_or_none", deadline=deadline)
+            return props, (queries.customer_identity(self.read_client, customer, deadline) if props else [])
 
-        props, edges = self.graph_call(read)
+        props, edges = self.graph_call(read, self.config.reads.timeout_s)
         if props is None:
             return None
         identifiers = [{"identifier_id": e["identifier_id"], "identifier_label": e["identifier_label"],
@@ -339,8 +416,8 @@ class ScoringService:
     def connections(self, customer: str, depth: int) -> dict[str, Any] | None:
         caps = self.config.neighbourhood
         hood = self.graph_call(lambda deadline: queries.neighbourhood(
-            self.client, [customer], hops=depth, fanout_cap=caps.fanout_cap, max_customers=caps.max_customers,
-            deadline=deadline))
+            self.read_client, [customer], hops=depth, fanout_cap=caps.fanout_cap, max_customers=caps.max_customers,
+            deadline=deadline), self.config.reads.timeout_s)
         seed = customer_id(customer)
         if seed not in hood.vertices:
             return None
