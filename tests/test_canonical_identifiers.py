@@ -18,8 +18,6 @@ from identigraph.etl.transforms import identity_edges
 from identigraph.graph import canonical, pseudonym
 from identigraph.graph.records import identifier_vertex_id
 
-pytestmark = pytest.mark.services
-
 COLUMN = {"ip": "ip", "device": "device_id", "email": "email", "phone": "phone", "card": "card_fingerprint"}
 SAME = {  # each list: spellings of one identifier
     "ip": ["86.255.61.50", "::ffff:86.255.61.50", " 86.255.61.50 ", "::FFFF:86.255.61.50", "８６.２５５.６１.５０",
@@ -53,6 +51,23 @@ def _cases() -> list[tuple[int, str, str, bool]]:
     return out
 
 
+@pytest.mark.parametrize("label", sorted(SAME))
+def test_every_spelling_canonicalises_to_one_text(label):
+    assert len({canonical.canonical_identifier(label, v) for v in SAME[label]}) == 1
+    for value in REFUSED.get(label, []):
+        with pytest.raises(SchemaError, match=f"^{COLUMN[label]}: "):
+            canonical.canonical_identifier(label, value)
+
+
+def test_ascii_spellings_are_unchanged_by_canonicalisation():
+    """Graphs loaded before keep their vertices: ASCII emails, phones, IPs and cards canonicalise as before."""
+    p = pseudonym.Pseudonymiser(b"k" * 32)
+    assert p.email(" Jane.Doe@Example.COM ") == p.digest("email", "jane.doe@example.com")
+    assert p.phone("+971 50-123-4567") == p.digest("phone", "+971501234567")
+    assert canonical.normalise_ip("2001:0db8::0001") == "2001:db8::1" and canonical.canonical_card("Card_X") == "Card_X"
+
+
+@pytest.mark.services
 def test_the_etl_the_stream_and_the_api_map_every_spelling_to_one_vertex(spark, graph, settings, tmp_path):
     from test_serving_api import REVIEWER, serving_config
 

@@ -74,7 +74,7 @@ def test_invocations_for_customers_the_graph_does_not_know_are_refused_not_blank
     client = make_client()
     known = serving_world.customers["customer_id"].iloc[0]
     r = client.post("/invocations", content=f"{known}\nnobody-here\n", headers={**SCORER, "Content-Type": "text/csv"})
-    assert r.status_code == 422 and "lines [2]" in r.json()["detail"]
+    assert r.status_code == 404 and "lines [2]" in r.json()["detail"]
 
 
 def test_one_case_per_customer_per_window(make_client, settings, serving_world):

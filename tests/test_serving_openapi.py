@@ -16,6 +16,7 @@ import shutil
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
+from hypothesis.errors import Unsatisfiable
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -80,7 +81,10 @@ def test_invalid_requests_never_get_a_server_error(settings, serving_model, worl
             def run(case) -> None:
                 case.call_and_validate(headers=ADMIN, checks=[not_a_server_error])
 
-            run()
+            try:
+                run()
+            except Unsatisfiable:  # nothing to get wrong (GET /healthz takes no input)
+                continue
             tried.append(operation.label)
     finally:
         app.state.service.close()

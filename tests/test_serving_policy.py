@@ -124,7 +124,7 @@ def test_evidence_counts_blocked_contested_and_says_when():
              ("customer:s", "used_ip", "ip:10.0.0.1", {"first_seen": t})]
     fetched = Fetched(RequestGraph(as_of=t, seed="customer:s", vertices=vertices, edges=edges), known=True,
                       virtual={"ip:1.2.3.4"}, hubs={"ip:1.2.3.4", "ip:10.0.0.1"})
-    items = explain.evidence(fetched)
+    items = explain.with_text(explain.evidence(fetched))
     new_hub, old_hub, card = items  # most blocked first
     assert (card["identifier_id"], card["customers_total"], card["blocked"], card["contested"]) == ("card:k", 4, 2, 1)
     assert card["created_within_days"] == 2.0 and card["first_seen"].startswith("2026-05-01")
@@ -136,3 +136,47 @@ def test_evidence_counts_blocked_contested_and_says_when():
     assert new_hub["new_in_request"] and "39,999 other accounts (counts from its statistics)" in new_hub["text"]
     assert (old_hub["identifier_id"], old_hub["blocked"], old_hub["others_seen"]) == ("ip:10.0.0.1", 4, 0)
     assert explain.blocked_on_identifier(items) == {"card": 2, "ip": 7}
+
+
+def test_policy_public_reasons_name_the_rule_not_the_count():
+    verdict = decide(Facts(0.1, 50.0, {"device": 5}), POLICY, threshold=0.5)
+    assert any("shared with 5 blocked" in r for r in verdict.reasons)
+    assert verdict.public_reasons == ["score 0.100 < threshold 0.500",
+                                      "rule device_shared_with_blocked: a device shared with at least 2 blocked accounts"]
+
+
+def test_token_bucket_takes_a_call_s_whole_cost_or_nothing():
+    now = [0.0]
+    bucket = TokenBucket(RateLimit(per_second=1, burst=10), clock=lambda: now[0])
+    assert bucket.take(8) == 0.0
+    assert bucket.take(3) == pytest.approx(1.0)  # 2 left: nothing taken, 1 s until 3 are there
+    now[0] += 1.0
+    assert bucket.take(3) == 0.0 and bucket.tokens == pytest.approx(0.0)
+
+
+def test_limits_are_divided_among_worker_processes():
+    cfg = ServingConfig.model_validate({"api_keys": [
+        {"id": "a", "sha256": key_digest("a"), "scopes": ["score"], "max_concurrent": 5,
+         "rate_limit": {"per_second": 100, "burst": 9}}], "reads": {"max_in_flight": 4},
+        "review": {"max_cases_per_window": 1000, "max_degraded_per_window": 0}})
+    two = cfg.per_worker(2)
+    key = two.api_keys[0]
+    assert (key.rate_limit.per_second, key.rate_limit.burst, key.max_concurrent) == (50, 5, 3)
+    assert (two.reads.max_in_flight, two.review.max_cases_per_window, two.review.max_degraded_per_window) == (2, 500, 0)
+    assert cfg.per_worker(1) is cfg and two.max_in_flight == cfg.max_in_flight  # per process by design
+
+
+def test_review_gate_one_case_per_customer_per_window_and_a_budget_for_degraded():
+    from identigraph.serving.config import ReviewRouting
+    from identigraph.serving.review import DEGRADED_HELD, DUPLICATE, OVER_BUDGET, QUEUED, ReviewGate
+
+    now = [0.0]
+    held = ReviewGate(ReviewRouting(window_s=60, max_cases_per_window=3), clock=lambda: now[0])
+    assert [held.admit(c, False) for c in ("a", "a", "b", "c", "d")] == [QUEUED, DUPLICATE, QUEUED, QUEUED,
+                                                                         OVER_BUDGET]
+    assert held.admit("e", True) == DEGRADED_HELD
+    now[0] = 61.0  # a new window
+    assert held.admit("a", False) == QUEUED
+    allowed = ReviewGate(ReviewRouting(degraded=True, max_degraded_per_window=2), clock=lambda: now[0])
+    assert [allowed.admit(c, True) for c in "xyz"] == [QUEUED, QUEUED, OVER_BUDGET]
+    assert allowed.admit("w", False) == QUEUED  # the degraded budget does not close the queue to the rest

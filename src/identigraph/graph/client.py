@@ -126,8 +126,12 @@ class GraphClient:
         headers = None
         if cfg.iam_auth:
             headers = neptune_iam_headers(self.settings.graph_host, self.settings.graph_port, cfg.region or "")
+        # Two driver threads per connection: an async submit (``promise``, the deadline path) blocks one
+        # thread in a callback until the response's receive task runs on another. With one thread per
+        # connection, pool_size concurrent requests take every thread and their receives never run: the
+        # pool deadlocks for good (seen with a 2-connection pool and two concurrent reads).
         self._conn = DriverRemoteConnection(
-            self.url, cfg.traversal_source, pool_size=self.pool_size, max_workers=self.pool_size,
+            self.url, cfg.traversal_source, pool_size=self.pool_size, max_workers=2 * self.pool_size,
             headers=headers,
         )
         self._g = traversal().with_remote(self._conn)

@@ -54,7 +54,7 @@ class ApiKey(_Strict):
     sha256: str = Field(description="hex SHA-256 of the key (python -m identigraph.serving.auth < keyfile)")
     scopes: list[Scope] = Field(min_length=1)
     rate_limit: RateLimit = RateLimit()
-    max_concurrent: int = Field(8, ge=1, le=10_000, description="this key's requests at once; more get a fast 429")
+    max_concurrent: int = Field(16, ge=1, le=10_000, description="this key's requests at once; more get a fast 429")
     local_only: bool = Field(False, description="a key whose plaintext is published (demo): refused in production")
 
     @field_validator("sha256")

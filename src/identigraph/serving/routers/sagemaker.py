@@ -1,7 +1,7 @@
 """SageMaker hosting (and so Redshift ML): ``GET /ping`` and ``POST /invocations`` (JSON or CSV of ids).
 
 These callers want scores, so an answer without one is not an answer: when any item has no score the
-call fails — 503 with ``Retry-After`` when the graph or the model is out, 422 naming the lines when the
+call fails — 503 with ``Retry-After`` when the graph or the model is out, 404 naming the lines when the
 graph answered but does not know those customers — instead of a 200 with blank lines. Like a batch, a
 call is checked whole before anything is scored and costs one rate-limit token per item.
 """
@@ -33,7 +33,7 @@ def rules(cfg: ServingConfig) -> list[Rule]:
 
 
 def _unanswered(request: Request, results: list[dict[str, Any]], lines: bool) -> Response | None:
-    """None when every item has a score; else the 503 (outage) or 422 (unknown customers) to answer."""
+    """None when every item has a score; else the 503 (outage) or 404 (unknown customers) to answer."""
     missing = [i for i, r in enumerate(results) if r["score"] is None]
     if not missing:
         return None
@@ -41,7 +41,7 @@ def _unanswered(request: Request, results: list[dict[str, Any]], lines: bool) ->
                   for i in missing)
     where = f"lines {[i + 1 for i in missing][:10]}" if lines else f"instances {missing[:10]}"
     if unknown:
-        return problem(request, 422, f"{where}: customers not in the graph (and no identifiers given): no score")
+        return problem(request, 404, f"{where}: customers not in the graph (and no identifiers given): no score")
     reason = next(r for r in (results[i]["reasons"][0] for i in missing) if r != UNKNOWN_CUSTOMER)
     return problem(request, 503, f"{len(missing)} of {len(results)} items have no score ({reason}); "
                                  f"nothing partial is returned", {"Retry-After": "1"})
@@ -75,11 +75,11 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
         return None if cfg.invocations_open else require("score")(request, key, bearer)
 
     @api.post("/invocations", openapi_extra={"requestBody": invocations_body},
-              responses={**RESPONSES, 200: {"content": {"application/json": {}, "text/csv": {}},
+              responses={**RESPONSES, 404: {"model": s.Problem}, 200: {"content": {"application/json": {}, "text/csv": {}},
                                             "description": "JSON predictions, or one score per line for text/csv"}})
     async def invocations(request: Request, key: ApiKey | None = Depends(caller)) -> Response:
         """JSON ``{"instances": [...]}``, or CSV with one customer id per line; every item gets a score or
-        the call fails (503 during an outage, 422 for customers the graph does not know)."""
+        the call fails (503 during an outage, 404 for customers the graph does not know)."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         raw = await request.body()  # admission has bounded its size and the time it took
         rid = request.state.request_id
