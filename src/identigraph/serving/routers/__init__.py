@@ -6,8 +6,8 @@ route runs. A new audience (the review console's ``review`` scope) is a new modu
 ``serving.app``, nothing else.
 
 Routes are plain (sync) functions where they block on the graph or torch: FastAPI runs them on its thread
-pool and requests are the parallelism. They return ``ORJSONResponse`` directly (the service builds the
-response to the schema: no second pydantic pass). Errors never echo request values — a rejected email or
+pool and requests are the parallelism. Scoring routes return orjson bytes directly (``json_response``: the
+service builds the response to the schema, so there is no second pydantic pass). Errors never echo request values — a rejected email or
 phone would otherwise come back verbatim in a 422 body (FastAPI's default) and land in the caller's logs.
 """
 
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import Request, Security
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from identigraph.serving import schemas as s
@@ -29,6 +30,10 @@ _bearer = HTTPBearer(auto_error=False, description="the same key as a bearer tok
 RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": s.Problem}, 401: {"model": s.Problem}, 403: {"model": s.Problem}, 408: {"model": s.Problem},
     413: {"model": s.Problem}, 422: {"model": s.Problem}, 429: {"model": s.Problem}, 503: {"model": s.Problem}}
+
+
+def json_response(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def problem(request: Request, status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:

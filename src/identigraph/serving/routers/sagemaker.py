@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Security
-from fastapi.responses import JSONResponse, ORJSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -20,8 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from identigraph.serving import schemas as s
 from identigraph.serving.config import ApiKey, ServingConfig
 from identigraph.serving.guard import SCORING, Rule
-from identigraph.serving.routers import (RESPONSES, _api_key, _bearer, charge, problem, require, safe_errors,
-                                         sees_identities)
+from identigraph.serving.routers import (RESPONSES, _api_key, _bearer, charge, json_response, problem, require,
+                                         safe_errors, sees_identities)
 from identigraph.serving.routers.scoring import batch_models, prepare_all
 from identigraph.serving.service import NO_MODEL, UNKNOWN_CUSTOMER, ScoringService
 
@@ -124,6 +124,6 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
         results = await run_in_threadpool(
             lambda: [service.decide(x, who, f"{rid}.{n}", detail) for n, x in enumerate(inputs)])
         refused = _unanswered(request, results, lines=False)
-        return refused if refused is not None else ORJSONResponse({"predictions": results})
+        return refused if refused is not None else json_response({"predictions": results})
 
     return api

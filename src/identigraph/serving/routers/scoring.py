@@ -10,14 +10,13 @@ nothing, and the error names every bad item's index — and it costs one rate-li
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import ORJSONResponse
 from pydantic import Field, create_model
 
 from identigraph.errors import SchemaError
 from identigraph.serving import schemas as s
 from identigraph.serving.config import ApiKey, ServingConfig
 from identigraph.serving.guard import SCORING, Rule
-from identigraph.serving.routers import RESPONSES, charge, problem, require, sees_identities
+from identigraph.serving.routers import RESPONSES, charge, json_response, problem, require, sees_identities
 from identigraph.serving.service import ScoreInput, ScoringService
 
 
@@ -60,7 +59,7 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
         inputs, errors = prepare_all(service, [body], "requests")
         if errors:
             return problem(request, 422, [{**e, "loc": ["body", "identifiers", e["loc"][-1]]} for e in errors])
-        return ORJSONResponse(service.decide(inputs[0], key.id, request.state.request_id, sees_identities(key)))
+        return json_response(service.decide(inputs[0], key.id, request.state.request_id, sees_identities(key)))
 
     @api.post("/v1/score:batch", response_model=s.BatchResponse, responses=RESPONSES)
     def score_batch(body: BatchRequest, request: Request, key: ApiKey = Depends(require("score"))) -> Any:
@@ -70,7 +69,7 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
             return problem(request, 422, errors)
         charge(request, key, len(inputs))
         rid, detail = request.state.request_id, sees_identities(key)
-        return ORJSONResponse({"results": [service.decide(x, key.id, f"{rid}.{i}", detail)
+        return json_response({"results": [service.decide(x, key.id, f"{rid}.{i}", detail)
                                            for i, x in enumerate(inputs)]})
 
     return api
