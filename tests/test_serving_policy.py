@@ -124,7 +124,7 @@ def test_evidence_counts_blocked_contested_and_says_when():
              ("customer:s", "used_ip", "ip:10.0.0.1", {"first_seen": t})]
     fetched = Fetched(RequestGraph(as_of=t, seed="customer:s", vertices=vertices, edges=edges), known=True,
                       virtual={"ip:1.2.3.4"}, hubs={"ip:1.2.3.4", "ip:10.0.0.1"})
-    items = explain.with_text(explain.evidence(fetched))
+    items = explain.evidence(fetched)
     new_hub, old_hub, card = items  # most blocked first
     assert (card["identifier_id"], card["customers_total"], card["blocked"], card["contested"]) == ("card:k", 4, 2, 1)
     assert card["created_within_days"] == 2.0 and card["first_seen"].startswith("2026-05-01")

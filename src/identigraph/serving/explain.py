@@ -74,12 +74,9 @@ def evidence(fetched: Fetched) -> list[dict[str, Any]]:
             "new_in_request": virtual,
         })
     items.sort(key=lambda i: (-i["blocked"], -i["contested"], i["customers_total"] <= 1, i["customers_total"]))
+    for item in items:
+        item["text"] = describe(item)  # names the identifier: for callers allowed to see it (records re-describe)
     return items
-
-
-def with_text(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The items with their sentence, for callers allowed to see identifiers (the identifier is in it)."""
-    return [{**item, "text": describe(item)} for item in items]
 
 
 def describe(item: dict[str, Any], shown_as: str | None = None) -> str:

@@ -337,9 +337,9 @@ class ScoringService:
             "explanation": None,
         }
         if detail:
-            shared = [explain.describe(e) for e in evidence if e["customers_total"] > 1][: cfg.explain.top_k]
+            shared = [e["text"] for e in evidence if e["customers_total"] > 1][: cfg.explain.top_k]
             result["reasons"] = verdict.reasons + shared
-            result["explanation"] = {"evidence": explain.with_text(top), **(attribution or {})}
+            result["explanation"] = {"evidence": top, **(attribution or {})}
             if graph is not None:
                 result["neighbourhood"] = {
                     "customers": sum(label == CUSTOMER for label, _ in graph.vertices.values()),
