@@ -183,12 +183,16 @@ def label(
     truth: Optional[Path] = typer.Option(None, "--truth", exists=True, dir_okay=False,
                                          help="ground truth (synthetic truth.csv): adds precision/recall to the report"),
     overwrite: bool = typer.Option(False, "--overwrite"),
+    verdicts: Optional[Path] = typer.Option(None, "--verdicts", exists=True, dir_okay=False,
+                                            help="the review console's store (sqlite): reviewers' verdicts "
+                                                 "override maturity and correction"),
 ) -> None:
     """Training labels (Spark): label maturity, then heuristic correction of uncaught fraud, with evidence."""
     from identigraph.labeling.job import run_job as run_labeling_job
 
     err.print(f"[bold]label[/] {snapshot_dir} → {out}")
-    run_labeling_job(settings(), snapshot_dir, out, as_of, rules, truth, overwrite, console=err, summary_console=console)
+    run_labeling_job(settings(), snapshot_dir, out, as_of, rules, truth, overwrite, console=err, summary_console=console,
+                     verdicts=verdicts)
 
 
 @graph_app.command("load")

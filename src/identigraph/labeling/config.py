@@ -23,10 +23,11 @@ DEFAULT_LABELING_CONFIG = Path("conf/labeling.yaml")
 Status = Literal[
     "matured_fraud", "corrected_fraud", "immature_block", "unconfirmed_block", "contested", "lifted",
     "non_fraud_block", "matured_legit", "too_new",
+    "reviewed_fraud", "reviewed_legit",  # a reviewer's verdict in the console: overrides all of the above
 ]
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
-FRAUD_STATUSES = ("matured_fraud", "corrected_fraud")
-LEGIT_STATUSES = ("matured_legit",)
+FRAUD_STATUSES = ("matured_fraud", "corrected_fraud", "reviewed_fraud")
+LEGIT_STATUSES = ("matured_legit", "reviewed_legit")
 # A correction is a guess from the graph; a customer the platform itself cleared (contested or lifted) or
 # already labelled fraud is never a target, whatever a rule says.
 NEVER_PROMOTED = ("matured_fraud", "corrected_fraud", "contested", "lifted")

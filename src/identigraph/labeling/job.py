@@ -46,6 +46,7 @@ from identigraph.labeling.config import (
 )
 from identigraph.labeling.maturity import label_of, statuses
 from identigraph.labeling.rules import corrections
+from identigraph.labeling import verdicts as reviewed
 
 LABELS_FILE = "labels.csv"
 REPORT_FILE = "report.json"
@@ -140,22 +141,29 @@ def snapshot_as_of(snap: Path) -> datetime | None:
 
 # ---- the job ----------------------------------------------------------------------------------------------
 
-def label_frame(facts: dict[str, DataFrame], as_of: datetime, cfg: LabelingConfig) -> DataFrame:
-    """Maturity, then one pass of corrections: ``customer_id, status_before, status, label_before, label,
-    rules, evidence`` — the whole job without I/O, for tests and callers that keep the frame."""
+def label_frame(facts: dict[str, DataFrame], as_of: datetime, cfg: LabelingConfig,
+                verdicts: DataFrame | None = None) -> DataFrame:
+    """Maturity, then one pass of corrections, then reviewers' verdicts over both (``labeling.verdicts``):
+    ``customer_id, status_before, status, label_before, label, rules, verdict, evidence`` — the whole job
+    without I/O, for tests and callers that keep the frame."""
     ts = F.lit(as_of).cast("timestamp")
     edges = facts["edges"].filter(F.col("first_seen") <= ts)
     # cached: the corrections and the output both read the statuses (the caller clears the cache)
     mature = statuses(facts["customers"], edges, facts["blocks"], facts["care"], as_of, cfg.maturity).persist()
     fixed = corrections(edges, mature, cfg)
     out = mature.join(fixed, "customer_id", "left")
-    status = F.when(F.col("rules").isNotNull(), F.lit("corrected_fraud")).otherwise(F.col("status"))
+    if verdicts is None:
+        verdicts = facts["customers"].sparkSession.createDataFrame([], reviewed.SCHEMA)
+    out = out.join(verdicts, "customer_id", "left")
+    corrected = F.when(F.col("rules").isNotNull(), F.lit("corrected_fraud")).otherwise(F.col("status"))
+    status = reviewed.overridden(corrected)
     evidence = F.struct(
         "maturity.created", "maturity.block", "maturity.ever_contested", "maturity.ever_lifted",
-        F.when(F.col("rules").isNotNull(), F.col("status")).alias("corrected_from"), "rules")
+        F.when(F.col("rules").isNotNull(), F.col("status")).alias("corrected_from"), "rules",
+        reviewed.review_evidence())
     return out.select(
         "customer_id", F.col("status").alias("status_before"), status.alias("status"),
-        F.col("label").alias("label_before"), label_of(status).alias("label"), "rules",
+        F.col("label").alias("label_before"), label_of(status).alias("label"), "rules", "verdict",
         F.to_json(evidence, {"timestampFormat": snapshot.TS_FORMAT_SPARK}).alias("evidence"),
     )
 
@@ -192,8 +200,10 @@ def run_labeling(
     truth: Path | None = None,
     overwrite: bool = False,
     console: Console | None = None,
+    verdicts: Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``labels.csv`` and ``report.json`` under ``out``; returns the report."""
+    """Write ``labels.csv`` and ``report.json`` under ``out``; returns the report. ``verdicts``: the review
+    console's store, whose verdicts override maturity and correction (``labeling.verdicts``)."""
     console = console or Console(stderr=True)
     snap, out = Path(snap), Path(out)
     cfg = config if isinstance(config, LabelingConfig) else load_labeling_config(config)
@@ -204,10 +214,12 @@ def run_labeling(
     started = time.perf_counter()
     try:
         with snapshot.staged(out, overwrite=True) as tmp:
-            frame = label_frame(read_snapshot(spark, snap), cut, cfg).persist()
+            given = reviewed.verdict_frame(spark, Path(verdicts), cut) if verdicts is not None else None
+            frame = label_frame(read_snapshot(spark, snap), cut, cfg, given).persist()
             _write_labels(frame, cut, tmp)
             report = build_report(spark, frame, cfg, truth)
             report = {"as_of": snapshot.format_ts(cut), "snapshot": str(snap), "config": _config_name(config),
+                      "verdicts_from": str(verdicts) if verdicts is not None else None,
                       "maturity": cfg.maturity.model_dump(), **report,
                       "seconds": round(time.perf_counter() - started, 2)}
             (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
@@ -262,7 +274,7 @@ def build_report(spark: SparkSession, frame: DataFrame, cfg: LabelingConfig, tru
         df = frame.withColumn("is_fraud", F.lit(None).cast("int")).withColumn("fraud_type", F.lit(None).cast("string"))
     # one small aggregate answers every question below (one pass, however many customers)
     cells = [r.asDict() for r in df.groupBy("status_before", "status", "is_fraud", "fraud_type",
-                                            F.col("rules.rule").alias("fired")).count().collect()]
+                                            F.col("rules.rule").alias("fired"), "verdict").count().collect()]
 
     def total(pred: Any) -> int:
         return sum(c["count"] for c in cells if pred(c))
@@ -276,6 +288,16 @@ def build_report(spark: SparkSession, frame: DataFrame, cfg: LabelingConfig, tru
         "rules": {},
     }
     report["labels"]["unknown"] = report["customers"] - report["labels"]["fraud"] - report["labels"]["legit"]
+    # what the reviewers' verdicts did: how many, and how many of them changed the label a rule or maturity gave
+    corrected_or_mature = lambda c: "corrected_fraud" if c["fired"] else c["status_before"]  # noqa: E731
+    report["verdicts"] = {
+        "confirm_fraud": total(lambda c: c["verdict"] == "confirm_fraud"),
+        "legitimate": total(lambda c: c["verdict"] == "legitimate"),
+        "changed_status": total(lambda c: c["verdict"] is not None and c["status"] != corrected_or_mature(c)),
+        "legit_over_rule": total(lambda c: c["verdict"] == "legitimate" and bool(c["fired"])),
+        "fraud_over_legit": total(lambda c: c["verdict"] == "confirm_fraud"
+                                  and corrected_or_mature(c) in LEGIT_STATUSES),
+    }
     for rule in cfg.rules:
         mine = [c for c in cells if rule.name in (c["fired"] or ())]
         entry: dict[str, Any] = {
@@ -360,6 +382,11 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             row += [f"{r['true_fraud']:,}", _fmt(r["precision"])]
         rules.add_row(*row)
     console.print(rules)
+    v = report.get("verdicts") or {}
+    if v.get("confirm_fraud") or v.get("legitimate"):
+        console.print(f"  reviewers' verdicts: {v['confirm_fraud']:,} fraud, {v['legitimate']:,} legitimate; "
+                      f"{v['changed_status']:,} changed the status a rule or maturity gave "
+                      f"({v['legit_over_rule']:,} legitimate over a firing rule)")
     if has_truth:
         _print_truth(report["truth"], console)
 
@@ -393,7 +420,7 @@ def _fmt(x: float | None, pct: bool = False) -> str:
 
 def run_job(settings: Any, snap: Path, out: Path, as_of: str | None = None, config: Path | None = None,
             truth: Path | None = None, overwrite: bool = False, console: Console | None = None,
-            summary_console: Console | None = None) -> dict[str, Any]:
+            summary_console: Console | None = None, verdicts: Path | None = None) -> dict[str, Any]:
     """What ``identigraph label`` runs: a Spark session, the job, the summary."""
     from identigraph.etl.spark import session
 
@@ -403,6 +430,6 @@ def run_job(settings: Any, snap: Path, out: Path, as_of: str | None = None, conf
     _check_paths(Path(snap), Path(out), overwrite)
     resolve_as_of(Path(snap), as_of)
     report = run_labeling(session(settings, app_name="identigraph-label"), snap, out, as_of=as_of, config=config,
-                          truth=truth, overwrite=overwrite, console=console)
+                          truth=truth, overwrite=overwrite, console=console, verdicts=verdicts)
     print_report(report, summary_console or console)
     return report

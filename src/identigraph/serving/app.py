@@ -23,12 +23,13 @@ from identigraph.errors import ConfigError, SchemaError
 from identigraph.serving.auth import Authenticator, Forbidden, RateLimited, TooCostly, Unauthorized
 from identigraph.serving.config import ServingConfig
 from identigraph.serving.guard import Admission
+from identigraph.serving.console import router as console
 from identigraph.serving.routers import identity, ops, problem, safe_errors, sagemaker, scoring
 from identigraph.serving.service import GraphUnavailable, ModelFailure, ScoringService
 
 log = logging.getLogger("identigraph.serving")
 access = logging.getLogger("identigraph.serving.access")
-ROUTERS = (scoring, identity, sagemaker, ops)  # each: router(service, config) and rules(config)
+ROUTERS = (scoring, identity, sagemaker, ops, console)  # each: router(service, config) and rules(config)
 WORKERS_ENV = "IDENTIGRAPH_SERVE_WORKERS"
 
 

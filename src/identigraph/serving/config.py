@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from identigraph.config import _describe
 from identigraph.errors import ConfigError
 from identigraph.graph.schema import IDENTITY_EVENT_TYPES
+from identigraph.serving.console.config import ConsoleConfig
 
 DEFAULT_SERVING_CONFIG = Path("conf/serving.yaml")
 
-Scope = Literal["score", "identity:read", "model:admin"]
+Scope = Literal["score", "identity:read", "model:admin", "review"]
 Decision = Literal["allow", "review", "block"]
 IdentifierLabel = Literal["device", "ip", "email", "phone", "card"]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -185,6 +186,7 @@ class ServingConfig(_Strict):
     default_action: Literal[IDENTITY_EVENT_TYPES] = "login"  # type: ignore[valid-type]
     review_queue: bool = Field(True, description="send review decisions with their explanation to queues.review")
     review: ReviewRouting = ReviewRouting()
+    console: ConsoleConfig = ConsoleConfig()
     http: HttpLimits = HttpLimits()
     costs: Costs = Costs()
     reads: ReadCapacity = ReadCapacity()

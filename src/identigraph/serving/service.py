@@ -345,7 +345,7 @@ class ScoringService:
                     "customers": sum(label == CUSTOMER for label, _ in graph.vertices.values()),
                     "identifiers": sum(label != CUSTOMER for label, _ in graph.vertices.values()),
                     "capped_identifiers": len(found.hubs), "customer_cap_reached": found.links_capped}
-        self._record(result, req, verdict, top, evidence, attribution, case, caller, times)
+        self._record(result, req, verdict, top, evidence, attribution, case, caller, times, facts.lifetime_value)
         return result
 
     def _model_call(self, model: Any, fn: Callable[[], T]) -> T:
@@ -358,7 +358,7 @@ class ScoringService:
 
     def _record(self, result: dict[str, Any], req: ScoreInput, verdict: policy.Verdict, top: list[dict[str, Any]],
                 evidence: list[dict[str, Any]], attribution: dict[str, Any] | None, case: str | None, caller: str,
-                times: dict[str, float]) -> None:
+                times: dict[str, float], lifetime_value: float | None = None) -> None:
         m = self.metrics
         for stage, seconds in times.items():
             m.stage.labels(stage=stage).observe(seconds)
@@ -392,6 +392,7 @@ class ScoringService:
                                                                       self.pseudo),
                                 "features": (attribution or {}).get("features")},
                 "api_key_id": caller, "action": req.action, "ts": now.isoformat(),
+                "lifetime_value": lifetime_value,  # the review console's queue sorts and filters on it
                 "model_attribution": attribution is not None,
             })
 
