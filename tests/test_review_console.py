@@ -152,8 +152,11 @@ def test_reviewer_works_a_case_in_the_browser(settings, world, browser, spark, t
     assert (labels["rc-legit"]["status"], labels["rc-legit"]["label"]) == ("reviewed_fraud", "1")
     assert labels["rc-hub00"]["status"] == "matured_legit"  # no verdict: maturity as before
     assert report["statuses"]["reviewed_legit"] == 1 and report["statuses"]["reviewed_fraud"] == 1
+    # rc-legit was a matured legitimate customer until the reviewer said fraud; rc-seed corrected fraud until
+    # the reviewer said legitimate
+    assert json.loads(labels["rc-legit"]["evidence"])["review"]["verdict"] == "confirm_fraud"
     assert report["verdicts"] == {"confirm_fraud": 1, "legitimate": 1, "changed_status": 2, "legit_over_rule": 1,
-                                  "fraud_over_legit": 0}
+                                  "fraud_over_legit": 1}
 
 
 def test_cases_survive_a_console_restart(settings, world, tmp_path):
@@ -194,4 +197,16 @@ def test_cases_survive_a_console_restart(settings, world, tmp_path):
         assert probe.case(case_id)["claimed_by"] == "reviewer"
         page = client.get("/review/queue")
         assert page.status_code == 200 and page.text.count('class="case-link"') == 4
+
+    # who sees what: a scoring key cannot sign in; a reviewer with identity:read sees identifiers in clear,
+    # and a case another reviewer holds can be read but not decided
+    with TestClient(create_app(app_settings, cfg, None)) as client:
+        assert client.post("/review/login", data={"key": "scorer-secret"}).status_code == 403
+        assert client.post("/review/login", data={"key": "wrong"}).status_code == 401
+        assert client.post("/review/login", data={"key": "senior-secret"}).status_code == 200
+        page = client.get(f"/review/cases/{case_id}")
+        assert HUB_IP in page.text and SEED_DEVICE in page.text and 'id="claimed"' in page.text
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        refused = client.post(f"/review/cases/{case_id}/verdict", data={"csrf": csrf, "verdict": "legitimate"})
+        assert refused.status_code == 409 and probe.case(case_id)["verdict"] is None
     probe.close()
