@@ -1,14 +1,13 @@
 """The review console's test world and app: a small graph written through the stream writer, a queue of
-its own, and the real app with the console on (cases come from the real scoring path)."""
+its own, and the real app with the console on (cases come from the real scoring path). The app runs under
+test_serving_api's LiveServer (uvicorn in a thread): the browser needs a real socket."""
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from conftest import free_port
 from identigraph.etl.publish import sqs_client
 from identigraph.etl.stream_events import parse_message
 from identigraph.etl.stream_writer import StreamWriter
@@ -71,36 +70,3 @@ def wait_for(pred, timeout_s: float = 15.0, what: str = "condition"):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-class LiveServer:
-    """The app under uvicorn in a thread (the browser needs a real socket)."""
-
-    def __init__(self, app, serving: ServingConfig) -> None:
-        import uvicorn
-
-        from identigraph.serving.server import uvicorn_options
-
-        self.app = app
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]),
-                                                    **uvicorn_options(serving)))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        import httpx
-
-        self.thread.start()
-        wait_for(lambda: _up(httpx, self.url), 30, "the live server")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-
-
-def _up(httpx, url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

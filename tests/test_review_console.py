@@ -14,8 +14,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from console_helpers import (HUB_CUSTOMERS, HUB_IP, SEED_DEVICE, LiveServer, console_config, review_queue, wait_for,
-                             write_world)
+from console_helpers import HUB_CUSTOMERS, HUB_IP, SEED_DEVICE, console_config, review_queue, wait_for, write_world
+from test_serving_api import LiveServer
 from identigraph.etl.export import export_snapshot
 from identigraph.graph import pseudonym
 from identigraph.serving.app import create_app
