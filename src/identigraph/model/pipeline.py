@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from identigraph.errors import SchemaError
 from identigraph.model.artifacts import LoadedModel, save_model
 from identigraph.model.baseline import GBDTBaseline
 from identigraph.model.config import ModelConfig
@@ -70,10 +71,21 @@ def _card(cfg: ModelConfig, result: TrainResult, metrics: dict[str, Any], source
 """
 
 
+def effective_config(cfg: ModelConfig, p: Prepared) -> ModelConfig:
+    """The configuration the model was really trained with: ``--target`` decides the target label and adds
+    its property to the label columns, and ``config.json`` must say so or ``predict`` scores the wrong
+    vertices."""
+    label_columns = {k: list(v) for k, v in cfg.label_columns.items()}
+    for label, cols in p.encoder.label_columns.items():
+        label_columns[label] = list(dict.fromkeys([*label_columns.get(label, []), *cols]))
+    return cfg.model_copy(update={"target_label": p.targets.label, "label_columns": label_columns})
+
+
 def run_train(snapshot: Path, out: Path, cfg: ModelConfig, labels: Path | None = None, target: str | None = None,
               device: str = "auto", conv: str = "edge", log: Log = print,
               prepared: Prepared | None = None) -> tuple[str, dict[str, Any]]:
     p = prepared or prepare(snapshot, cfg, labels, target)
+    cfg = effective_config(cfg, p)
     t, tg = p.tensors, p.targets
     counts = pd.Series(tg.split).value_counts().to_dict()
     log(f"graph: {len(t.x):,} nodes, {t.edge_index.shape[1]:,} directed edges, {len(t.relations)} relations, "
@@ -99,9 +111,12 @@ def run_train(snapshot: Path, out: Path, cfg: ModelConfig, labels: Path | None =
 
 def run_predict(snapshot: Path, model_dir: Path, out: Path, cfg: ModelConfig) -> int:
     loaded = LoadedModel.load(model_dir)
+    label = trained_target_label(Path(model_dir))
     frame = read_snapshot(Path(snapshot))
+    if len(frame.vertices.get(label, ())) == 0:
+        raise SchemaError(f"{snapshot}: no {label!r} vertices to score — the model {loaded.version} classifies "
+                          f"{label!r} vertices and the snapshot has {sorted(frame.vertices) or 'none'}")
     t = loaded.tensors(frame)
-    label = json.loads((Path(model_dir) / "config.json").read_text())["model"]["target_label"]
     nodes = t.nodes_of(label)
     scores = predict(loaded.model, t, nodes, cfg)
     ids = t.node_ids[nodes]
@@ -113,6 +128,15 @@ def run_predict(snapshot: Path, model_dir: Path, out: Path, cfg: ModelConfig) ->
     table.to_csv(tmp, index=False, float_format="%.6f")
     tmp.replace(out)
     return len(table)
+
+
+def trained_target_label(model_dir: Path) -> str:
+    """The vertex label a model directory classifies. Models written before ``config.json`` recorded the
+    effective target label kept the default there; their ``--target`` names the real one."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    if config.get("target"):
+        return parse_target(config["target"])[0]
+    return config["model"]["target_label"]
 
 
 def _truth_series(truth: Path, label: str) -> pd.Series:
