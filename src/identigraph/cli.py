@@ -294,6 +294,8 @@ def synth(
     customers: int = typer.Option(20_000, "--customers"),
     seed: int = typer.Option(7, "--seed"),
     fmt: str = typer.Option("parquet", "--format", help="parquet | csv | csv.gz"),
+    profile: str = typer.Option("classic", "--profile", help="classic | hard (soft rings, stealth takeovers, "
+                                "wrong blocks and unblocks, drift; see identigraph.synth.params.PROFILES)"),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Write a synthetic identity world in the input contract, plus its ground truth."""
@@ -302,7 +304,7 @@ def synth(
     from identigraph.synth import SynthParams, generate_world, write_world
 
     t0 = time.perf_counter()
-    params = SynthParams(customers=customers, seed=seed)
+    params = SynthParams.profile(profile, customers=customers, seed=seed)
     world = generate_world(params)
     summary = write_world(world, out, fmt=fmt, overwrite=overwrite)
     console.print_json(json.dumps(summary, default=str))
