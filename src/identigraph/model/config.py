@@ -30,6 +30,9 @@ class TrainingConfig(_Strict):
     patience: int = Field(20, ge=1)
     min_delta: float = Field(0.001, ge=0, description="validation AUPRC gain that counts as better")
     mask_rate: float = Field(0.5, gt=0, le=1)
+    label_dropout: float = Field(0.0, ge=0, lt=1, description=(
+        "share of the other target-label nodes whose label-derived inputs are also hidden each step, so the "
+        "model learns structure and not only its neighbours' blocks"))
     max_pos_weight: float = Field(20.0, ge=1)
     full_batch_max_nodes: int = Field(3_000_000, ge=0)
     num_neighbors: list[int] = Field(default_factory=lambda: [15, 10])

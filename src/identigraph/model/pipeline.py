@@ -14,7 +14,8 @@ import torch
 
 from identigraph.errors import SchemaError
 from identigraph.model.artifacts import LoadedModel, save_model
-from identigraph.model.baseline import GBDTBaseline
+from identigraph.model.backtest import run_backtest
+from identigraph.model.baseline import GBDTBaseline, neighbour_block_scores
 from identigraph.model.config import ModelConfig
 from identigraph.model.dataset import Targets, build_targets, parse_target
 from identigraph.model.features import FeatureEncoder, GraphTensors
@@ -139,23 +140,30 @@ def trained_target_label(model_dir: Path) -> str:
     return config["model"]["target_label"]
 
 
-def _truth_series(truth: Path, label: str) -> pd.Series:
-    table = pd.read_csv(truth, dtype={"customer_id": str})
-    return pd.Series(table["is_fraud"].astype(int).to_numpy(), index=f"{label}:" + table["customer_id"])
+def read_truth(truth: Path) -> pd.DataFrame:
+    return pd.read_csv(truth, dtype={"customer_id": str})
+
+
+def _truth_series(truth: pd.DataFrame, label: str) -> pd.Series:
+    return pd.Series(truth["is_fraud"].astype(int).to_numpy(), index=f"{label}:" + truth["customer_id"])
 
 
 def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig, labels: Path | None = None,
                  target: str | None = None, truth: Path | None = None, log: Log = print,
-                 split: np.ndarray | None = None, prepared: Prepared | None = None) -> dict[str, Any]:
-    """Model vs plain RGCN vs GBDT on the same split, trained from the same labels, judged on test.
+                 split: np.ndarray | None = None, prepared: Prepared | None = None,
+                 backtest: Prepared | None = None) -> dict[str, Any]:
+    """Model vs plain RGCN vs GBDT (and the neighbour-block rule) on the same split, judged on test.
 
     Two views: against the training labels (what production sees), and — with ``truth`` — against ground
     truth on customers *not blocked* at as-of, which is the question that matters: does it find the fraud
     nobody caught? The train split's unblocked customers are scored too: if the model merely echoed its
-    labels, its recall there (where hidden fraud was labelled legitimate) would collapse.
+    labels, its recall there (where hidden fraud was labelled legitimate) would collapse. ``backtest`` (the
+    snapshot and labels of an earlier as-of, see ``model.backtest``) adds the temporal back-test against
+    what the platform confirmed between then and this snapshot.
     """
     loaded = LoadedModel.load(model_dir)
     p = prepared or prepare(snapshot, cfg, labels, target, split, encoder=loaded.encoder)
+    truth_table = read_truth(Path(truth)) if truth is not None else None
     t, tg = p.tensors, p.targets
     known = ~np.isnan(tg.y)
     train_nodes = p.nodes[known & (tg.split == "train")]
@@ -170,11 +178,14 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
         "rgcn_ablation": lambda nodes: predict(ablation.model, t, nodes, cfg, mode=ablation.mode),
         "gbdt_baseline": lambda nodes: gbdt.predict(t, nodes),
     }
+    if tg.label in p.frame.vertices and "blocked" in p.frame.vertices[tg.label]:
+        rule = neighbour_block_scores(p.frame, tg.label)
+        scorers["neighbour_rule"] = lambda nodes: rule.reindex(t.node_ids[nodes]).to_numpy(dtype=float)
     views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     test = tg.split == "test"
     views["test_vs_labels"] = (p.nodes[test & known], tg.y[test & known])
     if truth is not None:
-        truth_y = _truth_series(Path(truth), tg.label).reindex(tg.ids).to_numpy(dtype=float)
+        truth_y = _truth_series(truth_table, tg.label).reindex(tg.ids).to_numpy(dtype=float)
         vf = p.frame.vertices[tg.label]
         blocked = vf["blocked"].to_numpy(dtype=float) == 1.0 if "blocked" in vf else np.zeros(len(vf), bool)
         has_truth = ~np.isnan(truth_y)
@@ -192,6 +203,9 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
             "threshold": loaded.threshold, "flagged": int(flagged.sum()),
             "precision": float(y[flagged].mean()) if flagged.any() else float("nan"),
             "recall": float(flagged[y == 1].mean()) if (y == 1).any() else float("nan")}
+    if backtest is not None:
+        results["backtest"] = run_backtest(backtest, p.frame, cfg, conv=loaded.metrics.get("conv", "edge"),
+                                           truth=truth_table, log=log)
     out = Path(model_dir) / "evaluation.json"
     out.write_text(json.dumps(results, indent=2))
     return results

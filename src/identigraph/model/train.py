@@ -143,6 +143,7 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
     if mode == "auto":
         mode = "sampled" if distributed or len(t.x) > tc.full_batch_max_nodes else "full"
     node_of = t.index_of(targets.ids)
+    target_nodes = t.nodes_of(targets.label)
     y_all = torch.full((len(t.x),), float("nan"))
     y_all[torch.tensor(node_of)] = torch.tensor(targets.y, dtype=torch.float32)  # copies: inputs may be read-only
     known = ~np.isnan(targets.y)
@@ -187,7 +188,11 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
         if mode == "full":
             perm = rng.permutation(train_idx)
             masked = perm[: max(1, int(math.ceil(tc.mask_rate * len(perm))))]
-            x = mask_labels(t, masked, xs)
+            hidden = masked
+            if tc.label_dropout > 0:  # neighbours lose their labels too: structure must carry the signal
+                others = target_nodes[rng.random(len(target_nodes)) < tc.label_dropout]
+                hidden = np.union1d(masked, others)
+            x = mask_labels(t, hidden, xs)
             m = torch.as_tensor(masked, device=dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x, ei, et, ea)[m]
@@ -200,6 +205,13 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
             for batch in loader:
                 b = batch.to(dev)
                 x = _mask_seeds(b.x, t, b.batch_size)
+                if tc.label_dropout > 0:
+                    is_target = t.node_type[b.n_id.cpu()] == t.type_names.index(targets.label)
+                    drop = (torch.as_tensor(rng.random(len(x)) < tc.label_dropout) & is_target).to(x.device)
+                    drop[: b.batch_size] = False
+                    if len(t.label_cols):
+                        x[drop.nonzero().view(-1, 1), t.label_cols.to(x.device).view(1, -1)] = 0.0
+                    x[drop, t.mask_col] = 1.0
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = net(x, b.edge_index, b.edge_type, b.edge_attr)[: b.batch_size]
                 loss = loss_fn(logits.float(), y_all[b.n_id[: b.batch_size].cpu()].to(dev))
