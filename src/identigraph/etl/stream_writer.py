@@ -29,7 +29,7 @@ from identigraph.graph.client import GraphClient, is_connection_error
 from identigraph.graph.pseudonym import Pseudonymiser
 from identigraph.graph.records import aggregate, event_edges
 from identigraph.graph.schema import CUSTOMER, customer_id
-from identigraph.graph.upsert import edge_merge, edge_rows
+from identigraph.graph.upsert import edge_merge, edge_rows, recount_identifier_stats
 
 MARKER_LABEL = "_applied_event"
 # what the Spark job writes for a customer without history: a stream-created customer starts the same way
@@ -80,6 +80,13 @@ class StreamWriter:
                 history.setdefault(customer_id(e.customer_id), []).append(e)
         for cid, evs in sorted(history.items()):
             t = t.side_effect(_history_update(__.V(cid), evs))
+        # identifier statistics, in the same transaction: recounted for what this batch touched (a stop-gap:
+        # the incremental version that never recounts a hub belongs with the stream rework)
+        touched = sorted({r.to_id for r in edges})
+        if touched:
+            t = t.side_effect(recount_identifier_stats(__.V(*touched)))
+        if history:
+            t = t.side_effect(recount_identifier_stats(__.V(*sorted(history)).out().dedup()))
         return t
 
     def write(self, events: list[StreamEvent]) -> WriteResult:
