@@ -46,7 +46,7 @@ def prepare(snapshot: Path | GraphFrame, cfg: ModelConfig, labels: Path | None =
         if prop not in label_columns[tl]:
             label_columns[tl].append(prop)
     if encoder is None:
-        encoder = FeatureEncoder(label_columns, hub_degree=cfg.hub_degree).fit(frame)
+        encoder = FeatureEncoder(label_columns, hub_degree=cfg.hub_degree, shortcuts=cfg.shortcuts).fit(frame)
     tensors = encoder.transform(frame)
     return Prepared(frame, targets, encoder, tensors, tensors.index_of(targets.ids).astype(np.int64))
 
@@ -98,7 +98,8 @@ def run_train(snapshot: Path, out: Path, cfg: ModelConfig, labels: Path | None =
         "threshold": result.threshold, "threshold_reached": result.threshold_reached,
         "target_precision": cfg.target_precision, "best_epoch": result.best_epoch, "split": tg.kind,
         "val": result.val, "test": summary(tg.y[test_mask], test_scores),
-        "train_seconds": result.seconds, "epoch_seconds": result.epoch_seconds, "device": result.device,
+        "train_seconds": result.seconds, "epoch_seconds": result.epoch_seconds, "epochs_run": len(result.history),
+        "device": result.device,
         "mode": result.mode, "peak_memory_mb": result.peak_memory_mb, "conv": conv,
         "source": {"snapshot": str(snapshot), "labels": str(labels) if labels else None, "target": target},
     }

@@ -170,6 +170,8 @@ def _takeover_events(p: SynthParams, pop: Pop, rng: np.random.Generator) -> dict
     phone = np.where(etype == PROFILE, pop.att_phone[idx], -1)
     quiet = pop.stealth[idx]
     email = np.where(quiet & (email == pop.att_email[idx]), old_email[idx], email)
+    # payments and bookings carry no email, for attackers as for everyone (one did: a giveaway no platform sends)
+    email = np.where((etype == ADD_PM) | (etype == BOOKING), -1, email)
     phone = np.where(quiet, -1, phone)
     etype = np.where(quiet & (etype == PROFILE), LOGIN, etype).astype(np.int8)
     card = np.where((etype == ADD_PM) | (etype == BOOKING), pop.att_card[idx], -1)
