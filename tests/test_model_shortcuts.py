@@ -77,8 +77,31 @@ def test_seed_only_forward_with_shortcuts_equals_the_full_forward(fitted, seed):
         fast = RequestEncoder(enc).transform(request_graph(frame, seed, enc.hub_degree))
         j = int(fast.index_of([seed])[0])
         api = net(mask_labels(fast, [j]), fast.edge_index, fast.edge_type, fast.edge_attr, targets=torch.tensor([j]))[0]
+        prefixes = net(mask_labels(fast, [j]), fast.edge_index, fast.edge_type, fast.edge_attr,
+                       targets=torch.tensor([j]), layer_edges=fast.layer_edges(2, j))[0]
     assert float(only) == pytest.approx(float(everything), abs=1e-5)
     assert float(api) == pytest.approx(float(everything), abs=1e-5)
+    assert float(prefixes) == pytest.approx(float(everything), abs=1e-5)
+    # the last layer's prefix is exactly the edges into the seed: its identifiers', own_ and co_ links
+    into_seed, _ = fast.seed_prefixes
+    assert (fast.edge_index[1, :into_seed] == j).all() and not (fast.edge_index[1, into_seed:] == j).any()
+
+
+def test_per_edge_messages_equal_the_per_relation_ones_with_shortcut_sources(fitted):
+    """Shortcut relations read the input embedding, deep ones the layer's state: both conv paths agree."""
+    from identigraph.model.nets import _plan
+
+    _, enc, t, net = fitted
+    conv = net.convs[1]
+    h0 = torch.relu(net.inp(t.x))
+    h = h0 + torch.randn_like(h0)
+    source_state = [1 if s else 0 for s in net.is_shortcut]
+    assert 0 < sum(source_state) < len(source_state)
+    with torch.no_grad():
+        small, planned = (conv([h, h0], source_state, h, _plan(t.edge_index, t.edge_type, t.edge_attr,
+                                                               conv.num_relations, len(h), None, per_edge=flag))
+                          for flag in (True, False))
+    np.testing.assert_allclose(small.numpy(), planned.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_explanations_still_name_private_identifiers(fitted):

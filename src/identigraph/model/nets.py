@@ -34,6 +34,9 @@ import torch
 from torch import Tensor, nn
 
 CONVS = ("edge", "rgcn")
+# at most this many edges in a layer: messages per edge in a dozen ops instead of a loop over relations
+# (the API's request graphs, tens of edges, where the loop's fixed cost per op is the whole forward)
+SMALL_GRAPH_EDGES = 2048
 # index_reduce is the one scatter-max that needs no [E, d] index copy; its "beta" notice is not news here
 warnings.filterwarnings("ignore", message="index_reduce\\(\\) is in beta")
 
@@ -51,6 +54,9 @@ class LayerPlan:
     key: Tensor                      # dst * R + relation, for per-(node, relation) normalisation and dropout
     norm: Tensor                     # [E, 1] 1 / |N_r(i)|
     num_out: int
+    # small layers (≤ SMALL_GRAPH_EDGES edges) only, in the same edge order as dst: (source rows, relations,
+    # attributes); the per-relation fields above are then empty
+    per_edge: tuple[Tensor, Tensor, Tensor] | None = None
 
 
 def _positions(nodes: Tensor, num_nodes: int) -> Tensor:
@@ -60,17 +66,24 @@ def _positions(nodes: Tensor, num_nodes: int) -> Tensor:
 
 
 def _plan(edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor, num_relations: int, num_nodes: int,
-          out_nodes: Tensor | None, src_rows: Tensor | None = None) -> LayerPlan:
-    """``src_rows`` (optional): per edge, the row of its source in the state it reads (default: global id)."""
+          out_nodes: Tensor | None, src_rows: Tensor | None = None, per_edge: bool | None = None) -> LayerPlan:
+    """``src_rows`` (optional): per edge, the row of its source in the state it reads (default: global id);
+    ``per_edge``: messages per edge (True) or per relation (False); None: by size (``SMALL_GRAPH_EDGES``)."""
     if out_nodes is not None:
         dst = _positions(out_nodes, num_nodes)[edge_index[1]]
         num_out = out_nodes.numel()
     else:
         dst, num_out = edge_index[1], num_nodes
+    src = edge_index[0] if src_rows is None else src_rows
+    if per_edge if per_edge is not None else edge_type.numel() <= SMALL_GRAPH_EDGES:
+        key = dst * num_relations + edge_type
+        deg = torch.bincount(key, minlength=num_out * num_relations)
+        norm = (1.0 / deg.index_select(0, key).to(edge_attr.dtype)).unsqueeze(1)
+        return LayerPlan(out_nodes=out_nodes, counts=[], src=[], inverse=[], edge_attr=[], dst=dst, key=key,
+                         norm=norm, num_out=num_out, per_edge=(src, edge_type, edge_attr))
     order = torch.argsort(edge_type, stable=True)
     counts = torch.bincount(edge_type, minlength=num_relations).tolist()
     srcs, inverses = [], []
-    src = edge_index[0] if src_rows is None else src_rows
     for s in src.index_select(0, order).split(counts):
         u, inv = torch.unique(s, return_inverse=True)
         srcs.append(u)
@@ -104,8 +117,8 @@ class RelationalConv(nn.Module):
                 keep: Tensor | None = None) -> Tensor:
         """``states[source_state[r]]`` feeds relation r; ``h_out`` is the computed nodes' own state;
         ``keep`` (training only) drops edges: the mean renormalises over the kept ones, the max ignores the rest."""
-        msgs = []
-        for r in range(self.num_relations):
+        msgs = [self._per_edge(states, source_state, plan)] if plan.per_edge is not None else []
+        for r in range(self.num_relations if plan.per_edge is None else 0):
             if plan.counts[r] == 0:
                 continue
             m = (states[source_state[r]].index_select(0, plan.src[r]) @ self.weight[r]).index_select(0, plan.inverse[r])
@@ -130,6 +143,21 @@ class RelationalConv(nn.Module):
         mx = mx.index_reduce(0, plan.dst, m, "amax", include_self=True)
         mx = torch.where(torch.isinf(mx), torch.zeros_like(mx), mx)  # no (kept) message: nothing to take the max of
         return out + self.max_lin(mx)
+
+    def _per_edge(self, states: list[Tensor], source_state: list[int], plan: LayerPlan) -> Tensor:
+        """The per-relation loop's messages, each edge with its own relation's weights gathered."""
+        src, rel, attr = plan.per_edge
+        if not rel.numel():
+            return torch.zeros(0, self.channels, dtype=states[0].dtype, device=states[0].device)
+        offsets = torch.tensor([0, *[len(t) for t in states[:-1]]], device=src.device).cumsum(0)
+        which = torch.as_tensor(source_state, device=src.device).index_select(0, rel)
+        x = torch.cat(states).index_select(0, src + offsets.index_select(0, which))
+        m = torch.bmm(x.unsqueeze(1), self.weight.index_select(0, rel)).squeeze(1)
+        if self.edge_features:
+            ge = torch.bmm(attr.unsqueeze(1), self.edge_weight.index_select(0, rel)).squeeze(1)
+            g, add = ge.split(self.channels, dim=1)
+            m = m * torch.sigmoid(g + self.gate_bias.index_select(0, rel)) + add
+        return m
 
 
 class FraudGNN(nn.Module):
@@ -196,8 +224,16 @@ class FraudGNN(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------------
     def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor,
-                targets: Tensor | None = None, plans: list[LayerPlan] | None = None) -> Tensor:
-        """One logit per node, or per ``targets`` node when given (see :meth:`plan`)."""
+                targets: Tensor | None = None, plans: list[LayerPlan] | None = None,
+                layer_edges: list[int] | None = None) -> Tensor:
+        """One logit per node, or per ``targets`` node when given (see :meth:`plan`).
+
+        ``layer_edges`` (``GraphTensors.layer_edges``, request graphs): edges already ordered so that every
+        layer of the seed's forward reads a prefix; the plan is built on the longest prefix only.
+        """
+        if plans is None and targets is not None and layer_edges is not None:
+            k = max(layer_edges)
+            edge_index, edge_type, edge_attr = edge_index[:, :k], edge_type[:k], edge_attr[:k]
         plans = plans or self.plan(edge_index, edge_type, edge_attr, x.size(0), targets)
         h0 = torch.relu(self.inp(x))
         source_state = [1 if s else 0 for s in self.is_shortcut]

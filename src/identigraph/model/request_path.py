@@ -184,14 +184,15 @@ class RequestEncoder:
                               x[start:start + len(ids)], self.block_start[label])
             start += len(ids)
         degree = self._structure(graph, index, as_of_s, x)
-        edge_index, edge_type, edge_attr = self._edges(graph, index, as_of_s, degree)
+        edge_index, edge_type, edge_attr, prefixes = self._edges(graph, index, as_of_s, degree)
         x = (x - self.mean) / self.std
         return GraphTensors(
             node_ids=np.array(node_ids, dtype=object), node_type=torch.from_numpy(node_type),
             type_names=list(enc.type_names), type_offsets=offsets, x=torch.as_tensor(x, dtype=torch.float32),
             label_cols=torch.as_tensor(self.label_cols, dtype=torch.long), mask_col=self.mask_col,
             edge_index=torch.from_numpy(edge_index), edge_type=torch.from_numpy(edge_type),
-            edge_attr=torch.as_tensor(edge_attr, dtype=torch.float32), relations=list(enc.relations))
+            edge_attr=torch.as_tensor(edge_attr, dtype=torch.float32), relations=list(enc.relations),
+            seed_index=index[graph.seed], seed_prefixes=prefixes)
 
     def _structure(self, graph: RequestGraph, index: dict[str, int], as_of_s: float, x: np.ndarray) -> np.ndarray:
         """Degree per relation, first and last use: from statistics (identifiers) and summaries (customers)."""
@@ -225,7 +226,7 @@ class RequestEncoder:
         return total
 
     def _edges(self, graph: RequestGraph, index: dict[str, int], as_of_s: float, degree: np.ndarray,
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
         edges = [e for e in graph.edges if e[0] in index and e[2] in index and e[1] in self.from_customer]
         m = len(edges)
         attr = np.zeros((m, self.edge_width))
@@ -248,26 +249,39 @@ class RequestEncoder:
         identifier = np.array([EDGE_TO_IDENTIFIER.get(e[1]) is not None for e in edges], dtype=bool)
         if self.enc.hub_degree is not None and m:
             keep_fwd = ~(identifier & (degree[dst] > self.enc.hub_degree))
-        pair_index, pair_type, pair_attr = np.zeros((2, 0), np.int64), np.zeros(0, np.int64), np.zeros((0, 0))
+        seed = index[graph.seed]
+        pair_index, pair_type = np.zeros((2, 0), np.int64), np.zeros(0, np.int64)
+        pair_attr = np.zeros((0, len(PAIR_FEATURES)))
         if self.shortcuts and m:
             private = identifier & (degree[dst] <= 1)
             keep_fwd &= ~private
             own = np.array([self.own_of.get(e[1], -1) for e in edges], dtype=np.int64)
             rev = np.where(private, own, rev)
             pair_index, pair_type, pair_attr = self._co_links(edges, identifier, src, dst, degree, first, created,
-                                                              as_of_s)
-        edge_index = np.concatenate([np.stack([src[keep_fwd], dst[keep_fwd]]), np.stack([dst, src]), pair_index],
-                                    axis=1)
-        edge_type = np.concatenate([fwd[keep_fwd], rev, pair_type])
-        edge_attr = np.concatenate([attr[keep_fwd], attr])
-        if self.shortcuts:
-            edge_attr = np.vstack([np.hstack([edge_attr, np.zeros((len(edge_attr), len(PAIR_FEATURES)))]),
-                                   np.hstack([np.zeros((len(pair_type), self.edge_width)), pair_attr])])
-        return edge_index, edge_type, edge_attr
+                                                              as_of_s, seed)
+        if self.shortcuts:  # links' own attributes, then the pairwise block (zeros on links, as in the batch)
+            attr = np.hstack([attr, np.zeros((m, len(PAIR_FEATURES)))])
+            pair_attr = np.hstack([np.zeros((len(pair_type), self.edge_width)), pair_attr])
+        else:
+            pair_attr = np.zeros((0, self.edge_width))
+        # the seed-only forward's order: messages into the seed (its identifiers' and its co-links), then
+        # customer → identifier ones (every identifier here is the seed's), then identifier → other
+        # customer ones, which no seed layer reads
+        to_seed = src == seed
+        parts = [(dst[to_seed], src[to_seed], rev[to_seed], attr[to_seed]),
+                 (pair_index[0], pair_index[1], pair_type, pair_attr),
+                 (src[keep_fwd], dst[keep_fwd], fwd[keep_fwd], attr[keep_fwd]),
+                 (dst[~to_seed], src[~to_seed], rev[~to_seed], attr[~to_seed])]
+        edge_index = np.concatenate([np.stack([a, b]) for a, b, _, _ in parts], axis=1)
+        edge_type = np.concatenate([t for _, _, t, _ in parts])
+        edge_attr = np.concatenate([e for _, _, _, e in parts])
+        into_seed = int(to_seed.sum()) + len(pair_type)
+        return edge_index, edge_type, edge_attr, (into_seed, into_seed + int(keep_fwd.sum()))
 
     def _co_links(self, edges: list, identifier: np.ndarray, src: np.ndarray, dst: np.ndarray, degree: np.ndarray,
-                  first: np.ndarray, created: np.ndarray, as_of_s: float) -> tuple[np.ndarray, ...]:
-        """The batch encoder's co-links among the customers the request holds of each small identifier."""
+                  first: np.ndarray, created: np.ndarray, as_of_s: float, seed: int) -> tuple[np.ndarray, ...]:
+        """The batch encoder's co-links into the seed from the customers the request holds of each of its small
+        identifiers: co-links are read in the last layer only, so no seed layer needs the others'."""
         cap = self.enc.hub_degree or 50
         small = np.flatnonzero(identifier & (degree[dst] >= 2) & (degree[dst] <= cap))
         a_all, b_all = [], []
@@ -276,6 +290,8 @@ class RequestEncoder:
             groups.setdefault(int(dst[k]), []).append(k)
         for members in groups.values():
             for a in members:
+                if src[a] != seed:
+                    continue
                 for b in members:
                     if a != b:
                         a_all.append(a)
