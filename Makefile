@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test bench services-up services-down clean
 
-$(STAMP): pyproject.toml scripts/ensure-system-deps.sh
+$(STAMP): pyproject.toml scripts/ensure-system-deps.sh src/identigraph/etl/cloud_jars.py
 	bash scripts/ensure-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/identigraph services install
+	$(BIN)/python -m identigraph.etl.cloud_jars  # hadoop-aws + AWS SDK bundle (~612 MiB) into ~/.m2, once
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -64,12 +64,13 @@ def pseudo() -> Pseudonymiser:
 
 
 @pytest.fixture(scope="session")
-def spark(settings: Settings):
+def spark(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
     """One local Spark for the whole run (JVM start-up is seconds; the jobs are small)."""
     from identigraph.etl.spark import session
 
     local_settings = settings.model_copy(update={"etl": settings.etl.model_copy(
         update={"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "2g", "output_files": 1})})
-    spark = session(local_settings, app_name="identigraph-tests")
+    # an embedded (Derby) Hive metastore for the Hive-table tests; the S3A jars when setup fetched them
+    spark = session(local_settings, app_name="identigraph-tests", hive_dir=tmp_path_factory.mktemp("hive"))
     yield spark
     spark.stop()

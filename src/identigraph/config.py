@@ -112,13 +112,18 @@ class StreamConfig(_Strict):
 
 
 class EtlConfig(_Strict):
-    """Spark settings for the historical load. On a cluster spark-submit's own flags take precedence."""
+    """Spark settings for the historical load. Under spark-submit the submitter's own settings win; these
+    fill only what it left unset. None means "derived from the data and the cluster"."""
 
     master: str = "local[*]"
-    shuffle_partitions: int = Field(8, ge=1)
+    shuffle_partitions: int | None = Field(None, ge=1, description="None: ~1 per 128 MiB of input, ≥ 2 per core")
     driver_memory: str = "4g"
-    output_files: int = Field(2, ge=1, description="CSV part files per vertex/edge label")
+    output_files: int | None = Field(None, ge=1, description="CSV parts per label; None: one per rows_per_file")
+    rows_per_file: int = Field(1_000_000, ge=1, description="rows per CSV part when output_files is None")
     load_partitions: int = Field(2, ge=1, description="Spark partitions writing to the graph at once")
+    partition_column: str = Field("dt", description="date partition column of partitioned input (yyyy-MM-dd)")
+    keep_runs: int = Field(3, ge=1, description="published snapshot runs kept per location")
+    hive_dir: Path | None = Field(None, description="local runs: embedded (Derby) Hive metastore + warehouse here")
 
 
 class PiiConfig(_Strict):
