@@ -45,7 +45,7 @@ def synthetic(work: Path, customers: int, seed: int) -> dict:
     world, snap, labels, model = work / "world", work / "snapshot", work / "labels", work / "model"
     if not (world / "truth.csv").exists():
         sh([*CLI, "synth", "--out", world, "--customers", customers, "--seed", seed, "--overwrite"])
-    if not (snap / "_summary.json").exists():
+    if not ((snap / "LATEST").exists() or (snap / "_summary.json").exists()):
         sh([*CLI, "etl", "--input", world, "--snapshot", snap, "--overwrite"])
     if not (labels / "labels.csv").exists():
         sh([*CLI, "label", "--snapshot", snap, "--out", labels, "--truth", world / "truth.csv", "--overwrite"])
