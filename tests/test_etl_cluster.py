@@ -7,6 +7,7 @@ One module-scoped world and one Spark session (the conftest's) serve every test 
 import csv
 import io
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from identigraph.services.process import free_port
 from identigraph.synth import SynthParams, generate_world, write_world
 
 KEY = b"cluster-test-key-0123456789abcdef"
+# the module's fixtures run three full loads (one through S3): on a busy 2-core machine that is minutes
+pytestmark = pytest.mark.timeout(1800)
 BUCKET = "lake"
 
 
@@ -30,8 +33,8 @@ BUCKET = "lake"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("cluster") / "world"
-    # two months: about sixty daily partitions, enough days to prune and few enough objects for moto
-    params = SynthParams(customers=300, seed=11, start=datetime(2026, 5, 1, tzinfo=timezone.utc),
+    # three weeks: about twenty daily partitions, enough days to prune and few enough objects for moto
+    params = SynthParams(customers=400, seed=11, stream_days=1, start=datetime(2026, 6, 9, tzinfo=timezone.utc),
                          end=datetime(2026, 6, 30, tzinfo=timezone.utc))
     write_world(generate_world(params), out, fmt="csv.gz")
     return out
@@ -45,6 +48,7 @@ def s3(spark, settings):
 
     if cloud_jars.cached_jars(settings) is None:
         pytest.fail("hadoop-aws and the AWS SDK bundle are not in the Maven cache: run `make install`")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -125,7 +129,7 @@ def test_s3_snapshot_equals_the_local_one_row_for_row(s3, s3_snap, local_snap):
     local_rows, local_history = graph_rows(LocalFS(), local_snap)
     assert len(local_rows) > 500 and s3_rows == local_rows and s3_history == local_history
     # events were read from daily partition folders, every one of them in a full load
-    assert len(summary["partitions_read"]["identity_events"]) > 30 and summary["quarantined_total"] == 0
+    assert len(summary["partitions_read"]["identity_events"]) > 10 and summary["quarantined_total"] == 0
     pointer = json.loads(s3.get_object(Bucket=BUCKET, Key="graph/LATEST")["Body"].read())
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"graph/{pointer['prefix']}/_manifest.json")["Body"].read())
     listed = {f["path"] for f in manifest["files"]}
