@@ -2,65 +2,22 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from identigraph.graph.schema import CUSTOMER, IDENTIFIERS
 from identigraph.model.artifacts import LoadedModel
 from identigraph.model.features import FeatureEncoder, mask_labels
 from identigraph.model.nets import FraudGNN
-from identigraph.model.request_path import LinkSummary, RequestEncoder, RequestGraph
+from identigraph.model.request_path import FrameRequests, RequestEncoder, RequestGraph
 from model_graphs import AS_OF, customer, link, make_frame, with_stats
 
 LABEL_COLS = {"customer": ["n_blocks", "last_block_at", "last_block_reason", "last_block_source",
                            "last_block_rule", "blocked", "last_unblock_at", "n_block_reviews", "last_care_at"]}
 
 
-def _py(value):
-    """A frame cell as gremlinpython would return it (naive UTC datetimes, None for missing)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.tz_convert("UTC").tz_localize(None).to_pydatetime()
-    return value
-
-
 def request_graph(frame, seed: str, hub_degree: int) -> RequestGraph:
-    """What the API fetches for ``seed``, read off a whole frame: the twin of serving.neighbourhood.fetch."""
-    rows = []
-    for (_, elabel, _), ef in frame.edges.items():
-        props = ef.drop(columns=["src", "dst"]).to_dict("records")
-        rows += [(s, elabel, d, {k: _py(v) for k, v in p.items()}) for s, d, p in zip(ef["src"], ef["dst"], props)]
-    label_of = {vid: label for label, vf in frame.vertices.items() for vid in vf.index}
-
-    def props(vid):
-        vf = frame.vertices[label_of[vid]]
-        return {k: _py(v) for k, v in vf.loc[vid].items()}
-
-    vertices = {seed: (CUSTOMER, props(seed))}
-    edges = [r for r in rows if r[0] == seed]
-    for _, _, ident, _ in list(edges):
-        stats = props(ident)
-        vertices[ident] = (label_of[ident], stats)
-        if stats["n_customers"] <= hub_degree:
-            for r in rows:
-                if r[2] == ident and r[0] != seed:
-                    edges.append(r)
-                    vertices[r[0]] = (CUSTOMER, props(r[0]))
-    summaries = {}
-    for cust in (v for v, (label, _) in vertices.items() if label == CUSTOMER):
-        mine = [r for r in rows if r[0] == cust]
-        counts: dict[str, int] = {}
-        for r in mine:
-            counts[r[1]] = counts.get(r[1], 0) + 1
-        firsts = [r[3]["first_seen"] for r in mine if r[3]["first_seen"] is not None]
-        lasts = [r[3]["last_seen"] for r in mine if r[3]["last_seen"] is not None]
-        summaries[cust] = LinkSummary(counts, min(firsts, default=None), max(lasts, default=None))
-    return RequestGraph(as_of=AS_OF, seed=seed, vertices=vertices, edges=edges, summaries=summaries)
+    return FrameRequests(frame, hub_degree).graph(seed)
 
 
 def toy_world():

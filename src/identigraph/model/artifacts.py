@@ -113,14 +113,18 @@ class LoadedModel:
         idx = self._index(t, customer_vids)
         return self._forward(t, mask_labels(t, idx))[torch.as_tensor(idx)].numpy()
 
-    @torch.no_grad()
     def score_request(self, graph: RequestGraph) -> tuple[float, GraphTensors, int]:
         """The API's path: request encoder, then the seed-only forward. Returns (score, tensors, seed index)."""
         t = self.request_encoder.transform(graph)
-        i = int(self._index(t, [graph.seed])[0])
-        target = torch.tensor([i])
-        logit = self.model(mask_labels(t, [i]), t.edge_index, t.edge_type, t.edge_attr, targets=target)
-        return float(torch.sigmoid(logit)[0]), t, i
+        score, i = self.score_seed(t, graph.seed)
+        return score, t, i
+
+    @torch.no_grad()
+    def score_seed(self, t: GraphTensors, vid: str) -> tuple[float, int]:
+        """One vertex's probability with its own label-derived inputs hidden: the seed-only forward."""
+        i = int(self._index(t, [vid])[0])
+        logit = self.model(mask_labels(t, [i]), t.edge_index, t.edge_type, t.edge_attr, targets=torch.tensor([i]))
+        return float(torch.sigmoid(logit)[0]), i
 
     def explain(self, frame: GraphFrame, customer_vid: str, top_k: int = 10) -> dict[str, Any]:
         t = self.tensors(frame)

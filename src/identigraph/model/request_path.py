@@ -241,3 +241,66 @@ class RequestEncoder:
         edge_type = np.concatenate([fwd[keep_fwd], rev])
         edge_attr = np.concatenate([attr[keep_fwd], attr])
         return edge_index, edge_type, edge_attr
+
+
+class FrameRequests:
+    """Request graphs cut from a whole ``GraphFrame``: what the API would fetch, without a graph server.
+
+    For notebooks and checks that run the serving path on a snapshot (the tests hold the API's live
+    fetch to the same scores). Identifiers need their statistics in the frame, as every snapshot has them.
+    """
+
+    def __init__(self, frame: Any, hub_degree: int | None) -> None:
+        import pandas as pd
+
+        self.frame, self.hub_degree = frame, hub_degree
+        self.rows: list[tuple[str, str, str, dict[str, Any]]] = []
+        for (_, elabel, _), ef in sorted(frame.edges.items()):
+            props = ef.drop(columns=["src", "dst"]).to_dict("records")
+            self.rows += [(s, elabel, d, {k: _cell(v) for k, v in p.items()})
+                          for s, d, p in zip(ef["src"], ef["dst"], props)]
+        table = pd.DataFrame({"src": [r[0] for r in self.rows], "dst": [r[2] for r in self.rows]})
+        self.of_customer = table.groupby("src").indices if len(table) else {}
+        self.of_identifier = table.groupby("dst").indices if len(table) else {}
+        self.label_of = {vid: label for label, vf in frame.vertices.items() for vid in vf.index}
+
+    def props(self, vid: str) -> dict[str, Any]:
+        vf = self.frame.vertices[self.label_of[vid]]
+        return {k: v for k, v in ((k, _cell(v)) for k, v in vf.loc[vid].items()) if v is not None}
+
+    def is_hub(self, vid: str) -> bool:
+        n = self.props(vid).get("n_customers", len(self.of_identifier.get(vid, ())))
+        return self.hub_degree is not None and n > self.hub_degree
+
+    def graph(self, seed: str) -> RequestGraph:
+        vertices = {seed: (CUSTOMER, self.props(seed))}
+        edges = [self.rows[i] for i in self.of_customer.get(seed, ())]
+        for _, _, ident, _ in list(edges):
+            vertices[ident] = (self.label_of[ident], self.props(ident))
+            if self.is_hub(ident):
+                continue
+            for i in self.of_identifier.get(ident, ()):
+                if self.rows[i][0] != seed:
+                    edges.append(self.rows[i])
+                    vertices[self.rows[i][0]] = (CUSTOMER, self.props(self.rows[i][0]))
+        summaries = {}
+        for cust in (v for v, (label, _) in vertices.items() if label == CUSTOMER):
+            mine = [self.rows[i] for i in self.of_customer.get(cust, ())]
+            counts: dict[str, int] = {}
+            for r in mine:
+                counts[r[1]] = counts.get(r[1], 0) + 1
+            summaries[cust] = LinkSummary(
+                counts, min((r[3]["first_seen"] for r in mine if r[3].get("first_seen")), default=None),
+                max((r[3]["last_seen"] for r in mine if r[3].get("last_seen")), default=None))
+        return RequestGraph(as_of=self.frame.as_of, seed=seed, vertices=vertices, edges=edges, summaries=summaries)
+
+
+def _cell(value: Any) -> Any:
+    """A frame cell as gremlinpython returns it: naive UTC datetimes, None for missing."""
+    import pandas as pd
+
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.tz_convert("UTC").tz_localize(None).to_pydatetime()
+    return value

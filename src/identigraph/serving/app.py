@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, ORJSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -221,15 +221,17 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/score", tags=["scoring"], response_model=s.ScoreResponse, responses=responses)
-    def score(body: s.ScoreRequest, request: Request, key: ApiKey = Depends(require("score"))) -> dict[str, Any]:
+    def score(body: s.ScoreRequest, request: Request, key: ApiKey = Depends(require("score"))) -> Any:
         """Score a customer (or a signup not yet in the graph, from its identifiers) and decide."""
-        return _score_one(service, body, key.id, request.state.request_id)
+        # the service builds the response to the schema: orjson straight out, no second pydantic pass
+        return ORJSONResponse(_score_one(service, body, key.id, request.state.request_id))
 
     @app.post("/v1/score:batch", tags=["scoring"], response_model=s.BatchResponse, responses=responses)
     def score_batch(body: BatchRequest, request: Request, key: ApiKey = Depends(require("score"))) -> Any:
         """Up to ``max_batch`` score requests in one call, answered in order."""
         rid = request.state.request_id
-        return {"results": [_score_one(service, r, key.id, f"{rid}.{i}") for i, r in enumerate(body.requests)]}
+        return ORJSONResponse(
+            {"results": [_score_one(service, r, key.id, f"{rid}.{i}") for i, r in enumerate(body.requests)]})
 
     @app.get("/v1/customers/{customer_id}/identity", tags=["identity"], response_model=s.IdentityResponse,
              responses={**responses, 404: {"model": s.Problem}, 503: {"model": s.Problem}})
@@ -319,7 +321,7 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
             return _problem(request, 422, _safe_errors(exc.errors()))
         results = await run_in_threadpool(
             lambda: [_score_one(service, r, caller, f"{rid}.{n}") for n, r in enumerate(body.instances)])
-        return JSONResponse({"predictions": results})
+        return ORJSONResponse({"predictions": results})
 
 
 MODEL_DIR_ENV = "IDENTIGRAPH_MODEL_DIR"
@@ -331,8 +333,10 @@ def _prepare_process(serving: ServingConfig) -> None:
     import os
 
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(serving.model_threads)
+    threadpool_limits(serving.model_threads)  # numpy's BLAS too: tiny matrices, requests are the parallelism
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))  # the records are JSON already
     log.handlers[:] = [handler]
