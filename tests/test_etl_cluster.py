@@ -134,7 +134,8 @@ def test_s3_snapshot_equals_the_local_one_row_for_row(s3, s3_snap, local_snap):
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"graph/{pointer['prefix']}/_manifest.json")["Body"].read())
     listed = {f["path"] for f in manifest["files"]}
     present = {o["Key"].split(f"{pointer['prefix']}/", 1)[1]
-               for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"graph/{pointer['prefix']}/")["Contents"]}
+               for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"graph/{pointer['prefix']}/")["Contents"]
+               if not o["Key"].endswith("/")}  # S3A's directory markers: empty, and no loader reads them
     assert listed == present - {"_manifest.json"}  # the committer left nothing else (no _SUCCESS, no temp)
     assert not any("__magic" in p or "_temporary" in p or p.endswith("_SUCCESS") for p in present)
     assert manifest["counts"]["edges"] == summary["edges"] and manifest["watermark"]["partitions"]["identity_events"]
