@@ -69,7 +69,8 @@ def _read_file(fs: Any, uri: str) -> pd.DataFrame:
 
 def _read_kind(fs: Any, files: list[Any], default_label: str) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, str]]]:
     """Rows of every file of one kind grouped by ``~label`` (Neptune's default label when a file has no
-    such column), each file typed by its own header; a column must have one type per label."""
+    such column), each file typed by its own header; a column must have one type per label. In a file
+    that mixes labels, a label keeps only the columns its rows fill."""
     frames: dict[str, list[pd.DataFrame]] = {}
     types: dict[str, dict[str, str]] = {}
     for f in files:
@@ -78,10 +79,16 @@ def _read_kind(fs: Any, files: list[Any], default_label: str) -> tuple[dict[str,
         part.columns = [name for name, _ in columns]
         if "~label" not in part.columns:
             part["~label"] = default_label
+        mixed = part["~label"].nunique() > 1
         for label, rows in part.groupby("~label", sort=False):
             t = types.setdefault(str(label), {})
             for name, typ in columns:
                 if typ == "System":
+                    continue
+                if mixed and not (rows[name] != "").any():
+                    # one file, several labels: an empty cell is "no such property" (Neptune's reading),
+                    # so a column no row of this label fills is another label's
+                    rows = rows.drop(columns=name)
                     continue
                 if t.setdefault(name, typ) != typ:
                     raise SchemaError(f"{f.uri}: {label}.{name} is {typ} here but {t[name]} in another file")
