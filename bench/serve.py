@@ -175,7 +175,8 @@ async def _settle(session: aiohttp.ClientSession) -> None:
 
 async def measure(url: str, rates: list[float], seconds: float, mix: list[dict], pids: dict[str, int | None],
                   sequential_n: int = 200) -> tuple[dict, list[dict]]:
-    connector = aiohttp.TCPConnector(limit=2000)
+    # idle connections are dropped before uvicorn's 5 s keep-alive ends, so none is reused half-closed
+    connector = aiohttp.TCPConnector(limit=2000, keepalive_timeout=2)
     async with aiohttp.ClientSession(base_url=url, headers={"X-API-Key": KEY}, connector=connector) as session:
         async def metrics() -> str:
             async with session.get("/metrics") as r:
@@ -325,8 +326,8 @@ def main() -> None:
         result["serving_config"] = {k: serving[k] for k in ("neighbourhood", "graph", "max_in_flight")}
         mix = request_mix(work, 300_000)
         model_dir = result["build"]["model_dir"]
-        with GraphClient(settings) as client:
-            result["graph"] = queries.counts(client)
+        summary = json.loads((work / "snapshot" / "_summary.json").read_text())
+        result["graph"] = {"vertices": summary["vertices"], "edges": summary["edges"]}  # loaded from it
         result["by_workers"] = {}
         for workers in worker_counts:
             server = Server(work, model_dir, ports["api"], workers, work / "serving.yaml")

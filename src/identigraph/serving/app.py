@@ -17,9 +17,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, ORJSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -107,6 +108,10 @@ class RequestContext:
                 access.info(json.dumps({"request_id": request_id, "method": scope["method"], "route": route,
                                         "status": status["code"], "ms": round(seconds * 1000, 2),
                                         "caller": scope["state"].get("caller")}))
+
+
+def _json(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def _problem(request: Request, status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -224,14 +229,13 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
     def score(body: s.ScoreRequest, request: Request, key: ApiKey = Depends(require("score"))) -> Any:
         """Score a customer (or a signup not yet in the graph, from its identifiers) and decide."""
         # the service builds the response to the schema: orjson straight out, no second pydantic pass
-        return ORJSONResponse(_score_one(service, body, key.id, request.state.request_id))
+        return _json(_score_one(service, body, key.id, request.state.request_id))
 
     @app.post("/v1/score:batch", tags=["scoring"], response_model=s.BatchResponse, responses=responses)
     def score_batch(body: BatchRequest, request: Request, key: ApiKey = Depends(require("score"))) -> Any:
         """Up to ``max_batch`` score requests in one call, answered in order."""
         rid = request.state.request_id
-        return ORJSONResponse(
-            {"results": [_score_one(service, r, key.id, f"{rid}.{i}") for i, r in enumerate(body.requests)]})
+        return _json({"results": [_score_one(service, r, key.id, f"{rid}.{i}") for i, r in enumerate(body.requests)]})
 
     @app.get("/v1/customers/{customer_id}/identity", tags=["identity"], response_model=s.IdentityResponse,
              responses={**responses, 404: {"model": s.Problem}, 503: {"model": s.Problem}})
@@ -321,7 +325,7 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
             return _problem(request, 422, _safe_errors(exc.errors()))
         results = await run_in_threadpool(
             lambda: [_score_one(service, r, caller, f"{rid}.{n}") for n, r in enumerate(body.instances)])
-        return ORJSONResponse({"predictions": results})
+        return _json({"predictions": results})
 
 
 MODEL_DIR_ENV = "IDENTIGRAPH_MODEL_DIR"
