@@ -217,6 +217,7 @@ def test_malformed_csv_line_is_quarantined_whole(spark, settings, world, tmp_pat
     summary = run_etl(spark, settings, src, tmp_path / "snap", KEY)
     assert summary["quarantined"] == {
         "identity_events: row: malformed CSV line (its fields do not match the header)": 1}
-    assert summary["tables"]["identity_events"] == {"read": 201, "good": 200, "quarantined": 1, "after_as_of": 0}
+    assert summary["tables"]["identity_events"] == {"read": 201, "good": 200, "quarantined": 1, "after_as_of": 0,
+                                                     "already_loaded": 0}
     dumped = "".join(f.read_text() for f in (run_dir(tmp_path / "snap") / "_quarantine").rglob("*.json"))
     assert "+971500000000" not in dumped and "a@b.c" not in dumped and "evX" not in dumped
