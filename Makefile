@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/ensure-system-deps.sh src/identigraph/etl/cloud
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	$(BIN)/identigraph services install
-	$(BIN)/python -m identigraph.etl.cloud_jars  # hadoop-aws + AWS SDK bundle (~612 MiB) into ~/.m2, once
+	$(BIN)/python -m identigraph.etl.cloud_jars  # hadoop-aws + AWS SDK bundle + spark-hadoop-cloud (~613 MiB) into ~/.m2, once
 	touch $(STAMP)
 
 install: $(STAMP)
