@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from identigraph.graph.schema import CUSTOMER_PROPERTY_TYPES, IDENTIFIERS
+from identigraph.graph.schema import CUSTOMER_PROPERTY_TYPES, IDENTIFIER_PROPERTY_TYPES, IDENTIFIERS
 from identigraph.model.frame import GraphFrame
 from identigraph.etl.snapshot import EDGE_COLUMNS
 
@@ -58,3 +58,18 @@ def make_frame(customers: list[dict], links: list[dict], degree: dict | None = N
                 e[col] = pd.to_datetime(e[col], utc=True) if typ == "Date" else pd.to_numeric(e[col]).astype(float)
             edges[("customer", edge_label, label)] = e[["src", "dst", *EDGE_COLUMNS]]
     return GraphFrame(as_of=AS_OF, vertices=vertices, edges=edges, types=types, degree=degree or {})
+
+
+def with_stats(frame: GraphFrame) -> GraphFrame:
+    """Identifier statistics as every writer stores them, computed from the frame's own edges."""
+    status = frame.vertices["customer"]
+    for (_, _, label), ef in frame.edges.items():
+        linked = ef.join(status[["blocked", "n_block_reviews"]], on="src")
+        g = linked.groupby("dst")
+        stats = pd.DataFrame({"n_customers": g.size().astype(float), "first_seen": g["first_seen"].min(),
+                              "last_seen": g["last_seen"].max(),
+                              "n_blocked": g["blocked"].apply(lambda v: float((v == 1.0).sum())),
+                              "n_contested": g["n_block_reviews"].apply(lambda v: float((v > 0).sum()))})
+        frame.vertices[label] = stats.reindex(frame.vertices[label].index)
+        frame.types[label] = dict(IDENTIFIER_PROPERTY_TYPES)
+    return frame

@@ -77,14 +77,21 @@ def test_identity_edges_exact(spark):
     assert (d["first_seen"], d["last_seen"]) == (datetime(2026, 1, 1), datetime(2026, 1, 3))
     assert (d["event_count"], d["n_signup"], d["n_login"], d["n_booking"], d["n_add_payment_method"]) == (3, 1, 1, 1, 0)
     assert got[("customer:c1", "card:k1")]["event_count"] == 1
-    verts = {(r["id"], r["label"]) for r in identifier_vertices(identity_edges(ev)).collect()}
     empty = spark.createDataFrame([], "customer_id string, created_at timestamp, country string, lifetime_value double")
-    no_blocks = spark.createDataFrame([], "customer_id string, blocked_at timestamp, reason string, source string, "
-                                          "rule_name string, unblocked_at timestamp")
-    no_care = spark.createDataFrame([], "customer_id string, contacted_at timestamp, topic string")
-    customers = {r.id for r in customer_vertices(empty, identity_edges(ev), no_blocks, no_care).collect()}
-    assert customers == {"customer:c:9", "customer:c1", "customer:c2"}
-    assert verts == {("device:d9", "device"), ("device:d1", "device"), ("ip:10.0.0.1", "ip"), ("ip:10.0.0.2", "ip"), ("card:k1", "card")}
+    blocks = spark.createDataFrame([("c2", _ts("2026-01-04T00:00:00Z"), "fraud", "rule", "r", None)],
+                                   "customer_id string, blocked_at timestamp, reason string, source string, "
+                                   "rule_name string, unblocked_at timestamp")
+    care = spark.createDataFrame([("c1", _ts("2026-01-04T00:00:00Z"), "block_review")],
+                                 "customer_id string, contacted_at timestamp, topic string")
+    cust = customer_vertices(empty, identity_edges(ev), blocks, care)
+    assert {r.id for r in cust.collect()} == {"customer:c:9", "customer:c1", "customer:c2"}
+    verts = {r["id"]: r.asDict() for r in identifier_vertices(identity_edges(ev), cust).collect()}
+    assert {(v, r["label"]) for v, r in verts.items()} == {
+        ("device:d9", "device"), ("device:d1", "device"), ("ip:10.0.0.1", "ip"), ("ip:10.0.0.2", "ip"), ("card:k1", "card")}
+    d1 = verts["device:d1"]  # c1 (contested) three times, c2 (blocked) once
+    assert (d1["n_customers"], d1["n_blocked"], d1["n_contested"]) == (2, 1, 1)
+    assert (d1["first_seen"], d1["last_seen"]) == (datetime(2026, 1, 1), datetime(2026, 1, 5))
+    assert (verts["device:d9"]["n_customers"], verts["device:d9"]["n_blocked"], verts["device:d9"]["n_contested"]) == (1, 0, 0)
 
 
 def test_history_at_and_customer_summary(spark):

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from identigraph.errors import ConfigError
-from identigraph.graph.queries import Neighbourhood
+from identigraph.model.request_path import RequestGraph
 from identigraph.serving import explain
 from identigraph.serving.auth import Authenticator, Forbidden, RateLimited, TokenBucket, Unauthorized, key_digest
 from identigraph.serving.config import PolicyConfig, RateLimit, ServingConfig, load_serving_config
+from identigraph.serving.neighbourhood import Fetched
 from identigraph.serving.policy import Facts, decide
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,31 +105,34 @@ def test_keys_scopes_and_token_bucket():
 
 def test_evidence_counts_blocked_contested_and_says_when():
     t = datetime(2026, 6, 1)
-    hood = Neighbourhood(seeds=["customer:s"])
-    hood.vertices = {
-        "customer:s": {"label": "customer"},
-        "customer:a": {"label": "customer", "blocked": True, "created_at": t, "last_block_reason": "fraud"},
-        "customer:b": {"label": "customer", "blocked": True, "created_at": datetime(2026, 6, 3),
-                       "n_block_reviews": 1, "last_block_reason": "abuse"},
-        "customer:c": {"label": "customer", "blocked": False, "created_at": t},
-        "card:k": {"label": "card"}, "ip:1.2.3.4": {"label": "ip"},
+    vertices = {
+        "customer:s": ("customer", {"blocked": True}),
+        "customer:a": ("customer", {"blocked": True, "created_at": t, "last_block_reason": "fraud"}),
+        "customer:b": ("customer", {"blocked": True, "created_at": datetime(2026, 6, 3), "n_block_reviews": 1,
+                                    "last_block_reason": "abuse"}),
+        "customer:c": ("customer", {"blocked": False, "created_at": t}),
+        "card:k": ("card", {"n_customers": 4, "first_seen": datetime(2026, 5, 1), "n_blocked": 3}),
+        "ip:1.2.3.4": ("ip", {"n_customers": 40_000, "first_seen": datetime(2020, 1, 1), "n_blocked": 7,
+                              "n_contested": 2}),
+        "ip:10.0.0.1": ("ip", {"n_customers": 900, "first_seen": datetime(2021, 1, 1), "n_blocked": 5}),
     }
-
-    def edge(c, ident, label, first):
-        return {"edge_id": f"{c}-{ident}", "customer_id": c, "identifier_id": ident, "identifier_label": label,
-                "first_seen": first}
-
-    edges = [edge("customer:s", "card:k", "card", t), edge("customer:a", "card:k", "card", datetime(2026, 5, 1)),
-             edge("customer:b", "card:k", "card", t), edge("customer:c", "card:k", "card", t),
-             edge("customer:s", "ip:1.2.3.4", "ip", t)]
-    hood.edges = {e["edge_id"]: e for e in edges}
-    hood.identifier_degree = {"card:k": 4, "ip:1.2.3.4": 40_000}
-    items = explain.evidence(hood, "customer:s", virtual_edges=["customer:s-ip:1.2.3.4"])
-    card, ip = items
+    edges = [("customer:s", "has_card", "card:k", {"first_seen": t}),
+             ("customer:a", "has_card", "card:k", {"first_seen": datetime(2026, 5, 1)}),
+             ("customer:b", "has_card", "card:k", {"first_seen": t}),
+             ("customer:c", "has_card", "card:k", {"first_seen": t}),
+             ("customer:s", "used_ip", "ip:1.2.3.4", {"first_seen": t}),
+             ("customer:s", "used_ip", "ip:10.0.0.1", {"first_seen": t})]
+    fetched = Fetched(RequestGraph(as_of=t, seed="customer:s", vertices=vertices, edges=edges), known=True,
+                      virtual={"ip:1.2.3.4"}, hubs={"ip:1.2.3.4", "ip:10.0.0.1"})
+    items = explain.evidence(fetched)
+    new_hub, old_hub, card = items  # most blocked first
     assert (card["identifier_id"], card["customers_total"], card["blocked"], card["contested"]) == ("card:k", 4, 2, 1)
     assert card["created_within_days"] == 2.0 and card["first_seen"].startswith("2026-05-01")
     assert card["block_reasons"] == ["abuse", "fraud"]
     assert card["text"] == ("shares card card:k with 3 other accounts, 2 blocked created within 2 days, "
                             "1 contested a block; first seen 2026-05-01")
-    assert ip["new_in_request"] and "39,999 other accounts (0 most recent examined)" in ip["text"]
-    assert explain.blocked_on_identifier(items) == {"card": 2, "ip": 0}
+    # hubs: their stored counts; the seed's own block is taken out where its link is already counted
+    assert (new_hub["identifier_id"], new_hub["blocked"], new_hub["contested"]) == ("ip:1.2.3.4", 7, 2)
+    assert new_hub["new_in_request"] and "39,999 other accounts (counts from its statistics)" in new_hub["text"]
+    assert (old_hub["identifier_id"], old_hub["blocked"], old_hub["others_seen"]) == ("ip:10.0.0.1", 4, 0)
+    assert explain.blocked_on_identifier(items) == {"card": 2, "ip": 7}

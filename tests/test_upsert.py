@@ -128,3 +128,41 @@ def test_edge_created_concurrently_during_fast_path_is_merged_not_overwritten(gr
     assert as_utc(edge["first_seen"]) == T0 - timedelta(days=3)
     assert as_utc(edge["last_seen"]) == T0 + timedelta(days=2)
     assert edge["event_count"] == 9
+
+
+def _expected_stats(vertices, edges):
+    """Identifier statistics recomputed in Python from the records the test wrote."""
+    status = {v.id: v.props for v in vertices}
+    out = {}
+    for e in edges:
+        s = out.setdefault(e.to_id, {"n_customers": 0, "first_seen": e.first_seen, "last_seen": e.last_seen,
+                                     "n_blocked": 0, "n_contested": 0})
+        s["n_customers"] += 1
+        s["first_seen"], s["last_seen"] = min(s["first_seen"], e.first_seen), max(s["last_seen"], e.last_seen)
+        s["n_blocked"] += bool(status.get(e.from_id, {}).get("blocked"))
+        s["n_contested"] += (status.get(e.from_id, {}).get("n_block_reviews") or 0) > 0
+    return out
+
+
+def _graph_stats(graph):
+    vertices, _ = queries.dump(graph)
+    return {v["id"]: {k: (as_utc(v[k]) if k.endswith("_seen") else v[k])
+                      for k in ("n_customers", "first_seen", "last_seen", "n_blocked", "n_contested")}
+            for v in vertices if v["label"] != "customer"}
+
+
+def test_identifier_statistics_follow_edges_and_block_changes(graph):
+    vertices, edges = _world(seed=3)
+    rnd = random.Random(3)
+    vertices = [VertexRecord(v.id, v.label, {**v.props, "blocked": rnd.random() < 0.3,
+                                             "n_block_reviews": rnd.choice([0, 0, 1])}) for v in vertices]
+    up = Upserter(graph, BatchLimits(max_records=23, concurrency=2))
+    up.vertices(vertices)
+    up.edges(edges)
+    assert _graph_stats(graph) == _expected_stats(vertices, edges)
+    # blocks lifted and new ones placed after the edges exist: the customers' identifiers are recounted
+    flipped = [VertexRecord(v.id, v.label, {**v.props, "blocked": not v.props["blocked"]}) for v in vertices[:15]]
+    up.vertices(flipped)
+    now = {v.id: v for v in vertices} | {v.id: v for v in flipped}
+    assert _graph_stats(graph) == _expected_stats(list(now.values()), edges)
+    assert any(s["n_blocked"] for s in _graph_stats(graph).values())

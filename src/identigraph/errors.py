@@ -25,6 +25,10 @@ class GraphError(IdentigraphError):
     """A graph request failed for a reason retries cannot fix."""
 
 
+class GraphTimeout(GraphError):
+    """A graph request passed its deadline; the server was told the same deadline and stops there too."""
+
+
 class SchemaError(IdentigraphError):
     """A record does not fit the graph schema or the input contract (names the field)."""
 

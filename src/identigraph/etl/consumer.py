@@ -39,7 +39,7 @@ from typing import Any, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from identigraph.config import Settings
-from identigraph.errors import GraphError
+from identigraph.errors import GraphError, GraphTimeout
 from identigraph.etl.publish import SQS_BATCH, sqs_client
 from identigraph.etl.stream_events import PoisonMessage, parse_message
 from identigraph.etl.stream_writer import CONFLICT, DUPLICATE, FLOOR, NEW, StreamWriter
@@ -562,7 +562,7 @@ def _unavailable(exc: GraphError) -> bool:
     """A graph error that says nothing about the events: conflicts, throttling, time-outs, a missing source."""
     cause = exc.__cause__
     text = str(exc)
-    if cause is not None and is_transient(cause):
+    if isinstance(exc, GraphTimeout) or (cause is not None and is_transient(cause)):
         return True
     return any(m in text for m in ("598", "imed out", "timeout", "not configured", "not applied after",
                                    "stopped while"))

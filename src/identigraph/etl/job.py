@@ -109,11 +109,12 @@ def _build(spark: SparkSession, settings: Settings, input_dir: Path, tmp: Path, 
     in_window = events.filter(F.col("occurred_at") <= ts)
     blocks_h, care_h = history_at(blocks, care, cut)
     edges = identity_edges(in_window).persist()
-    id_vertices = identifier_vertices(edges)
     cust = customer_vertices(customers.filter(F.col("created_at") <= ts), edges, blocks_h, care_h).persist()
+    id_vertices = identifier_vertices(edges, cust).persist()
     files = settings.etl.output_files
     for label in schema.IDENTIFIERS:
-        _write_csv(_typed(id_vertices.filter(F.col("label") == label), {}, [("id", "~id"), ("label", "~label")]),
+        _write_csv(_typed(id_vertices.filter(F.col("label") == label), snapshot.IDENTIFIER_COLUMNS,
+                          [("id", "~id"), ("label", "~label")]),
                    tmp / "vertices" / label, files)
     _write_csv(_typed(cust, snapshot.CUSTOMER_COLUMNS, [("id", "~id"), ("label", "~label")]),
                tmp / "vertices" / schema.CUSTOMER, files)

@@ -35,6 +35,7 @@ from identigraph.graph import schema
 TS_FORMAT_SPARK = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
 CUSTOMER_COLUMNS = schema.CUSTOMER_PROPERTY_TYPES  # name -> Neptune type, in header order
+IDENTIFIER_COLUMNS = schema.IDENTIFIER_PROPERTY_TYPES
 EDGE_COLUMNS: dict[str, str] = {
     "first_seen": "Date",
     "last_seen": "Date",
@@ -44,7 +45,7 @@ SUMMARY = "_summary.json"
 
 
 def vertex_header(label: str) -> list[str]:
-    cols = CUSTOMER_COLUMNS if label == schema.CUSTOMER else {}
+    cols = schema.vertex_property_types(label)
     return ["~id", "~label", *(f"{k}:{t}" for k, t in cols.items())]
 
 

@@ -46,14 +46,15 @@ from identigraph.etl.stream_events import Block, CareContact, CustomerCreated, I
 from identigraph.graph.client import GraphClient
 from identigraph.graph.pseudonym import Pseudonymiser
 from identigraph.graph.records import event_edges
-from identigraph.graph.schema import CUSTOMER, EDGE_COUNT_PROPS, IDENTITY_EVENT_TYPES, customer_id
+from identigraph.graph.schema import CUSTOMER, EDGE_COUNT_PROPS, IDENTIFIER_PROPS, IDENTITY_EVENT_TYPES, customer_id
 
 StreamEvent = IdentityEvent | CustomerCreated | Block | Unblock | CareContact
 
 STATE_LABEL = "_stream_state"
 # what the Spark job writes for a customer without history: a stream-created customer starts the same way
 CUSTOMER_DEFAULTS = {"n_blocks": 0, "blocked": False, "n_block_reviews": 0}
-IDENTIFIER_DEFAULTS = {"n_customers": 0, "n_blocked": 0, "n_contested": 0}
+# the counters of schema.IDENTIFIER_PROPS start at zero; first/last seen come with the first edge
+IDENTIFIER_DEFAULTS = {k: 0 for k in IDENTIFIER_PROPS if k.startswith("n_")}
 EDGE_DEFAULTS = {k: 0 for k in EDGE_COUNT_PROPS}
 NEW, DUPLICATE, CONFLICT, FLOOR = "new", "dup", "conflict", "floor"
 _TS = 20  # width of the time part of an entry: %Y%m%d%H%M%S%f

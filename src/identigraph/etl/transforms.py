@@ -84,9 +84,22 @@ def identity_edges(events: DataFrame) -> DataFrame:
                       *[F.col(c).cast("long").alias(c) for c in schema.EDGE_COUNT_PROPS])
 
 
-def identifier_vertices(edges: DataFrame) -> DataFrame:
+def identifier_vertices(edges: DataFrame, customers: DataFrame) -> DataFrame:
+    """Every identifier with its statistics (``schema.IDENTIFIER_PROPS``), exactly, by aggregation.
+
+    ``customers`` are the customer vertices (``customer_vertices``): their ``blocked`` and
+    ``n_block_reviews`` at as-of give ``n_blocked``/``n_contested``. The join is on the customer id and the
+    aggregation combines per partition first, so a hub identifier is never gathered into one task.
+    """
+    status = customers.select(F.col("id").alias("from_id"), "blocked", "n_block_reviews")
+    linked = edges.select("from_id", "to_id", "first_seen", "last_seen").join(status, "from_id", "left")
+    stats = linked.groupBy("to_id").agg(
+        F.count(F.lit(1)).cast("int").alias("n_customers"),
+        F.min("first_seen").alias("first_seen"), F.max("last_seen").alias("last_seen"),
+        F.sum(F.when(F.col("blocked"), 1).otherwise(0)).cast("int").alias("n_blocked"),
+        F.sum(F.when(F.col("n_block_reviews") > 0, 1).otherwise(0)).cast("int").alias("n_contested"))
     label = F.split(F.col("to_id"), ":", 2).getItem(0)
-    return edges.select(F.col("to_id").alias("id"), label.alias("label")).distinct()
+    return stats.select(F.col("to_id").alias("id"), label.alias("label"), *schema.IDENTIFIER_PROPS)
 
 
 def history_at(blocks: DataFrame, care: DataFrame, as_of: datetime) -> tuple[DataFrame, DataFrame]:

@@ -12,6 +12,8 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -23,7 +25,7 @@ from gremlin_python.process.traversal import Bytecode
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from identigraph.config import Settings
-from identigraph.errors import GraphError
+from identigraph.errors import GraphError, GraphTimeout
 
 log = logging.getLogger(__name__)
 # gremlinpython logs every server error at ERROR with the whole response; we raise or retry instead.
@@ -41,6 +43,8 @@ _CONFLICT_MARKERS = (
     "ReadOnlyViolationException",  # Neptune writer fail-over in progress
 )
 _AUTH_MARKERS = ("AccessDenied", "Signature expired", "Missing Authentication Token", "Invalid credentials")
+# the server stopped a traversal at its evaluationTimeout (Gremlin Server status 598; Neptune TimeLimitExceeded)
+_TIMEOUT_MARKERS = ("598", "timeout occurred during traversal evaluation", "TimeLimitExceededException")
 
 Fetch = Literal["list", "next", "iterate", "one_or_none"]
 
@@ -60,6 +64,8 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, GraphTimeout):
+        return False  # the deadline is spent: nothing is left to retry in
     if isinstance(exc, GremlinServerError):
         text = f"{exc} {getattr(exc, 'status_exceptions', '')}"
         return any(m in text for m in _CONFLICT_MARKERS + _AUTH_MARKERS)
@@ -164,11 +170,15 @@ class GraphClient:
         self.close()
 
     def submit(self, build: Callable[[GraphTraversalSource], GraphTraversal], fetch: Fetch = "list",
-               idempotent: bool = True) -> Any:
+               idempotent: bool = True, deadline: float | None = None) -> Any:
         """Build and run one request with retries. ``build`` must be side-effect free: it may run again.
 
         ``idempotent=False``: retry only failures that certainly rolled back (conflicts, throttling), never
         a lost connection, after which the request may or may not have committed.
+
+        ``deadline`` (``time.monotonic()`` seconds): the request carries what is left of it as the server's
+        ``evaluationTimeout``, so the server stops the traversal there, and the caller stops waiting there;
+        retries happen only inside it. Past it: ``GraphTimeout``.
         """
         retry = self.settings.graph.retry
         retryable = is_transient if idempotent else _rolled_back
@@ -189,9 +199,23 @@ class GraphClient:
             reraise=True,
         )
         try:
-            return retrying(self._once, build, fetch)
+            return retrying(self._once, build, fetch, deadline)
         except GremlinServerError as exc:
+            if any(m in str(exc) for m in _TIMEOUT_MARKERS):
+                raise GraphTimeout(f"graph request stopped by the server at its deadline: {str(exc)[:200]}") from exc
             raise GraphError(f"graph request failed: {str(exc)[:500]}") from exc
+
+    def _before(self, deadline: float, build: Callable[[GraphTraversalSource], GraphTraversal], fetch: Fetch) -> Any:
+        left = deadline - time.monotonic()
+        if left <= 0.001:
+            raise GraphTimeout("graph request not sent: its deadline had passed")
+        t = self._quiet(build(self.g().with_("evaluationTimeout", max(1, int(left * 1000)))))
+        done = {"list": lambda tr: tr.to_list(), "next": lambda tr: tr.next(), "iterate": lambda tr: tr.iterate(),
+                "one_or_none": lambda tr: next(iter(tr.to_list()), None)}[fetch]
+        try:
+            return t.promise(done).result(timeout=left + 0.05)  # the server's own timeout answers first
+        except FutureTimeout:
+            raise GraphTimeout(f"graph did not answer within {left * 1000:.0f} ms") from None
 
     @staticmethod
     def _quiet(t: GraphTraversal) -> GraphTraversal:
@@ -200,11 +224,14 @@ class GraphClient:
         t.bytecode.__class__ = _QuietBytecode
         return t
 
-    def _once(self, build: Callable[[GraphTraversalSource], GraphTraversal], fetch: Fetch) -> Any:
+    def _once(self, build: Callable[[GraphTraversalSource], GraphTraversal], fetch: Fetch,
+              deadline: float | None = None) -> Any:
         with self._lock:
             generation = self._generation
         self.requests = next(self._requests)
         try:
+            if deadline is not None:
+                return self._before(deadline, build, fetch)
             t = self._quiet(build(self.g()))
             if fetch == "list":
                 return t.to_list()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gremlin_python.process.graph_traversal import __
-from gremlin_python.process.traversal import Direction, Order, P, T
+from gremlin_python.process.traversal import Direction, P, T
 
 from identigraph.errors import GraphError
 from identigraph.graph.client import GraphClient
@@ -38,10 +38,10 @@ def _vertex_dict(em: dict[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def customer_identity(client: GraphClient, customer: str) -> list[dict[str, Any]]:
+def customer_identity(client: GraphClient, customer: str, deadline: float | None = None) -> list[dict[str, Any]]:
     """The customer's identifiers with edge properties. ``customer`` is the raw customer id."""
     vid = customer_id(customer)
-    rows = client.submit(lambda g: g.V(vid).out_e().element_map())
+    rows = client.submit(lambda g: g.V(vid).out_e().element_map(), deadline=deadline)
     return sorted((_edge_dict(r) for r in rows), key=lambda e: (e["identifier_label"], e["identifier_id"]))
 
 
@@ -79,10 +79,12 @@ def neighbourhood(
     hops: int = 2,
     fanout_cap: int = 50,
     max_customers: int = 1000,
+    deadline: float | None = None,
 ) -> Neighbourhood:
     """k-hop customer neighbourhood: seeds → their identifiers → customers sharing them → … (``hops`` times).
 
-    Each identifier contributes at most ``fanout_cap`` customers (most recently seen first), and the walk
+    Each identifier contributes at most ``fanout_cap`` customers (whichever the graph returns first: an order
+    on a hub would read every edge, on Neptune too) and its true degree from its stored statistics; the walk
     stops adding customers at ``max_customers``.
     """
     if hops < 0 or fanout_cap < 1 or max_customers < 1:
@@ -97,9 +99,9 @@ def neighbourhood(
         if not frontier:
             break
         seen_customers.update(frontier)
-        for v in client.submit(lambda g, ids=frontier: g.V(*ids).element_map()):
+        for v in client.submit(lambda g, ids=frontier: g.V(*ids).element_map(), deadline=deadline):
             hood.vertices[v[T.id]] = _vertex_dict(v)
-        out_edges = client.submit(lambda g, ids=frontier: g.V(*ids).out_e().element_map())
+        out_edges = client.submit(lambda g, ids=frontier: g.V(*ids).out_e().element_map(), deadline=deadline)
         new_identifiers = []
         for em in out_edges:
             e = _edge_dict(em)
@@ -113,9 +115,9 @@ def neighbourhood(
             break
         rows = client.submit(lambda g, ids=new_identifiers: (
             g.V(*ids).project("id", "degree", "edges")
-            .by(T.id).by(__.in_e().count())
-            .by(__.in_e().order().by("last_seen", Order.desc).limit(fanout_cap + 1).element_map().fold())
-        ))
+            .by(T.id).by(__.coalesce(__.values("n_customers"), __.in_e().count()))
+            .by(__.in_e().limit(fanout_cap + 1).element_map().fold())
+        ), deadline=deadline)
         next_frontier: list[str] = []
         for row in rows:
             hood.identifier_degree[row["id"]] = row["degree"]
@@ -135,7 +137,7 @@ def neighbourhood(
     # customers reached at the last hop still need their own properties
     missing = [c for c in frontier if c not in hood.vertices]
     if missing:
-        for v in client.submit(lambda g, ids=missing: g.V(*ids).element_map()):
+        for v in client.submit(lambda g, ids=missing: g.V(*ids).element_map(), deadline=deadline):
             hood.vertices[v[T.id]] = _vertex_dict(v)
     return hood
 

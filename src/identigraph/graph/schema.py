@@ -63,6 +63,28 @@ CUSTOMER_PROPERTY_TYPES: dict[str, str] = {
 }
 CUSTOMER_PROPS = tuple(CUSTOMER_PROPERTY_TYPES)
 
+# Identifier statistics, kept on every identifier vertex by every writer (Spark load by aggregation, the
+# stream incrementally, the upserter by recount) so that no read ever counts or sorts a hub: a carrier-NAT IP
+# with 5,000 customers costs one vertex read, not 5,000 edge reads. ``n_blocked``/``n_contested`` count linked
+# customers whose ``blocked`` is true / whose ``n_block_reviews`` > 0 — they include any scored customer's own
+# label, so they feed evidence and policy, never a model input as they are.
+IDENTIFIER_PROPERTY_TYPES: dict[str, str] = {
+    "n_customers": "Int",
+    "first_seen": "Date",
+    "last_seen": "Date",
+    "n_blocked": "Int",
+    "n_contested": "Int",
+}
+IDENTIFIER_PROPS = tuple(IDENTIFIER_PROPERTY_TYPES)
+LABEL_DERIVED_IDENTIFIER_PROPS = ("n_blocked", "n_contested")
+
+
+def vertex_property_types(label: str) -> dict[str, str]:
+    """Neptune CSV types of a vertex label's properties, in header order."""
+    if label == CUSTOMER:
+        return CUSTOMER_PROPERTY_TYPES
+    return IDENTIFIER_PROPERTY_TYPES if label in IDENTIFIERS else {}
+
 _SEP = "\x1f"
 EDGE_ID_HEX = 32
 
@@ -125,11 +147,9 @@ class VertexRecord:
             raise SchemaError(f"label: unknown vertex label {self.label!r}; expected one of {list(VERTEX_LABELS)}")
         if not self.id.startswith(self.label + ":"):
             raise SchemaError(f"id: vertex id {self.id!r} does not belong to label {self.label!r}")
-        allowed = CUSTOMER_PROPS if self.label == CUSTOMER else ()
-        extra = set(self.props) - set(allowed)
+        extra = set(self.props) - set(vertex_property_types(self.label))
         if extra:
-            what = "identifier vertices carry no properties" if self.label != CUSTOMER else "unknown customer properties"
-            raise SchemaError(f"props: {what}: {sorted(extra)}")
+            raise SchemaError(f"props: unknown {self.label} properties: {sorted(extra)}")
 
 
 @dataclass(frozen=True)

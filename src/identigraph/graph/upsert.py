@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gremlin_python.process.graph_traversal import GraphTraversal, GraphTraversalSource, __
-from gremlin_python.process.traversal import Bytecode, Cardinality, Direction, Merge, T
+from gremlin_python.process.traversal import Bytecode, Cardinality, Direction, Merge, P, T
 
 from identigraph.config import BatchLimits
 from identigraph.errors import GraphError
@@ -156,6 +156,22 @@ def _endpoint_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]]) -> 
     return _inject(g, rows).unfold().merge_v().count()
 
 
+def recount_identifier_stats(t: GraphTraversal) -> GraphTraversal:
+    """Set ``schema.IDENTIFIER_PROPS`` on the identifier vertices ``t`` yields, recounted from their edges.
+
+    The upserter's way of keeping the statistics exact whatever order states arrive in (a snapshot loaded
+    over a graph the stream already moved on, a customer whose block changed): a write-side recount of the
+    identifiers a batch touched, so reads never count. Every vertex must have at least one edge (identifiers
+    exist only as edge endpoints).
+    """
+    return (t.property(Cardinality.single, "n_customers", __.in_e().count())
+            .property(Cardinality.single, "first_seen", __.in_e().values("first_seen").min_())
+            .property(Cardinality.single, "last_seen", __.in_e().values("last_seen").max_())
+            .property(Cardinality.single, "n_blocked", __.in_().has("blocked", True).count())
+            .property(Cardinality.single, "n_contested", __.in_().has("n_block_reviews", P.gt(0)).count())
+            .count())
+
+
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(items)
     while batch := list(itertools.islice(it, size)):
@@ -235,12 +251,20 @@ class Upserter:
                     clean = VertexRecord(rec.id, rec.label, {k: rec.props[k] for k in keys})
                     groups.setdefault((keys, cleared), []).append(clean)
                 for (keys, cleared), group in groups.items():
-                    rows = _vertex_rows(group)
                     lane = next(lanes)  # vertices never conflict with each other: spread them evenly
-                    yield ((lambda g, rows=rows, keys=keys, cleared=cleared: _vertex_traversal(g, rows, keys, cleared)),
-                           len(rows), lane)
+                    yield (lambda group=group, keys=keys, cleared=cleared: self._vertex_batch(group, keys, cleared),
+                           len(group), lane)
 
-        return self._run(jobs(), stats, "vertices")
+        return self._run(jobs(), stats, "vertices", direct=True)
+
+    def _vertex_batch(self, group: list[VertexRecord], keys: tuple[str, ...], cleared: tuple[str, ...]) -> int:
+        """Write one group; a customer's block status feeds its identifiers' statistics, so recount those."""
+        rows = _vertex_rows(group)
+        n = self._submit(lambda g: _vertex_traversal(g, rows, keys, cleared), len(rows))
+        customers = [r.id for r in group if r.label == CUSTOMER]
+        if customers:  # on a first load the customers have no edges yet: an empty, cheap request
+            self.client.submit(lambda g: recount_identifier_stats(g.V(*customers).out().dedup()), "next")
+        return n
 
     def edges(self, records: Iterable[EdgeRecord], stats: UpsertStats | None = None) -> UpsertStats:
         """Creates missing endpoint vertices bare; their properties come from ``vertices``.
@@ -301,4 +325,6 @@ class Upserter:
                     rows = rows + fresh  # the request rolled back: merge them all instead
         if rows:
             self._submit(lambda g: _edge_traversal(g, rows, self.counts), len(rows))
+        identifiers = sorted({r.to_id for r in batch})  # one lane owns them: no other writer recounts at once
+        self.client.submit(lambda g: recount_identifier_stats(g.V(*identifiers)), "next")
         return len(batch)

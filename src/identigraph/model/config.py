@@ -56,6 +56,8 @@ class ModelConfig(_Strict):
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     target_precision: float = Field(0.85, gt=0, lt=1)
+    hub_degree: int | None = Field(50, ge=1, description="identifiers with more customers are represented by "
+                                   "their statistics (no messages from their customers); also the API's fan-out cap")
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
     @model_validator(mode="after")

@@ -3,8 +3,13 @@
 Why these choices:
 - **No per-node ids or embeddings.** The model must score customers and identifiers it never saw, so
   every input is a property or a structural fact (degree, when an identifier was first and last used).
-- **Identifiers have no properties**, so they get structural ones; a capped API neighbourhood passes the
-  true degree (``GraphFrame.degree``) so a carrier NAT IP still looks like a hub.
+- **Identifiers are described by structure**: how many customers use them, since when, how recently —
+  read from the statistics every writer keeps on the vertex (``schema.IDENTIFIER_PROPS``), so the API,
+  which fetches one vertex for a hub, sees what training saw. Their block counts are not inputs: they
+  include the scored customer's own label.
+- **Hubs are their statistics.** Customers' messages into an identifier with more than ``hub_degree``
+  customers are dropped (``_message_edges``), in training and in the API alike: the API never fetches a
+  carrier NAT IP's thousands of customers, and the model never learnt to need them.
 - **Label-derived properties** (block history) are inputs, since "shares a card with blocked accounts" is
   the strongest signal there is — but a node's own label must never feed its own prediction. Their columns
   are listed in ``label_cols`` and :func:`mask_labels` blanks them (and sets an indicator) for the nodes
@@ -22,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from identigraph.graph.schema import IDENTIFIER_PROPS, IDENTIFIERS
 from identigraph.model.frame import NUMERIC, GraphFrame, Relation
 
 DAY_NS = 86_400 * 10**9
@@ -72,6 +78,20 @@ def mask_labels(t: GraphTensors, nodes: torch.Tensor | np.ndarray, x: torch.Tens
 
 
 @dataclass
+class _Encoded:
+    """A frame's encoding before standardisation."""
+    node_ids: np.ndarray
+    node_type: np.ndarray
+    offsets: dict[str, tuple[int, int]]
+    x: np.ndarray
+    binary: np.ndarray            # columns left unstandardised (indicators, one-hots)
+    label_col_names: list[str]    # non-empty where the column is label-derived
+    edge_index: np.ndarray        # message-passing edges only (see FeatureEncoder._message_edges)
+    edge_type: np.ndarray
+    edge_attr: np.ndarray
+
+
+@dataclass
 class _Column:
     """How one raw column becomes feature columns; fitted state only (JSON-serialisable)."""
     name: str
@@ -87,9 +107,11 @@ class _Column:
 class FeatureEncoder:
     """Fitted on the training graph, saved with the model, applied unchanged to any later graph."""
 
-    def __init__(self, label_columns: dict[str, list[str]] | None = None, max_categories: int = 12) -> None:
+    def __init__(self, label_columns: dict[str, list[str]] | None = None, max_categories: int = 12,
+                 hub_degree: int | None = 50) -> None:
         self.label_columns = label_columns or {}
         self.max_categories = max_categories
+        self.hub_degree = hub_degree
         self.node_cols: dict[str, list[_Column]] = {}
         self.edge_cols: list[_Column] = []
         self.edge_labels: list[str] = []
@@ -128,6 +150,8 @@ class FeatureEncoder:
         for label in self.type_names:
             cols = []
             for name, typ in self.vertex_types[label].items():
+                if label in IDENTIFIERS and name in IDENTIFIER_PROPS:
+                    continue  # identifier statistics feed the structural block, not a column of their own
                 col = self._fit_column(name, typ, frame.vertices[label][name])
                 if col is not None:
                     cols.append(col)
@@ -140,9 +164,9 @@ class FeatureEncoder:
         self.edge_cols = [c for c in (self._fit_column(n, t, all_edges[n]) for n, t in edge_types.items()
                                       if t in ("Date", *NUMERIC, "Bool")) if c is not None]
         raw = self._raw(frame)
-        x, e = raw["x"], raw["edge_attr"]
+        x, e = raw.x, raw.edge_attr
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
-        passthrough = raw["binary"]
+        passthrough = raw.binary
         self.mean[passthrough], self.std[passthrough] = 0.0, 1.0
         self.edge_mean = e.mean(0) if len(e) else np.zeros(e.shape[1])
         self.edge_std = (e.std(0) if len(e) else np.zeros(e.shape[1])) + 1e-6
@@ -175,10 +199,45 @@ class FeatureEncoder:
                 out.append(miss.astype(float)); binary.append(True); names.append(f"{c.name}:missing")
         return out, binary, names
 
-    def _raw(self, frame: GraphFrame) -> dict[str, Any]:
+    def _raw(self, frame: GraphFrame) -> "_Encoded":
         as_of = pd.Timestamp(frame.as_of)
         as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
-        # node order: type blocks in type_names order, frame order inside a block
+        node_ids, node_type, offsets = self._node_order(frame)
+        lookup = pd.Series(np.arange(len(node_ids)), index=node_ids)
+        n = len(node_ids)
+        edge_index, edge_type, edge_attr, ages = self._edges(frame, lookup, as_of)
+        # node features: one block per vertex label, then the structural block, type one-hot, mask indicator
+        blocks, binary = [], []
+        label_col_names: list[str] = []  # local, not an attribute: the API encodes concurrent requests at once
+        for label in self.type_names:
+            a, b = offsets[label]
+            vf = frame.vertices.get(label, pd.DataFrame())
+            cols, bin_, names = self._encode_columns(self.node_cols.get(label, []), vf, as_of)
+            block = np.zeros((n, len(cols)))
+            if cols:
+                block[a:b] = np.column_stack(cols)
+            label_set = set(self.label_columns.get(label, []))
+            label_col_names += [f"{label}.{nm}" if nm.split("=")[0].split(":")[0] in label_set else "" for nm in names]
+            blocks.append(block); binary += bin_
+        deg, total, first_use, last_use = self._structure(frame, lookup, as_of, edge_index, edge_type, ages)
+        used = np.isfinite(first_use) & np.isfinite(last_use)
+        struct = np.column_stack([np.log1p(total), np.log1p(deg),
+                                  np.where(used, _slog(np.where(used, first_use, 0)), 0.0),
+                                  np.where(used, _slog(np.where(used, last_use, 0)), 0.0)])
+        type_onehot = np.zeros((n, len(self.type_names)))
+        for ti, label in enumerate(self.type_names):
+            a, b = offsets[label]
+            type_onehot[a:b, ti] = 1.0
+        x = np.column_stack([*blocks, struct, type_onehot, np.zeros((n, 1))])
+        binary += [False] * struct.shape[1] + [True] * (type_onehot.shape[1] + 1)
+        label_col_names += [""] * (struct.shape[1] + type_onehot.shape[1] + 1)
+        keep = self._message_edges(edge_index, edge_type, total)
+        return _Encoded(node_ids=node_ids, node_type=node_type, offsets=offsets, x=x,
+                        binary=np.array(binary, dtype=bool), label_col_names=label_col_names,
+                        edge_index=edge_index[:, keep], edge_type=edge_type[keep], edge_attr=edge_attr[keep])
+
+    def _node_order(self, frame: GraphFrame) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]]:
+        """Type blocks in ``type_names`` order, frame order inside a block."""
         ids, types, offsets, start = [], [], {}, 0
         for ti, label in enumerate(self.type_names):
             vf = frame.vertices.get(label)
@@ -186,9 +245,11 @@ class FeatureEncoder:
             ids.append(idx); types.append(np.full(len(idx), ti)); offsets[label] = (start, start + len(idx))
             start += len(idx)
         node_ids = np.concatenate(ids) if ids else np.array([], dtype=object)
-        lookup = pd.Series(np.arange(len(node_ids)), index=node_ids)
-        n = len(node_ids)
-        # edges, both directions
+        return node_ids, (np.concatenate(types) if types else np.zeros(0, np.int64)), offsets
+
+    def _edges(self, frame: GraphFrame, lookup: pd.Series, as_of: pd.Timestamp,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Both directions of every known relation: index, type, raw attributes, and (first, last) ages."""
         rel_index = {r: i for i, r in enumerate(self.relations)}
         srcs, dsts, etypes, eattrs, ages = [], [], [], [], []
         for (s, e, d), ef in sorted(frame.edges.items()):
@@ -208,56 +269,73 @@ class FeatureEncoder:
                 srcs.append(a); dsts.append(b); etypes.append(np.full(len(a), rel_index[rel])); eattrs.append(attr)
                 ages.append(age)
         edge_dim = sum(c.width() for c in self.edge_cols) + 2
-        edge_index = np.vstack([np.concatenate(srcs), np.concatenate(dsts)]) if srcs else np.zeros((2, 0), np.int64)
-        edge_type = np.concatenate(etypes) if etypes else np.zeros(0, np.int64)
-        edge_attr = np.vstack(eattrs) if eattrs else np.zeros((0, edge_dim))
-        # node features: block layout, one block per vertex label, then shared structural block
-        blocks, binary = [], []
-        type_onehot = np.zeros((n, len(self.type_names)))
-        for ti, label in enumerate(self.type_names):
-            a, b = offsets[label]
-            type_onehot[a:b, ti] = 1.0
-        # local, not an attribute: the API encodes concurrent requests with one shared encoder
-        label_col_names: list[str] = []
-        for label in self.type_names:
-            a, b = offsets[label]
-            vf = frame.vertices.get(label, pd.DataFrame())
-            cols, bin_, names = self._encode_columns(self.node_cols.get(label, []), vf, as_of)
-            block = np.zeros((n, len(cols)))
-            if cols:
-                block[a:b] = np.column_stack(cols)
-            label_set = set(self.label_columns.get(label, []))
-            label_col_names += [f"{label}.{nm}" if nm.split("=")[0].split(":")[0] in label_set else "" for nm in names]
-            blocks.append(block); binary += bin_
-        # structural: log degree per relation into the node (true degree where the frame was capped)
+        if not srcs:
+            return np.zeros((2, 0), np.int64), np.zeros(0, np.int64), np.zeros((0, edge_dim)), np.zeros((0, 2))
+        return (np.vstack([np.concatenate(srcs), np.concatenate(dsts)]), np.concatenate(etypes),
+                np.vstack(eattrs), np.vstack(ages))
+
+    def _structure(self, frame: GraphFrame, lookup: pd.Series, as_of: pd.Timestamp, edge_index: np.ndarray,
+                   edge_type: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per node: degree per incoming relation, days since its links began and since they were last used.
+
+        Counted from the frame's edges, except where an identifier carries its stored statistics
+        (``n_customers``, ``first_seen``, ``last_seen``): those are the whole graph's, so a hub the API
+        fetched only the seed's link of looks exactly as it does in training.
+        """
+        n = len(lookup)
         deg = np.zeros((n, len(self.relations)))
-        if len(edge_type):
-            np.add.at(deg, (edge_index[1], edge_type), 1.0)
-        total = deg.sum(1)
-        if frame.degree:
-            true = lookup.reindex(list(frame.degree)).to_numpy()
-            ok = ~np.isnan(true.astype(float))
-            total[true[ok].astype(np.int64)] = np.maximum(total[true[ok].astype(np.int64)],
-                                                          np.array(list(frame.degree.values()))[ok])
-        # when the node's links began and last saw use (an identifier's "age of first use" and recency)
-        first_use = np.full(n, np.inf)
+        first_use = np.full(n, -np.inf)  # the oldest link's age: a max, so it starts below everything
         last_use = np.full(n, np.inf)
         if len(edge_type):
-            age = np.vstack(ages)
-            np.minimum.at(last_use, edge_index[1], np.nan_to_num(age[:, 1], nan=np.inf))
-            np.maximum.at(first_use, edge_index[1], np.nan_to_num(age[:, 0], nan=-np.inf))
-            first_use[first_use == -np.inf] = np.inf
-        used = np.isfinite(first_use) & np.isfinite(last_use)
-        struct = np.column_stack([np.log1p(total), np.log1p(deg),
-                                  np.where(used, _slog(np.where(used, first_use, 0)), 0.0),
-                                  np.where(used, _slog(np.where(used, last_use, 0)), 0.0)])
-        mask_indicator = np.zeros((n, 1))
-        x = np.column_stack([*blocks, struct, type_onehot, mask_indicator])
-        binary += [False] * struct.shape[1] + [True] * (type_onehot.shape[1] + 1)
-        label_col_names += [""] * (struct.shape[1] + type_onehot.shape[1] + 1)
-        return {"x": x, "label_col_names": label_col_names, "binary": np.array(binary, dtype=bool), "node_ids": node_ids, "offsets": offsets,
-                "node_type": np.concatenate(types) if types else np.zeros(0, np.int64),
-                "edge_index": edge_index, "edge_type": edge_type, "edge_attr": edge_attr}
+            np.add.at(deg, (edge_index[1], edge_type), 1.0)
+            np.minimum.at(last_use, edge_index[1], np.nan_to_num(ages[:, 1], nan=np.inf))
+            np.maximum.at(first_use, edge_index[1], np.nan_to_num(ages[:, 0], nan=-np.inf))
+        first_use[first_use == -np.inf] = np.inf
+        for label, rel in self._stats_relation().items():
+            vf = frame.vertices.get(label)
+            if vf is None or "n_customers" not in vf or len(vf) == 0:
+                continue
+            idx = lookup.reindex(vf.index).to_numpy().astype(np.int64)
+            known = vf["n_customers"].notna().to_numpy()
+            idx, stats = idx[known], vf[known]
+            deg[idx, :] = 0.0
+            deg[idx, rel] = stats["n_customers"].to_numpy(dtype=float)
+            for out, col in ((first_use, "first_seen"), (last_use, "last_seen")):
+                if col in stats:
+                    days = _days_before(pd.to_datetime(stats[col], utc=True), as_of)
+                    out[idx] = np.where(np.isnan(days), np.inf, days)
+        total = deg.sum(1)
+        if frame.degree:  # a hand-made frame may state a capped identifier's true degree instead
+            true = lookup.reindex(list(frame.degree)).to_numpy()
+            ok = ~np.isnan(true.astype(float))
+            rows = true[ok].astype(np.int64)
+            total[rows] = np.maximum(total[rows], np.array(list(frame.degree.values()), dtype=float)[ok])
+        return deg, total, first_use, last_use
+
+    def _stats_relation(self) -> dict[str, int]:
+        """Identifier label → the one relation into it whose degree its ``n_customers`` statistic is."""
+        out = {}
+        for label in self.type_names:
+            if label not in IDENTIFIERS:
+                continue
+            into = [i for i, r in enumerate(self.relations) if r.split("|")[2] == label and REV not in r]
+            if len(into) == 1:
+                out[label] = into[0]
+        return out
+
+    def _message_edges(self, edge_index: np.ndarray, edge_type: np.ndarray, degree: np.ndarray) -> np.ndarray:
+        """Which edges carry messages: all but the customer→hub ones (identifiers above ``hub_degree``).
+
+        A hub is represented by its own statistics, in training exactly as in the API, which never fetches
+        a hub's thousands of customers: no "whichever 50 came first", no train/serve skew.
+        """
+        keep = np.ones(len(edge_type), dtype=bool)
+        if self.hub_degree is None or not len(edge_type):
+            return keep
+        into_identifier = np.array([r.split("|")[2] in IDENTIFIERS and REV not in r for r in self.relations])
+        hub = degree > self.hub_degree
+        keep &= ~(into_identifier[edge_type] & hub[edge_index[1]])
+        return keep
 
     def _edge_extra(self, frame: GraphFrame, src_label: str, ef: pd.DataFrame, as_of: pd.Timestamp,
                     ) -> list[np.ndarray]:
@@ -283,16 +361,16 @@ class FeatureEncoder:
         if self.mean is None:
             raise RuntimeError("FeatureEncoder.transform before fit")
         raw = self._raw(frame)
-        x = (raw["x"] - self.mean) / self.std
-        e = raw["edge_attr"]
+        x = (raw.x - self.mean) / self.std
+        e = raw.edge_attr
         e = (e - self.edge_mean) / self.edge_std if len(e) else e
-        label_cols = [i for i, nm in enumerate(raw["label_col_names"]) if nm]
+        label_cols = [i for i, nm in enumerate(raw.label_col_names) if nm]
         return GraphTensors(
-            node_ids=raw["node_ids"], node_type=torch.as_tensor(raw["node_type"], dtype=torch.long),
-            type_names=list(self.type_names), type_offsets=raw["offsets"],
+            node_ids=raw.node_ids, node_type=torch.as_tensor(raw.node_type, dtype=torch.long),
+            type_names=list(self.type_names), type_offsets=raw.offsets,
             x=torch.as_tensor(x, dtype=torch.float32), label_cols=torch.as_tensor(label_cols, dtype=torch.long),
-            mask_col=x.shape[1] - 1, edge_index=torch.as_tensor(raw["edge_index"], dtype=torch.long),
-            edge_type=torch.as_tensor(raw["edge_type"], dtype=torch.long),
+            mask_col=x.shape[1] - 1, edge_index=torch.as_tensor(raw.edge_index, dtype=torch.long),
+            edge_type=torch.as_tensor(raw.edge_type, dtype=torch.long),
             edge_attr=torch.as_tensor(e, dtype=torch.float32), relations=list(self.relations),
         )
 
@@ -301,7 +379,7 @@ class FeatureEncoder:
         def cols(cs: list[_Column]) -> list[dict[str, Any]]:
             return [vars(c) for c in cs]
         return {
-            "label_columns": self.label_columns, "max_categories": self.max_categories,
+            "label_columns": self.label_columns, "max_categories": self.max_categories, "hub_degree": self.hub_degree,
             "node_cols": {k: cols(v) for k, v in self.node_cols.items()}, "edge_cols": cols(self.edge_cols),
             "edge_labels": self.edge_labels, "type_names": self.type_names, "relations": self.relations,
             "struct": self.struct, "vertex_types": self.vertex_types, "edge_types": self.edge_types,
@@ -311,7 +389,7 @@ class FeatureEncoder:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureEncoder":
-        enc = cls(d["label_columns"], d["max_categories"])
+        enc = cls(d["label_columns"], d["max_categories"], d.get("hub_degree"))  # older models: no hub cut
         enc.node_cols = {k: [_Column(**c) for c in v] for k, v in d["node_cols"].items()}
         enc.edge_cols = [_Column(**c) for c in d["edge_cols"]]
         for key in ("edge_labels", "type_names", "relations", "struct", "vertex_types", "edge_types"):

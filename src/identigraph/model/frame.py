@@ -1,13 +1,13 @@
 """One in-memory form of a property graph for training, batch scoring and the API.
 
-Training reads a whole snapshot; the API reads a capped neighbourhood from Gremlin. Both become a
-``GraphFrame`` so that feature code exists once and cannot drift between the two (train/serve skew is
-the classic way a fraud model fails silently in production).
+Training, evaluation and batch scoring read a whole snapshot as a ``GraphFrame``. The API reads one
+customer's receptive field from Gremlin into a ``request_path.RequestGraph`` instead, and the tests hold
+its encoder to this one's numbers (train/serve skew is the classic way a fraud model fails silently).
 
 Vertices are grouped by label, edges by (source label, edge label, target label). Property values are
 typed by the snapshot header (``name:Type``): Date → UTC ``datetime64``, numbers → float, Bool → float
-0/1, String → object. Where the neighbourhood was capped, ``degree`` carries the true degree of an
-identifier so structural features do not shrink because the API fetched only 50 of 40,000 customers.
+0/1, String → object. ``degree`` lets a hand-made frame state an identifier's true degree where it
+holds fewer of its edges (snapshots carry it as the identifier's ``n_customers`` statistic).
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from identigraph.errors import SchemaError
 from identigraph.etl import snapshot as snap
-from identigraph.graph.schema import CUSTOMER, EDGE_PROPS
 
 Relation = tuple[str, str, str]
 NUMERIC = ("Int", "Long", "Short", "Byte", "Double", "Float")
@@ -121,34 +119,3 @@ def read_snapshot(path: Path) -> GraphFrame:
             edges[(sl, elabel, dl)] = typed.loc[idx].reset_index(drop=True)
         types[elabel] = t
     return GraphFrame(as_of=as_of, vertices=vertices, edges=edges, types=types)
-
-
-def from_neighbourhood(hood: Any, as_of: datetime, vertex_types: dict[str, dict[str, str]],
-                       edge_types: dict[str, dict[str, str]]) -> GraphFrame:
-    """A Gremlin neighbourhood (``graph.queries.Neighbourhood``) typed like the training snapshot.
-
-    ``vertex_types``/``edge_types`` come from the model artifact, so the API types exactly the columns the
-    model was trained on and ignores anything else the graph holds.
-    """
-    by_label: dict[str, list[dict[str, Any]]] = {}
-    for vid, props in hood.vertices.items():
-        by_label.setdefault(props["label"], []).append({**props, "~id": vid})
-    vertices = {}
-    for label, rows in by_label.items():
-        raw = pd.DataFrame(rows).set_index("~id")
-        vertices[label] = _typed(raw.astype(object), vertex_types.get(label, {}))
-    per_rel: dict[Relation, list[dict[str, Any]]] = {}
-    for e in hood.edges.values():
-        rel = (CUSTOMER, e["label"], e["identifier_label"])
-        row = {"src": e["customer_id"], "dst": e["identifier_id"]}
-        row.update({k: e.get(k) for k in EDGE_PROPS})
-        per_rel.setdefault(rel, []).append(row)
-    edges = {}
-    for rel, rows in per_rel.items():
-        raw = pd.DataFrame(rows).astype(object)
-        typed = _typed(raw, edge_types.get(rel[1], {}))
-        typed.insert(0, "src", raw["src"].to_numpy())
-        typed.insert(1, "dst", raw["dst"].to_numpy())
-        edges[rel] = typed
-    return GraphFrame(as_of=as_of, vertices=vertices, edges=edges,
-                      types={**vertex_types, **edge_types}, degree=dict(hood.identifier_degree))

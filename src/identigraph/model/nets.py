@@ -97,11 +97,39 @@ class FraudGNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor,
+                targets: Tensor | None = None) -> Tensor:
+        """One logit per node, or per ``targets`` node when given.
+
+        With ``targets`` each layer runs only the edges its result is needed for: layer L the edges into
+        the targets, layer L-1 the edges into those edges' sources, and so on. A node's output depends
+        only on its incoming edges, so the targets' logits are exactly the full forward's; the API scores
+        one customer and skips the messages into the neighbours it will never score.
+        """
         h = torch.relu(self.inp(x))
-        plan = None
-        if self.hparams["conv"] == "edge":
-            plan = RelationPlan(edge_index, edge_type, edge_attr, x.size(0), self.hparams["num_relations"])
-        for conv, norm in zip(self.convs, self.norms):
-            h = h + self.dropout(torch.relu(norm(conv(h, edge_index, edge_type, edge_attr, plan))))
-        return self.head(h).view(-1)
+        if targets is None:
+            plan = self._plan(edge_index, edge_type, edge_attr, x.size(0))
+            for conv, norm in zip(self.convs, self.norms):
+                h = h + self.dropout(torch.relu(norm(conv(h, edge_index, edge_type, edge_attr, plan))))
+            return self.head(h).view(-1)
+        for conv, norm, keep in zip(self.convs, self.norms, self._needed_edges(edge_index, targets, x.size(0))):
+            ei, et, ea = edge_index[:, keep], edge_type[keep], edge_attr[keep]
+            h = h + self.dropout(torch.relu(norm(conv(h, ei, et, ea, self._plan(ei, et, ea, x.size(0))))))
+        return self.head(h[targets]).view(-1)
+
+    def _plan(self, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor, n: int) -> RelationPlan | None:
+        if self.hparams["conv"] != "edge":
+            return None
+        return RelationPlan(edge_index, edge_type, edge_attr, n, self.hparams["num_relations"])
+
+    def _needed_edges(self, edge_index: Tensor, targets: Tensor, n: int) -> list[Tensor]:
+        """Per layer, first to last: the edges whose destination's output the next layers read."""
+        need = torch.zeros(n, dtype=torch.bool, device=edge_index.device)
+        need[targets] = True
+        keeps = []
+        for _ in self.convs:
+            keep = need[edge_index[1]]
+            keeps.append(keep)
+            need = need.clone()
+            need[edge_index[0, keep]] = True
+        return keeps[::-1]

@@ -44,7 +44,7 @@ def prepare(snapshot: Path | GraphFrame, cfg: ModelConfig, labels: Path | None =
         if prop not in label_columns[tl]:
             label_columns[tl].append(prop)
     if encoder is None:
-        encoder = FeatureEncoder(label_columns).fit(frame)
+        encoder = FeatureEncoder(label_columns, hub_degree=cfg.hub_degree).fit(frame)
     tensors = encoder.transform(frame)
     return Prepared(frame, targets, encoder, tensors, tensors.index_of(targets.ids).astype(np.int64))
 

@@ -91,11 +91,14 @@ class PolicyConfig(_Strict):
 
 
 class NeighbourhoodCaps(_Strict):
-    """Bounds of one request's graph fetch: a carrier NAT IP with 40,000 customers contributes ``fanout_cap``."""
+    """Bounds of the graph reads. Scoring fetches each identifier's customers only up to the model's own
+    ``hub_degree`` (what it was trained to see; ``fanout_cap`` for a model without one) and at most
+    ``max_links`` of the customer's links; ``hops``/``fanout_cap``/``max_customers`` bound the connections read."""
 
     hops: int = Field(2, ge=1, le=2)
     fanout_cap: int = Field(50, ge=1, le=1000)
     max_customers: int = Field(300, ge=1, le=5000)
+    max_links: int = Field(100, ge=1, le=1000, description="a scored customer's links read at most")
 
 
 class GraphAccess(_Strict):

@@ -15,8 +15,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from identigraph.graph.queries import Neighbourhood
 from identigraph.graph.records import as_utc
+from identigraph.serving.neighbourhood import Fetched
 
 
 def _ts(value: Any) -> datetime | None:
@@ -29,34 +29,45 @@ def _span(days: float) -> str:
     return f"{days:.0f} day" + ("s" if round(days) != 1 else "")
 
 
-def evidence(hood: Neighbourhood, seed: str, virtual_edges: list[str] = ()) -> list[dict[str, Any]]:
-    """One item per identifier of ``seed``: who else uses it, and how many of them are blocked or contested."""
-    by_identifier: dict[str, list[dict[str, Any]]] = {}
-    for e in hood.edges.values():
-        by_identifier.setdefault(e["identifier_id"], []).append(e)
-    virtual = set(virtual_edges)
+def evidence(fetched: Fetched) -> list[dict[str, Any]]:
+    """One item per identifier of the seed: who else uses it, and how many of them are blocked or contested.
+
+    Small identifiers are read off the customers fetched with them; a hub (its statistics only) off its
+    stored counts, less the seed's own block or contest — "shares an IP with 4,867 others, 12 blocked" is
+    exact without reading 4,867 customers.
+    """
+    graph = fetched.graph
+    seed = graph.seed
+    own = graph.vertices[seed][1]
     items = []
-    for own in (e for e in hood.edges.values() if e["customer_id"] == seed):
-        vid = own["identifier_id"]
-        links = by_identifier[vid]
-        others = [hood.vertices.get(e["customer_id"], {}) for e in links if e["customer_id"] != seed]
-        blocked = [o for o in others if o.get("blocked") is True]
-        contested = [o for o in others if (o.get("n_block_reviews") or 0) > 0]
+    for _, _, vid, link in (e for e in graph.edges if e[0] == seed):
+        label, stats = graph.vertices[vid]
+        others = fetched.others(vid)
+        degree = int(stats.get("n_customers") or len(others) + 1)
+        virtual = vid in fetched.virtual
+        if vid in fetched.hubs:
+            mine = 0 if virtual else 1  # the stored counts include the seed's own link, unless it is new
+            blocked_n = int(stats.get("n_blocked") or 0) - mine * (own.get("blocked") is True)
+            contested_n = int(stats.get("n_contested") or 0) - mine * ((own.get("n_block_reviews") or 0) > 0)
+            blocked: list[dict[str, Any]] = []
+        else:
+            blocked = [o for o in others if o.get("blocked") is True]
+            blocked_n = len(blocked)
+            contested_n = sum((o.get("n_block_reviews") or 0) > 0 for o in others)
         created = [t for t in (_ts(o.get("created_at")) for o in (blocked or others)) if t is not None]
-        firsts = [t for t in (_ts(e.get("first_seen")) for e in links) if t is not None]
-        degree = hood.identifier_degree.get(vid, len(links))
+        first = _ts(stats.get("first_seen")) or _ts(link.get("first_seen"))
         items.append({
             "identifier_id": vid,
-            "identifier_label": own["identifier_label"],
-            "customers_total": int(degree),
+            "identifier_label": label,
+            "customers_total": degree,
             "others_seen": len(others),
-            "blocked": len(blocked),
-            "contested": len(contested),
+            "blocked": max(blocked_n, 0),
+            "contested": max(contested_n, 0),
             "block_reasons": sorted({o["last_block_reason"] for o in blocked if o.get("last_block_reason")}),
             "created_within_days": round((max(created) - min(created)).total_seconds() / 86_400, 2)
             if len(created) > 1 else None,
-            "first_seen": min(firsts).isoformat() if firsts else None,
-            "new_in_request": own["edge_id"] in virtual,
+            "first_seen": first.isoformat() if first else None,
+            "new_in_request": virtual,
         })
     items.sort(key=lambda i: (-i["blocked"], -i["contested"], i["customers_total"] <= 1, i["customers_total"]))
     for item in items:
@@ -72,7 +83,7 @@ def describe(item: dict[str, Any]) -> str:
     else:
         text = f"shares {label} {vid} with {others:,} other account" + ("s" if others != 1 else "")
         if item["others_seen"] < others:
-            text += f" ({item['others_seen']} most recent examined)"
+            text += " (counts from its statistics)"
         if item["blocked"]:
             text += f", {item['blocked']} blocked"
             if item["created_within_days"] is not None:

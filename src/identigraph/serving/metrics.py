@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # request latency is judged against 50-100 ms targets: resolve that range finely
 _BUCKETS = (0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
-STAGES = ("graph", "frame", "features", "model", "policy", "explain")
+STAGES = ("graph", "features", "model", "policy", "explain")
 
 
 class ServingMetrics:
@@ -21,8 +21,8 @@ class ServingMetrics:
         self.latency = Histogram("identigraph_serving_request_seconds", "request latency by route", ["route"],
                                  buckets=_BUCKETS, registry=r)
         self.stage = Histogram("identigraph_serving_stage_seconds",
-                               "time per scoring stage: graph fetch, frame (neighbourhood → GraphFrame), "
-                               "features (encoder), model (network), policy, explain", ["stage"],
+                               "time per scoring stage: graph fetch, features (request encoder), "
+                               "model (seed-only forward), policy (+ evidence), explain", ["stage"],
                                buckets=_BUCKETS, registry=r)
         self.decisions = Counter("identigraph_serving_decisions", "decisions by outcome",
                                  ["decision", "degraded"], registry=r)

@@ -1,11 +1,22 @@
-"""The request's neighbourhood: the graph's bounded k-hop fetch, plus what the request itself says.
+"""The request's neighbourhood: one bounded traversal that returns exactly what the model reads.
 
-A signup is scored before it is written: the account is not in the graph yet, so it becomes a virtual
-customer vertex linked to the identifiers in the request, and the graph's neighbourhood of those
-identifiers is pulled in around it. A known customer acting from a new device gets the same virtual edge,
-so "a years-old account logs in from a device three blocked accounts use" is seen at the login, not after
-the stream has written it. Identifier ids are built exactly as the ETL and the stream build them (same
-normalisation, same keyed hash for emails and phones), or the virtual edges would point at nothing.
+A 2-layer model's score for a customer reads the customer, its identifiers, and each identifier's other
+customers (their own properties and how many links of each kind they have, not those links). So the API
+asks the graph one question per request:
+
+- the seed's properties and its links (``max_links`` at most);
+- every identifier's stored statistics (``schema.IDENTIFIER_PROPS``: customers, first/last use, blocked and
+  contested customers) — a carrier-NAT IP with 5,000 customers costs one vertex read, never a count;
+- for identifiers with at most ``cap`` customers (the model's ``hub_degree``), those customers' links to it
+  (``limit``, no global order: Neptune runs ``limit()`` natively, ``order()`` on a hub reads every edge),
+  their properties and a per-label count of their links; a hub contributes nothing more, since the model
+  represents hubs by their statistics in training too;
+- the request's own identifiers (a signup, a new device), the same way.
+
+Only the properties the encoder and the evidence read travel, and the traversal carries the request's
+deadline as its ``evaluationTimeout``. A signup is scored before it is written: the account becomes a
+virtual customer linked to the request's identifiers (ids built exactly as the ETL and the stream build
+them), and a known customer acting from an identifier it never used gets the same virtual link.
 """
 
 from __future__ import annotations
@@ -15,18 +26,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gremlin_python.process.graph_traversal import __
-from gremlin_python.process.traversal import Order, T
+from gremlin_python.process.graph_traversal import GraphTraversal, __
+from gremlin_python.process.traversal import P, T
 
-from identigraph.graph import queries
 from identigraph.graph.client import GraphClient
 from identigraph.graph.pseudonym import Pseudonymiser
-from identigraph.graph.queries import Neighbourhood
 from identigraph.graph.records import identifier_vertex_id
-from identigraph.graph.schema import CUSTOMER, EDGE_COUNT_PROPS, IDENTIFIERS, customer_id, edge_id
-from identigraph.serving.config import NeighbourhoodCaps
+from identigraph.graph.schema import (
+    CUSTOMER,
+    EDGE_COUNT_PROPS,
+    EDGE_PROPS,
+    IDENTIFIER_PROPS,
+    IDENTIFIERS,
+    customer_id,
+)
+from identigraph.model.request_path import LinkSummary, RequestGraph
 
-_PREFIX = CUSTOMER + ":"
+# what the evidence and the policy read of a customer, beyond the model's own columns
+EVIDENCE_PROPS = ("created_at", "lifetime_value", "blocked", "n_block_reviews", "last_block_reason")
 
 
 def identifier_ids(identifiers: Mapping[str, str | None], pseudo: Pseudonymiser) -> dict[str, str]:
@@ -45,75 +62,101 @@ def identifier_ids(identifiers: Mapping[str, str | None], pseudo: Pseudonymiser)
 
 
 @dataclass
-class RequestHood:
-    hood: Neighbourhood
-    seed: str                                    # the customer's vertex id
-    known: bool                                  # the customer is in the graph
-    virtual_edges: list[str] = field(default_factory=list)
+class Fetched:
+    graph: RequestGraph
+    known: bool                                         # the customer is in the graph
+    virtual: set[str] = field(default_factory=set)      # identifiers linked by this request only
+    hubs: set[str] = field(default_factory=set)         # identifiers represented by their statistics alone
+    links_capped: bool = False                          # the seed has more than max_links links
+
+    def others(self, identifier: str) -> list[dict[str, Any]]:
+        """Properties of the identifier's other customers that were fetched (none for a hub)."""
+        seed = self.graph.seed
+        return [self.graph.vertices[c][1] for c, _, i, _ in self.graph.edges if i == identifier and c != seed]
 
 
-def _merge(into: Neighbourhood, other: Neighbourhood) -> None:
-    for vid, props in other.vertices.items():
-        into.vertices.setdefault(vid, props)
-    for eid, e in other.edges.items():
-        into.edges.setdefault(eid, e)
-    for vid, degree in other.identifier_degree.items():
-        into.identifier_degree.setdefault(vid, degree)
-    into.truncated_identifiers |= other.truncated_identifiers
-    into.truncated_by_node_cap |= other.truncated_by_node_cap
+def _degree(cap: int) -> GraphTraversal:
+    """An identifier's customers: its statistic, or (a graph written before statistics) a bounded count."""
+    return __.coalesce(__.values("n_customers"), __.in_e().limit(cap + 1).count())
 
 
-def _identifier_customers(client: GraphClient, ids: list[str], cap: int) -> dict[str, dict[str, Any]]:
-    """True degree and the ``cap`` most recently seen customers of each identifier that exists."""
-    rows = client.submit(lambda g: (
-        g.V(*ids).project("id", "degree", "customers")
-        .by(T.id).by(__.in_e().count())
-        .by(__.in_e().order().by("last_seen", Order.desc).limit(cap).out_v().id_().fold())
-    ))
-    return {r["id"]: r for r in rows}
+def _identifiers(seed: str, new: list[str]) -> GraphTraversal:
+    mine = __.V(seed).out()
+    return (__.union(mine, __.V(*new)) if new else mine).dedup()
 
 
-def fetch(client: GraphClient, customer: str, ids: dict[str, str], caps: NeighbourhoodCaps, as_of: datetime,
-          action: str) -> RequestHood:
-    """Graph neighbourhood of ``customer`` (raw id) with the request's identifiers ``ids`` linked to it."""
-    hood = queries.neighbourhood(client, [customer], hops=caps.hops, fanout_cap=caps.fanout_cap,
-                                 max_customers=caps.max_customers)
+def traversal(g: Any, seed: str, new: list[str], customer_props: list[str], cap: int, max_links: int) -> GraphTraversal:
+    """The whole fetch as one request (see the module docstring)."""
+    small = lambda: _identifiers(seed, new).where(_degree(cap).is_(P.lte(cap)))  # noqa: E731 — fresh each use
+    links = lambda: small().local(__.in_e().where(__.out_v().has_id(P.neq(seed))).limit(cap))  # noqa: E731
+    return (
+        g.inject(0).project("seed", "links", "identifiers", "edges", "customers")
+        .by(__.V(seed).value_map(*customer_props).by(__.unfold()).fold())
+        .by(__.V(seed).out_e().limit(max_links)
+            .project("i", "l", "p").by(__.in_v().id_()).by(T.label).by(__.value_map(*EDGE_PROPS)).fold())
+        .by(_identifiers(seed, new).project("i", "l", "s").by(T.id).by(T.label)
+            .by(__.value_map(*IDENTIFIER_PROPS).by(__.unfold())).fold())
+        .by(links().project("c", "i", "l", "p").by(__.out_v().id_()).by(__.in_v().id_()).by(T.label)
+            .by(__.value_map(*EDGE_PROPS)).fold())
+        .by(links().out_v().dedup().project("c", "p", "n", "f", "l").by(T.id)
+            .by(__.value_map(*customer_props).by(__.unfold()))
+            .by(__.out_e().group_count().by(T.label))
+            .by(__.out_e().values("first_seen").min_())
+            .by(__.out_e().values("last_seen").max_()).fold())
+    )
+
+
+def _summary(counts: Mapping[str, int], firsts: list[Any], lasts: list[Any]) -> LinkSummary:
+    firsts = [t for t in firsts if isinstance(t, datetime)]
+    lasts = [t for t in lasts if isinstance(t, datetime)]
+    return LinkSummary(dict(counts), min(firsts, default=None), max(lasts, default=None))
+
+
+def fetch(client: GraphClient, customer: str, ids: dict[str, str], customer_props: list[str], cap: int,
+          max_links: int, as_of: datetime, action: str, deadline: float | None = None) -> Fetched:
+    """Graph neighbourhood of ``customer`` (raw id) with the request's identifiers ``ids`` linked to it.
+
+    ``as_of`` is naive UTC (as gremlinpython returns dates). Raises what ``GraphClient.submit`` raises.
+    """
     seed = customer_id(customer)
-    known = seed in hood.vertices
-    linked = {e["identifier_id"] for e in hood.edges.values() if e["customer_id"] == seed}
-    new = {label: vid for label, vid in ids.items() if vid not in linked}
-    out = RequestHood(hood, seed, known)
-    if not new:
-        return out
-    found = _identifier_customers(client, list(new.values()), caps.fanout_cap)
-    reached: list[str] = []
-    for vid in new.values():
-        row = found.get(vid)
-        degree = row["degree"] if row else 0
-        hood.identifier_degree[vid] = degree + 1  # the request's own link counts
-        if degree > caps.fanout_cap:
-            hood.truncated_identifiers.add(vid)
-        for cust in row["customers"] if row else []:
-            if cust != seed and cust not in hood.vertices and cust not in reached:
-                reached.append(cust)
-    budget = caps.max_customers - len(hood.customers) - (0 if known else 1)
-    if len(reached) > budget:
-        reached, hood.truncated_by_node_cap = reached[:max(budget, 0)], True
-    if reached:
-        # the identifiers' customers are one hop from the seed: walk the remaining hops from them
-        more = queries.neighbourhood(client, [c[len(_PREFIX):] for c in reached], hops=caps.hops - 1,
-                                     fanout_cap=caps.fanout_cap, max_customers=budget)
-        _merge(hood, more)
-    if not known:
-        # a signup: no history, no value yet
-        hood.vertices[seed] = {"id": seed, "label": CUSTOMER, "created_at": as_of, "lifetime_value": 0.0}
-    for label, vid in new.items():
-        hood.vertices.setdefault(vid, {"id": vid, "label": label})
-        edge_label = IDENTIFIERS[label][0]
-        eid = edge_id(seed, edge_label, vid)
+    props = sorted(set(customer_props) | set(EVIDENCE_PROPS))
+    new = sorted(set(ids.values()))
+    row = client.submit(lambda g: traversal(g, seed, new, props, cap, max_links), "next", deadline=deadline)
+    known = bool(row["seed"])
+    vertices: dict[str, tuple[str, dict[str, Any]]] = {
+        seed: (CUSTOMER, dict(row["seed"][0]) if known else {"created_at": as_of, "lifetime_value": 0.0})}
+    stats = {r["i"]: (r["l"], dict(r["s"])) for r in row["identifiers"]}
+    edges = [(seed, r["l"], r["i"], dict(r["p"])) for r in row["links"]]
+    out = Fetched(RequestGraph(as_of=as_of, seed=seed, vertices=vertices, edges=edges), known,
+                  links_capped=len(row["links"]) >= max_links)
+    linked = {e[2] for e in edges}
+    for label, vid in sorted(ids.items()):
+        if vid in linked:
+            continue
+        elabel = IDENTIFIERS[label][0]
         counts = {name: 0 for name in EDGE_COUNT_PROPS}
         counts.update({"event_count": 1, f"n_{action}": 1})
-        hood.edges[eid] = {"edge_id": eid, "label": edge_label, "customer_id": seed, "identifier_id": vid,
-                           "identifier_label": label, "first_seen": as_of, "last_seen": as_of, **counts}
-        out.virtual_edges.append(eid)
+        edges.append((seed, elabel, vid, {"first_seen": as_of, "last_seen": as_of, **counts}))
+        out.virtual.add(vid)
+        label_now, s = stats.get(vid, (label, {}))
+        # the statistics the graph will hold once the stream writes this link
+        stats[vid] = (label_now, {**s, "n_customers": int(s.get("n_customers") or 0) + 1,
+                                  "first_seen": min(s.get("first_seen") or as_of, as_of),
+                                  "last_seen": max(s.get("last_seen") or as_of, as_of)})
+    for vid, (label, s) in stats.items():
+        vertices[vid] = (label, s)
+        if int(s.get("n_customers") or 0) > cap:  # the request's own link can make one a hub
+            out.hubs.add(vid)
+    for r in row["customers"]:
+        vertices[r["c"]] = (CUSTOMER, dict(r["p"]))
+        out.graph.summaries[r["c"]] = _summary(r["n"], [r["f"]], [r["l"]])
+    for r in row["edges"]:
+        if r["i"] in vertices and r["c"] in vertices and r["i"] not in out.hubs:
+            edges.append((r["c"], r["l"], r["i"], dict(r["p"])))
+    mine: dict[str, int] = {}
+    for _, elabel, _, _ in (e for e in edges if e[0] == seed):
+        mine[elabel] = mine.get(elabel, 0) + 1
+    out.graph.summaries[seed] = _summary(mine, [e[3].get("first_seen") for e in edges if e[0] == seed],
+                                         [e[3].get("last_seen") for e in edges if e[0] == seed])
     return out
+

@@ -1,10 +1,10 @@
-"""The scoring service behind the routes: neighbourhood → GraphFrame → model → policy → audit/review.
+"""The scoring service behind the routes: one graph fetch → request encoder → seed-only forward → policy.
 
-The model runs in this process, on the frame built from this request's neighbourhood, through the same
-``frame``/``features`` code as training: no network hop to a model endpoint, no second feature
-implementation to drift. The served model sits behind one reference that a reload replaces only after
-the new model has loaded completely, so a request that started on the old model finishes on it and no
-request ever sees a half-loaded one.
+The model runs in this process on what one bounded traversal (``serving.neighbourhood``) returned, through
+the model's own request-path encoder, which the tests hold equal to the batch encoder that training and
+``identigraph predict`` use: no network hop to a model endpoint, no second feature definition to drift.
+The served model sits behind one reference that a reload replaces only after the new model has loaded
+completely, so a request that started on the old model finishes on it and none sees a half-loaded one.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
 from identigraph.config import Settings
-from identigraph.errors import GraphError, IdentigraphError
+from identigraph.errors import GraphError, GraphTimeout, IdentigraphError
+from identigraph.model.request_path import RequestGraph
 from identigraph.graph import pseudonym, queries
 from identigraph.graph.client import GraphClient, is_connection_error
 from identigraph.graph.pseudonym import Pseudonymiser
@@ -32,7 +31,7 @@ from identigraph.serving import explain, policy
 from identigraph.serving.audit import AuditLog, ReviewQueue
 from identigraph.serving.config import ServingConfig
 from identigraph.serving.metrics import ServingMetrics
-from identigraph.serving.neighbourhood import RequestHood, fetch, identifier_ids
+from identigraph.serving.neighbourhood import Fetched, fetch, identifier_ids
 
 log = logging.getLogger("identigraph.serving")
 T = TypeVar("T")
@@ -48,13 +47,10 @@ class ModelUnavailable(IdentigraphError):
 
 
 class ServedModel:
-    """A loaded model as requests use it: one call at a time, with the encoder's time measured apart.
+    """A loaded model as requests use it: the request encoder, then the seed-only forward, each timed.
 
-    One at a time because ``FeatureEncoder.transform`` rebuilds state on the encoder itself
-    (``label_col_names``), so two requests encoding at once can mask the wrong columns — seen as an
-    IndexError under concurrent load. Little parallelism is lost: encoding and a small forward pass are
-    mostly GIL-bound Python and pandas. The encoder is timed by wrapping the loaded model's own
-    ``tensors`` (which its ``score`` calls), so the score served is still exactly the model's.
+    Stateless per request (the request encoder writes only local arrays, inference runs under no_grad and
+    explanations use ``torch.autograd.grad``), so concurrent requests share it without a lock.
     """
 
     def __init__(self, loaded: Any) -> None:
@@ -62,31 +58,20 @@ class ServedModel:
         self.version: str = loaded.version
         self.threshold: float = loaded.threshold
         self.encoder = loaded.encoder
-        self._lock = threading.Lock()
-        self._encoding_s = 0.0
-        inner = loaded.tensors
+        self.hub_degree: int | None = getattr(loaded.encoder, "hub_degree", None)
+        self.customer_props = [c.name for c in loaded.encoder.node_cols.get(CUSTOMER, [])]
 
-        def tensors(frame: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return inner(frame)
-            finally:
-                self._encoding_s += time.perf_counter() - t0
+    def score(self, graph: RequestGraph, times: dict[str, float]) -> tuple[float, Any, int]:
+        """(score, tensors, seed index); ``times`` gets the encoder's and the network's seconds."""
+        t0 = time.perf_counter()
+        t = self.loaded.request_encoder.transform(graph)
+        t1 = time.perf_counter()
+        value, i = self.loaded.score_seed(t, graph.seed)
+        times["features"], times["model"] = t1 - t0, time.perf_counter() - t1
+        return value, t, i
 
-        loaded.tensors = tensors
-
-    def score(self, frame: Any, vid: str) -> tuple[float, float, float]:
-        """(score, encoder seconds, network seconds) for one vertex of ``frame``."""
-        with self._lock:
-            self._encoding_s = 0.0
-            t0 = time.perf_counter()
-            value = float(self.loaded.score(frame, [vid])[0])
-            total = time.perf_counter() - t0
-            return value, self._encoding_s, total - self._encoding_s
-
-    def explain(self, frame: Any, vid: str, top_k: int) -> dict[str, Any]:
-        with self._lock:
-            return self.loaded.explain(frame, vid, top_k)
+    def explain(self, tensors: Any, i: int, top_k: int) -> dict[str, Any]:
+        return self.loaded.explain_tensors(tensors, i, top_k)
 
 
 class ModelHolder:
@@ -186,8 +171,6 @@ class ScoringService:
 
                 sqs = sqs_client(settings)
             self.review = ReviewQueue(sqs, settings.queues.review)
-        # graph requests run here so a request can stop waiting at its deadline
-        self._graph_pool = ThreadPoolExecutor(max_workers=config.graph.pool_size * 2, thread_name_prefix="graph")
         self._stop = threading.Event()
         if config.model_watch_s:
             self.models.watch(config.model_watch_s, self._stop)
@@ -196,7 +179,6 @@ class ScoringService:
         self._stop.set()
         if self.review is not None:
             self.review.close()
-        self._graph_pool.shutdown(wait=False, cancel_futures=True)
         self.audit.close()
         self.client.close()
 
@@ -209,13 +191,17 @@ class ScoringService:
         finally:
             times[name] = times.get(name, 0.0) + time.perf_counter() - t0
 
-    def graph_call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a graph read with the serving deadline; failures and timeouts become GraphUnavailable."""
-        future = self._graph_pool.submit(fn, *args)
+    def graph_call(self, fn: Callable[[float], T]) -> T:
+        """Run ``fn(deadline)``, graph reads that pass the deadline to every request they make.
+
+        The deadline travels with each request as the server's ``evaluationTimeout`` and bounds the wait
+        here, so a request past it stops on the server as well as in the caller: an overload cannot pile up
+        seconds of queued graph work behind answers nobody waits for. Failures and timeouts become
+        ``GraphUnavailable`` (scores degrade to a review, reads answer 503).
+        """
         try:
-            return future.result(timeout=self.config.graph.timeout_s)
-        except FutureTimeout:
-            future.cancel()
+            return fn(time.monotonic() + self.config.graph.timeout_s)
+        except GraphTimeout:
             self.metrics.graph_failures.labels(kind="timeout").inc()
             raise GraphUnavailable(f"graph did not answer within {self.config.graph.timeout_s:g}s") from None
         except Exception as exc:
@@ -226,7 +212,7 @@ class ScoringService:
 
     def graph_reachable(self) -> bool:
         try:
-            self.graph_call(lambda: self.client.submit(lambda g: g.inject(1), "next"))
+            self.graph_call(lambda deadline: self.client.submit(lambda g: g.inject(1), "next", deadline=deadline))
             return True
         except GraphUnavailable:
             return False
@@ -249,12 +235,16 @@ class ScoringService:
         as_of = self.as_of()
         naive_as_of = as_of.astimezone(timezone.utc).replace(tzinfo=None)  # as gremlinpython returns dates
         missing: list[str] = []
-        found: RequestHood | None = None
+        found: Fetched | None = None
         score: float | None = None
-        frame = None
+        tensors = None
+        cap = (model.hub_degree if model is not None and model.hub_degree else None) or cfg.neighbourhood.fanout_cap
+        props = model.customer_props if model is not None else []
         try:
             with self._stage("graph", times):
-                found = self.graph_call(fetch, self.client, customer, ids, cfg.neighbourhood, naive_as_of, action)
+                found = self.graph_call(lambda deadline: fetch(
+                    self.client, customer, ids, props, cap, cfg.neighbourhood.max_links, naive_as_of, action,
+                    deadline))
         except GraphUnavailable as exc:
             missing.append(str(exc))
         if found is not None and not found.known and not ids:
@@ -262,14 +252,10 @@ class ScoringService:
         if model is None:
             missing.append("no model loaded")
         elif found is not None and not missing:
-            from identigraph.model.frame import from_neighbourhood
-
-            with self._stage("frame", times):
-                frame = from_neighbourhood(found.hood, as_of, model.encoder.vertex_types, model.encoder.edge_types)
-            score, times["features"], times["model"] = model.score(frame, found.seed)
+            score, tensors, seed_index = model.score(found.graph, times)
         with self._stage("policy", times):
-            evidence = explain.evidence(found.hood, found.seed, found.virtual_edges) if found else []
-            seed_props = found.hood.vertices.get(found.seed, {}) if found else {}
+            evidence = explain.evidence(found) if found else []
+            seed_props = found.graph.vertices[found.graph.seed][1] if found else {}
             ltv = seed_props.get("lifetime_value")
             facts = policy.Facts(score=score, lifetime_value=None if ltv is None else float(ltv),
                                  blocked_on_identifier=explain.blocked_on_identifier(evidence),
@@ -283,12 +269,12 @@ class ScoringService:
         wants_model = explain_model if explain_model is not None else (
             cfg.explain.model_attribution == "always"
             or (cfg.explain.model_attribution == "flagged" and verdict.decision != "allow"))
-        if frame is not None and wants_model and cfg.explain.model_attribution != "never":
+        if tensors is not None and wants_model and cfg.explain.model_attribution != "never":
             with self._stage("explain", times):
-                attribution = explain.model_attribution(model.explain(frame, found.seed, cfg.explain.top_k),
+                attribution = explain.model_attribution(model.explain(tensors, seed_index, cfg.explain.top_k),
                                                         cfg.explain.top_k)
         shared = [e["text"] for e in evidence if e["customers_total"] > 1][: cfg.explain.top_k]
-        hood = found.hood if found else None
+        graph = found.graph if found else None
         result = {
             "customer_id": customer,
             "score": None if score is None else round(score, 6),
@@ -300,10 +286,10 @@ class ScoringService:
             "request_id": request_id,
             "rules": verdict.rules,
             "threshold": None if model is None and cfg.policy.threshold is None else threshold,
-            "neighbourhood": None if hood is None else {
-                "customers": len(hood.customers), "identifiers": len(hood.vertices) - len(hood.customers),
-                "capped_identifiers": len(hood.truncated_identifiers),
-                "customer_cap_reached": hood.truncated_by_node_cap},
+            "neighbourhood": None if graph is None else {
+                "customers": sum(label == CUSTOMER for label, _ in graph.vertices.values()),
+                "identifiers": sum(label != CUSTOMER for label, _ in graph.vertices.values()),
+                "capped_identifiers": len(found.hubs), "customer_cap_reached": found.links_capped},
             "explanation": {"evidence": evidence[: cfg.explain.top_k], **(attribution or {})},
         }
         self._record(result, action, caller, sorted(ids), times, attribution is not None)
@@ -336,9 +322,9 @@ class ScoringService:
     def identity(self, customer: str) -> dict[str, Any] | None:
         vid = customer_id(customer)
 
-        def read() -> tuple[Any, list[dict[str, Any]]]:
-            props = self.client.submit(lambda g: g.V(vid).element_map(), "one_or_none")
-            return props, (queries.customer_identity(self.client, customer) if props else [])
+        def read(deadline: float) -> tuple[Any, list[dict[str, Any]]]:
+            props = self.client.submit(lambda g: g.V(vid).element_map(), "one_or_none", deadline=deadline)
+            return props, (queries.customer_identity(self.client, customer, deadline) if props else [])
 
         props, edges = self.graph_call(read)
         if props is None:
@@ -352,9 +338,9 @@ class ScoringService:
 
     def connections(self, customer: str, depth: int) -> dict[str, Any] | None:
         caps = self.config.neighbourhood
-        hood = self.graph_call(lambda: queries.neighbourhood(self.client, [customer], hops=depth,
-                                                             fanout_cap=caps.fanout_cap,
-                                                             max_customers=caps.max_customers))
+        hood = self.graph_call(lambda deadline: queries.neighbourhood(
+            self.client, [customer], hops=depth, fanout_cap=caps.fanout_cap, max_customers=caps.max_customers,
+            deadline=deadline))
         seed = customer_id(customer)
         if seed not in hood.vertices:
             return None
