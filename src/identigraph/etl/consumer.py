@@ -120,6 +120,10 @@ class Consumer:
         self.visibility = settings.queues.visibility_timeout_s
         self.wait_s = cfg.wait_s
         self.durable_on_commit = settings.graph.kind == "neptune"
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.stats = ConsumerStats()
+        self.metrics = Metrics()
         give_up = time.monotonic() + 120  # a queue that stays unreachable at start-up is a configuration error
         urls = [self._retry("get_queue_url", lambda n=name: self.sqs.get_queue_url(QueueName=n),
                             until=lambda: time.monotonic() > give_up)
@@ -128,10 +132,6 @@ class Consumer:
             raise RuntimeError(f"SQS queues {settings.queues.events}/{settings.queues.dead_letter} unreachable at "
                                f"{settings.queue_endpoint or 'AWS'} for 120 s")
         self.url, self.dlq_url = (u["QueueUrl"] for u in urls)
-        self.stop = threading.Event()
-        self.ready = threading.Event()
-        self.stats = ConsumerStats()
-        self.metrics = Metrics()
         self.latencies: list[float] | None = None  # set to [] to keep every event's queue-to-graph seconds
         self.latency_log: Any = None  # a text file: one "sent_ms commit_ms" line per event
         self._lock = threading.Lock()
@@ -144,6 +144,10 @@ class Consumer:
         self._empty_polls = 0
         self._fault = _fault_plan()
         self._fault_seen: dict[str, int] = {}
+        self._pool = ThreadPoolExecutor(max_workers=cfg.sqs_workers, thread_name_prefix="sqs")
+        # held messages are extended well past the next heartbeat: a round of extensions costs one call per
+        # 10 messages, so it must not be needed every few seconds
+        self.hold_s = max(3 * self.visibility, 30)
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -182,12 +186,13 @@ class Consumer:
 
     def _batched(self, call: str, messages: list[dict[str, Any]], entry: Callable[[str, dict[str, Any]], dict],
                  send: Callable[[list[dict]], dict]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Run a 10-entry batch call over ``messages``: (succeeded, rejected for good). Failed entries that are
-        not the sender's fault are retried."""
-        done: list[dict[str, Any]] = []
-        rejected: list[dict[str, Any]] = []
-        for start in range(0, len(messages), SQS_BATCH):
-            pending = {str(i): m for i, m in enumerate(messages[start:start + SQS_BATCH])}
+        """Run a 10-entry batch call over ``messages``, the chunks in parallel on the SQS pool: (succeeded,
+        rejected for good). Failed entries that are not the sender's fault are retried."""
+
+        def chunk(part: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            done: list[dict[str, Any]] = []
+            rejected: list[dict[str, Any]] = []
+            pending = {str(i): m for i, m in enumerate(part)}
             backoff = 0.2
             while pending:
                 resp = self._retry(call, lambda: send([entry(i, m) for i, m in pending.items()]))
@@ -200,7 +205,11 @@ class Consumer:
                     self.stats.sqs_errors += 1
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-        return done, rejected
+            return done, rejected
+
+        parts = [messages[i:i + SQS_BATCH] for i in range(0, len(messages), SQS_BATCH)]
+        results = [chunk(parts[0])] if len(parts) == 1 else list(self._pool.map(chunk, parts))
+        return [m for d, _ in results for m in d], [m for _, r in results for m in r]
 
     def _hold(self, messages: list[dict[str, Any]]) -> None:
         deadline = time.monotonic() + self.visibility
@@ -296,14 +305,15 @@ class Consumer:
                 self._staged.put(m)
 
     def _heartbeat(self) -> None:
-        """Keep every held message invisible: extend those within half a timeout of reappearing."""
-        step = max(0.5, self.visibility / 6)
+        """Keep every held message invisible: those within half a visibility timeout of reappearing are
+        extended by ``hold_s``."""
+        step = max(0.2, self.visibility / 8)
         while not self._heartbeat_stop.wait(step):
             soon = time.monotonic() + self.visibility / 2
             with self._lock:
                 due = [self._held[h] for h, d in self._deadline.items() if d < soon and h in self._held]
             if due:
-                self._set_visibility(due, self.visibility)
+                self._set_visibility(due, self.hold_s)
 
     def _acker(self) -> None:
         from identigraph.services import local
@@ -424,7 +434,7 @@ class Consumer:
 
     def _graph_answers(self) -> bool:
         try:
-            return self.client.submit(lambda g: g.inject(1), "next") == 1
+            return self.client.submit(lambda g: g.inject(1), "next", deadline=time.monotonic() + 5) == 1
         except Exception:
             return False
 
@@ -463,8 +473,17 @@ class Consumer:
             idle = self._empty_polls >= self.cfg.receivers and not self._awaiting
         return idle and self._staged.empty() and self._rewrite.empty()
 
+    def _wait_for_graph(self) -> None:
+        """Take no message before the graph answers (a restarting graph server is not a reason to exit)."""
+        backoff = 0.5
+        while not self._graph_answers():
+            log.warning(json.dumps({"event": "graph_unavailable_at_start", "backoff_s": backoff}))
+            if self.stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, 10.0)
+
     def run(self, until_empty: bool = False, max_messages: int | None = None) -> ConsumerStats:
-        self.client.submit(lambda g: g.inject(1), "next")  # reachable before we take messages
+        self._wait_for_graph()
         if not self.durable_on_commit:
             self._check_checkpointer()
         self.ready.set()

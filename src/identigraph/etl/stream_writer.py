@@ -326,7 +326,8 @@ class StreamWriter:
             prep.position.append(pos)
         return prep
 
-    def _request(self, g: Any, rows: list[dict[Any, Any]]) -> GraphTraversal:
+    def _request(self, g: Any, prep: _Prepared) -> GraphTraversal:
+        rows = prep.rows
         events = _events(self.window)
         # the rows go straight into the constant: gremlinpython would otherwise deep-copy every nested map
         events.bytecode.step_instructions[0] = ["constant", rows]
@@ -340,7 +341,7 @@ class StreamWriter:
         t0 = time.perf_counter()
         retries_before = self.client.retries
         if prep.rows:
-            reply = self.client.submit(lambda g: self._request(g, prep.rows), "next", idempotent=True)
+            reply = self.client.submit(lambda g: self._request(g, prep), "next", idempotent=True)
             for outcome, indices in reply.items():
                 for i in indices:
                     outcomes[prep.position[i]] = outcome
