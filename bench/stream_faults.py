@@ -68,6 +68,7 @@ class Plan:
     queue_restarts: int = 2  # alternately SIGTERM and SIGKILL
     graph_restarts: int = 2
     graph_stops: int = 1  # SIGSTOP, longer than the visibility timeout
+    sigkill_first: bool = False  # restarts alternate SIGTERM/SIGKILL; this starts with SIGKILL
     visibility_s: int = 10
     checkpoint_interval_s: float = 2.0
     max_events: int | None = None  # cut the world's stream (the short run)
@@ -270,8 +271,9 @@ class Run:
         hooked = max(1, round(k * 0.3)) if k >= 3 else 0
         kinds = ["kill_after_commit"] * hooked + ["kill_after_dlq_send"] * hooked
         kinds += ["kill_consumer"] * (k - len(kinds))
-        kinds += [("queue_sigterm", "queue_sigkill")[i % 2] for i in range(self.plan.queue_restarts)]
-        kinds += [("graph_sigterm", "graph_sigkill")[i % 2] for i in range(self.plan.graph_restarts)]
+        first = int(self.plan.sigkill_first)
+        kinds += [("queue_sigterm", "queue_sigkill")[(i + first) % 2] for i in range(self.plan.queue_restarts)]
+        kinds += [("graph_sigterm", "graph_sigkill")[(i + first) % 2] for i in range(self.plan.graph_restarts)]
         kinds += ["graph_sigstop"] * self.plan.graph_stops
         rnd.shuffle(kinds)
         step = duration * 0.85 / max(1, len(kinds))
@@ -296,13 +298,18 @@ def _queue_counts(sqs: Any, url: str) -> tuple[int, int]:
 
 
 def _drain_dlq(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Everything in the (FIFO) DLQ, deleted as read: FIFO holds back a group's next message until the one
+    before it is gone."""
     out: list[dict[str, Any]] = []
     empty = 0
     while empty < 3:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=600,
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=60,
                                    MessageAttributeNames=["All"]).get("Messages", [])
         empty = 0 if msgs else empty + 1
         out += msgs
+        if msgs:
+            sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                                            for i, m in enumerate(msgs)])
     return out
 
 
@@ -515,7 +522,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     plan = Plan()
     for name, value in plan.__dict__.items():
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        if isinstance(value, bool):
+            ap.add_argument("--" + name.replace("_", "-"), action="store_true", default=value)
+        elif isinstance(value, (int, float, str)):
             ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     ap.add_argument("--max-events", type=int, default=None)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "stream_faults.json")

@@ -265,7 +265,7 @@ def test_killed_between_dlq_send_and_delete_dead_letters_once(fresh):
     publish(sqs, url, poison + _bodies(18, customers=10)[:20])
     proc = _consume_process(fresh, "after_dlq_send:1")
     assert proc.returncode == -signal.SIGKILL
-    time.sleep(VISIBILITY + 1)
+    time.sleep(2 * VISIBILITY + 1)
     with GraphClient(fresh) as client:
         Consumer(fresh, client=client, sqs=sqs).run(until_empty=True)
     dead = _dead(sqs, dlq)
@@ -281,7 +281,7 @@ def test_killed_after_commit_before_delete_then_restarted_counts_once(fresh):
     publish(sqs, url, bodies)
     proc = _consume_process(fresh, "after_commit:2")
     assert proc.returncode == -signal.SIGKILL
-    time.sleep(VISIBILITY + 1)  # received-but-undeleted messages become visible again
+    time.sleep(2 * VISIBILITY + 1)  # held messages (extended to twice the timeout) become visible again
     with GraphClient(fresh) as client:
         stats = Consumer(fresh, client=client, sqs=sqs).run(until_empty=True)
     assert stats.duplicates > 0  # the killed process's commits were found applied

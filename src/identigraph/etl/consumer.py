@@ -145,9 +145,11 @@ class Consumer:
         self._fault = _fault_plan()
         self._fault_seen: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(max_workers=cfg.sqs_workers, thread_name_prefix="sqs")
-        # held messages are extended well past the next heartbeat: a round of extensions costs one call per
-        # 10 messages, so it must not be needed every few seconds
-        self.hold_s = max(3 * self.visibility, 30)
+        # extensions never wait behind a round of deletes: a late one lets SQS hand the message to someone else
+        self._heartbeat_pool = ThreadPoolExecutor(max_workers=max(2, cfg.sqs_workers // 2), thread_name_prefix="hb")
+        # held messages are extended to twice the visibility timeout: a round of extensions costs one call per
+        # 10 messages, and what a crashed consumer held reappears within that time
+        self.hold_s = 2 * self.visibility
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -185,7 +187,8 @@ class Consumer:
                 backoff = min(backoff * 2, 5.0)
 
     def _batched(self, call: str, messages: list[dict[str, Any]], entry: Callable[[str, dict[str, Any]], dict],
-                 send: Callable[[list[dict]], dict]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                 send: Callable[[list[dict]], dict], pool: ThreadPoolExecutor | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Run a 10-entry batch call over ``messages``, the chunks in parallel on the SQS pool: (succeeded,
         rejected for good). Failed entries that are not the sender's fault are retried."""
 
@@ -208,7 +211,7 @@ class Consumer:
             return done, rejected
 
         parts = [messages[i:i + SQS_BATCH] for i in range(0, len(messages), SQS_BATCH)]
-        results = [chunk(parts[0])] if len(parts) == 1 else list(self._pool.map(chunk, parts))
+        results = [chunk(parts[0])] if len(parts) == 1 else list((pool or self._pool).map(chunk, parts))
         return [m for d, _ in results for m in d], [m for _, r in results for m in r]
 
     def _hold(self, messages: list[dict[str, Any]]) -> None:
@@ -241,11 +244,12 @@ class Consumer:
             self.stats.deleted += len(done)
         self._unhold(messages)
 
-    def _set_visibility(self, messages: list[dict[str, Any]], seconds: int) -> None:
+    def _set_visibility(self, messages: list[dict[str, Any]], seconds: int,
+                        pool: ThreadPoolExecutor | None = None) -> None:
         done, _ = self._batched(
             "visibility", messages,
             lambda i, m: {"Id": i, "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": seconds},
-            lambda entries: self.sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=entries))
+            lambda entries: self.sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=entries), pool)
         deadline = time.monotonic() + seconds
         with self._lock:
             for m in done:
@@ -269,7 +273,7 @@ class Consumer:
         }
         self._retry("dead_letter", lambda: self.sqs.send_message(
             QueueUrl=self.dlq_url, MessageBody=message["Body"], MessageAttributes=attrs,
-            MessageGroupId="dead-letters", MessageDeduplicationId=message["MessageId"]))
+            MessageGroupId=message["MessageId"], MessageDeduplicationId=message["MessageId"]))
         self._at("after_dlq_send")
         self._delete([message])
         with self._lock:
@@ -282,7 +286,8 @@ class Consumer:
     # ---- threads --------------------------------------------------------------------------------------------
     def _receiver(self, wait_s: int) -> None:
         while self._receiving.is_set():
-            if self.held() >= self.cfg.max_in_flight:
+            # two batches ahead of the writer is enough to keep it busy; more would only be held (and extended)
+            if self.held() >= self.cfg.max_in_flight or self._staged.qsize() >= 2 * self.cfg.batch_max:
                 time.sleep(0.05)
                 continue
             got = self._retry("receive", lambda: self.sqs.receive_message(
@@ -305,15 +310,15 @@ class Consumer:
                 self._staged.put(m)
 
     def _heartbeat(self) -> None:
-        """Keep every held message invisible: those within half a visibility timeout of reappearing are
-        extended by ``hold_s``."""
+        """Keep every held message invisible: those within 3/4 of a visibility timeout of reappearing are
+        extended by ``hold_s``, on a pool of their own."""
         step = max(0.2, self.visibility / 8)
         while not self._heartbeat_stop.wait(step):
-            soon = time.monotonic() + self.visibility / 2
+            soon = time.monotonic() + 0.75 * self.visibility
             with self._lock:
                 due = [self._held[h] for h, d in self._deadline.items() if d < soon and h in self._held]
             if due:
-                self._set_visibility(due, self.hold_s)
+                self._set_visibility(due, self.hold_s, self._heartbeat_pool)
 
     def _acker(self) -> None:
         from identigraph.services import local
@@ -394,7 +399,9 @@ class Consumer:
         self.metrics.written.inc(result.applied)
         self.metrics.duplicates.inc(result.duplicates)
         now_ms = result.committed_at_ms
-        sent = [int(m.get("Attributes", {}).get("SentTimestamp", now_ms)) for m in keep_msgs]
+        # queue-to-graph of the events this write applied (a redelivery's age says nothing about the path)
+        sent = [int(m.get("Attributes", {}).get("SentTimestamp", now_ms))
+                for m, o in zip(messages, result.outcomes) if o == NEW]
         for s in sent:
             self.metrics.to_graph.observe(max(0.0, (now_ms - s) / 1000))
         if self.latencies is not None:
