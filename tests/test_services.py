@@ -14,7 +14,7 @@ from identigraph.graph.schema import VertexRecord
 from identigraph.graph.upsert import Upserter
 from identigraph.services import local
 
-from conftest import make_settings
+from conftest import REPO, make_settings
 
 pytestmark = pytest.mark.services
 
@@ -24,6 +24,7 @@ def test_up_is_idempotent_down_then_up_keeps_graph_and_messages(tmp_path):
     try:
         first = {r.name: r for r in local.up(s)}
         assert all(r.started_now for r in first.values())
+        assert first[local.GREMLIN].detail.endswith("; heap 1g (configured)")
         second = {r.name: r for r in local.up(s)}
         assert not any(r.started_now for r in second.values())
         assert {n: r.pid for n, r in first.items()} == {n: r.pid for n, r in second.items()}
@@ -148,3 +149,27 @@ def test_cli_reports_config_errors_cleanly(tmp_path):
     proc = subprocess.run([str(exe), "--config", str(bad), "services", "status"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "graph.prot: unknown key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_auto_heap_is_sized_for_the_graph_between_floor_and_cap(tmp_path):
+    """The default 2 GiB heap ran a 30,000-customer graph (~100 MB checkpoint) nearly full; 'auto' sizes -Xmx for
+    the graph the server will restore, and a configured size (or the environment) overrides it."""
+    from identigraph.config import load_settings
+
+    s = make_settings(tmp_path / "data", services={"gremlin": {"heap": "auto"}})
+    assert local.gremlin_heap(s) == ("2048m", "auto: 32 × 0 MB graph file (floor)")
+    local.gremlin_graph_file(s).parent.mkdir(parents=True)
+    local.gremlin_graph_file(s).write_bytes(b"x" * 80_000_000)  # a pre-checkpoint file, restored if nothing newer
+    assert local.gremlin_heap(s) == ("2560m", "auto: 32 × 80 MB graph file")
+    local.checkpoint_dir(s).mkdir(parents=True)
+    (local.checkpoint_dir(s) / "LATEST.json").write_text('{"seq": 7, "bytes": 100000000}')
+    assert local.gremlin_heap(s) == ("3072m", "auto: 32 × 100 MB graph file")
+    (local.checkpoint_dir(s) / "LATEST.json").write_text('{"seq": 8, "bytes": 200000000}')
+    assert local.gremlin_heap(s) == ("4096m", "auto: 32 × 200 MB graph file (cap)")
+    bigger = make_settings(tmp_path / "data", services={"gremlin": {"heap": "auto", "heap_max": "8g"}})
+    assert local.gremlin_heap(bigger)[0] == "6144m"
+    env = load_settings(path=REPO / "conf" / "identigraph.yaml", overrides={"data_dir": str(tmp_path / "data")},
+                        environ={"IDENTIGRAPH__SERVICES__GREMLIN__HEAP": "5g"})
+    assert local.gremlin_heap(env) == ("5g", "configured")
+    with pytest.raises(Exception, match="heap"):
+        make_settings(tmp_path / "data", services={"gremlin": {"heap": "4gb"}})

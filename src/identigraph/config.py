@@ -71,10 +71,16 @@ class _JavaServiceConfig(_Strict):
     start_timeout_s: float = Field(120, gt=0)
 
 
+_JVM_SIZE = r"^[1-9][0-9]*[kKmMgG]$"
+
+
 class GremlinServerConfig(_JavaServiceConfig):
     version: str = "3.7.5"
     port: int = Field(8182, ge=1, le=65535)
-    heap: str = "2g"
+    heap: str = Field("auto", pattern=r"^([1-9][0-9]*[kKmMgG]|auto)$", description="-Xmx: a JVM size (4g, 3072m) or "
+                      "'auto': sized for the graph the server restores (its checkpoint's size), heap_min..heap_max")
+    heap_min: str = Field("2g", pattern=_JVM_SIZE, description="floor of the 'auto' heap")
+    heap_max: str = Field("4g", pattern=_JVM_SIZE, description="cap of the 'auto' heap")
     checkpoint_interval_s: float = Field(5.0, gt=0, description="how often the local graph is checkpointed to disk; "
                                          "the stream consumer acknowledges a message once a checkpoint holds it")
     checkpoint_max_share: float = Field(0.25, gt=0, le=1, description="at most this share of the time goes to "
