@@ -1,10 +1,14 @@
 """Retries, reconnects and Neptune IAM signing."""
 
+import time
+
 import pytest
 from botocore.credentials import Credentials
+from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.traversal import P
 from gremlin_python.driver.protocol import GremlinServerError
 
-from identigraph.errors import GraphError
+from identigraph.errors import GraphError, GraphTimeout
 from identigraph.graph.client import GraphClient, is_transient, neptune_iam_headers
 
 pytestmark = pytest.mark.services
@@ -34,6 +38,28 @@ def test_permanent_error_fails_at_once_with_graph_error(graph):
     with pytest.raises(GraphError, match="graph request failed"):
         graph.submit(lambda g: g.inject(1).math("_ / "), "next")  # a real server-side parse error
     assert graph.retries == before
+
+
+def test_deadline_stops_a_slow_traversal_on_the_server_too(settings, services):
+    """A traversal that would count to a billion: the deadline ends it on the server, not only the wait.
+
+    One connection only: the quick request after it can be sent only once the server has answered the slow
+    one, so it answering at once proves the server stopped at the deadline too.
+    """
+    slow = lambda g: g.inject(0).repeat(__.math("_ + 1")).until(__.is_(P.gt(10**9)))  # noqa: E731
+    client = GraphClient(settings, pool_size=1)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(GraphTimeout):
+            client.submit(slow, "next", deadline=time.monotonic() + 0.3)
+        assert time.monotonic() - t0 < 2.0
+        t0 = time.monotonic()
+        assert client.submit(lambda g: g.inject(7), "next") == 7
+        assert time.monotonic() - t0 < 2.0
+        with pytest.raises(GraphTimeout):  # a deadline already spent is not even sent
+            client.submit(lambda g: g.inject(1), "next", deadline=time.monotonic() - 1)
+    finally:
+        client.close()
 
 
 def test_dropped_connection_is_rebuilt(settings, services):

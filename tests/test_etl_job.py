@@ -93,6 +93,10 @@ def test_load_matches_snapshot_twice_and_round_trips_through_export(spark, setti
     exported = tmp_path / "exported"
     export_snapshot(graph, exported, page=500)
     assert _rows(exported) == _rows(out)
+    # the identifier statistics in the graph are the upserter's recount from the loaded edges and customer
+    # status; equal to the Spark job's aggregation, row for row, hubs and blocked counts included
+    idents = [r for r in _rows(out).values() if r.get("n_customers") is not None]
+    assert idents and max(r["n_customers"] for r in idents) > 1 and any(r["n_blocked"] for r in idents)
 
 
 def test_broken_rows_are_quarantined_and_the_rest_loads(spark, settings, world, tmp_path):

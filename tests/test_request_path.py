@@ -20,6 +20,10 @@ def request_graph(frame, seed: str, hub_degree: int) -> RequestGraph:
     return FrameRequests(frame, hub_degree).graph(seed)
 
 
+def graph_ids(frame, seed):
+    return request_graph(frame, seed, 50).identifiers_of(seed)
+
+
 def toy_world():
     """A ring on an emulator and stolen cards, households on home IPs, a carrier NAT hub, odd values."""
     customers, links = [], []
@@ -86,8 +90,17 @@ def test_seed_only_forward_equals_the_full_forward(fitted, seed):
         j = int(fast.index_of([seed])[0])
         api = net(mask_labels(fast, [j]), fast.edge_index, fast.edge_type, fast.edge_attr,
                   targets=torch.tensor([j]))[0]
+        prefixes = net(mask_labels(fast, [j]), fast.edge_index, fast.edge_type, fast.edge_attr,
+                       targets=torch.tensor([j]), layer_edges=fast.layer_edges(2, j))[0]
     assert float(only) == pytest.approx(float(everything), abs=1e-5)
     assert float(api) == pytest.approx(float(everything), abs=1e-5)
+    assert float(prefixes) == pytest.approx(float(everything), abs=1e-5)
+    # the prefixes are what a seed needs and no more: the last layer reads only the edges into the seed
+    into_seed, into_identifiers = fast.seed_prefixes
+    assert (fast.edge_index[1, :into_seed] == j).all() and not (fast.edge_index[1, into_seed:] == j).any()
+    idents = {int(i) for i in fast.index_of(graph_ids(frame, seed))}
+    assert all(int(d) in idents for d in fast.edge_index[1, into_seed:into_identifiers])
+    assert all(int(d) not in idents | {j} for d in fast.edge_index[1, into_identifiers:])
 
 
 def test_explanations_batch_their_occlusions_and_leave_the_model_untouched(fitted):
@@ -110,3 +123,17 @@ def test_explanations_batch_their_occlusions_and_leave_the_model_untouched(fitte
         assert conn["impact"] == pytest.approx(base - alone, abs=1e-5)
     assert {c["identifier_id"] for c in batched["connections"]} == set(request_graph(frame, seed, 50).identifiers_of(seed))
     assert batched["features"] and all(np.isfinite(f["impact"]) for f in batched["features"])
+
+
+def test_the_per_edge_conv_path_equals_the_relation_plan_path(fitted):
+    """Request graphs take the per-edge path, training graphs the relation plan: same numbers."""
+    from identigraph.model.nets import RelationPlan
+
+    _, enc, full, net = fitted
+    conv = net.convs[0]
+    h = torch.relu(net.inp(full.x))
+    with torch.no_grad():
+        small = conv._per_edge(h, full.edge_index, full.edge_type, full.edge_attr)
+        plan = RelationPlan(full.edge_index, full.edge_type, full.edge_attr, h.size(0), conv.num_relations)
+        planned = conv(h, full.edge_index, full.edge_type, full.edge_attr, plan)
+    np.testing.assert_allclose(small.numpy(), planned.numpy(), rtol=1e-5, atol=1e-5)

@@ -26,6 +26,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from identigraph.config import Settings
 from identigraph.errors import GraphError, GraphTimeout
+from identigraph.graph.graphbinary import FastGraphBinarySerializer
 
 log = logging.getLogger(__name__)
 # gremlinpython logs every server error at ERROR with the whole response; we raise or retry instead.
@@ -128,7 +129,7 @@ class GraphClient:
             headers = neptune_iam_headers(self.settings.graph_host, self.settings.graph_port, cfg.region or "")
         self._conn = DriverRemoteConnection(
             self.url, cfg.traversal_source, pool_size=self.pool_size, max_workers=self.pool_size,
-            headers=headers,
+            headers=headers, message_serializer=FastGraphBinarySerializer(),
         )
         self._g = traversal().with_remote(self._conn)
         self._generation += 1
@@ -206,17 +207,32 @@ class GraphClient:
             raise GraphError(f"graph request failed: {str(exc)[:500]}") from exc
 
     def _before(self, deadline: float, build: Callable[[GraphTraversalSource], GraphTraversal], fetch: Fetch) -> Any:
+        """One request bounded by ``deadline``: the server is told the time left, and we wait no longer.
+
+        Sent through the connection's own ``Client`` (futures with timeouts) rather than the traversal's
+        ``promise()``, whose extra future and callback thread cost ~0.7 ms of CPU per request.
+        """
         left = deadline - time.monotonic()
         if left <= 0.001:
             raise GraphTimeout("graph request not sent: its deadline had passed")
         t = self._quiet(build(self.g().with_("evaluationTimeout", max(1, int(left * 1000)))))
-        done = {"list": lambda tr: tr.to_list(), "next": lambda tr: tr.next(), "iterate": lambda tr: tr.iterate(),
-                "one_or_none": lambda tr: next(iter(tr.to_list()), None)}[fetch]
+        conn = self._conn
+        assert conn is not None
         try:
-            return t.promise(done).result(timeout=left + 0.05)  # the server's own timeout answers first
+            result_set = conn._client.submit_async(  # gremlinpython's Client behind the remote connection
+                t.bytecode, request_options=DriverRemoteConnection._extract_request_options(t.bytecode),
+            ).result(timeout=left)
+            traversers = result_set.all().result(timeout=max(deadline - time.monotonic(), 0) + 0.05)
         except FutureTimeout:
             raise GraphTimeout(f"graph did not answer within {left * 1000:.0f} ms") from None
-
+        values = [tr.object for tr in traversers for _ in range(tr.bulk)]
+        if fetch == "list":
+            return values
+        if fetch == "next":
+            if not values:
+                raise StopIteration
+            return values[0]
+        return values[0] if fetch == "one_or_none" and values else None
     @staticmethod
     def _quiet(t: GraphTraversal) -> GraphTraversal:
         """gremlinpython formats ``str(bytecode)`` for debug log lines even when debug is off; for a

@@ -123,7 +123,9 @@ class LoadedModel:
     def score_seed(self, t: GraphTensors, vid: str) -> tuple[float, int]:
         """One vertex's probability with its own label-derived inputs hidden: the seed-only forward."""
         i = int(self._index(t, [vid])[0])
-        logit = self.model(mask_labels(t, [i]), t.edge_index, t.edge_type, t.edge_attr, targets=torch.tensor([i]))
+        layers = t.layer_edges(len(self.model.convs), i)
+        logit = self.model(mask_labels(t, [i]), t.edge_index, t.edge_type, t.edge_attr, targets=torch.tensor([i]),
+                           layer_edges=layers)
         return float(torch.sigmoid(logit)[0]), i
 
     def explain(self, frame: GraphFrame, customer_vid: str, top_k: int = 10) -> dict[str, Any]:

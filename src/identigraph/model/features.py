@@ -57,10 +57,27 @@ class GraphTensors:
     edge_type: torch.Tensor                  # [E]
     edge_attr: torch.Tensor                  # [E, D]
     relations: list[str]
+    # request graphs only: the seed's node, and edges ordered [into the seed | into the seed's identifiers |
+    # the rest] with these the first two boundaries, so each layer of a seed-only forward takes a prefix
+    seed_index: int | None = None
+    seed_prefixes: tuple[int, int] | None = None
+    _lookup: dict[str, int] | None = field(default=None, repr=False, compare=False)  # index_of's, built once
+
+    def layer_edges(self, layers: int, node: int) -> list[int] | None:
+        """Edges each layer of ``node``'s seed-only forward needs, first layer first (request graphs only)."""
+        if self.seed_prefixes is None or node != self.seed_index:
+            return None
+        into_seed, into_identifiers = self.seed_prefixes
+        return [int(self.edge_type.numel())] * max(layers - 2, 0) + [into_identifiers, into_seed][-layers:]
 
     def index_of(self, ids: list[str] | np.ndarray) -> np.ndarray:
-        lookup = pd.Series(np.arange(len(self.node_ids)), index=self.node_ids)
-        return lookup.reindex(ids).to_numpy()
+        """Node indices of ``ids`` (NaN where absent), from a dict built once per tensors object."""
+        lookup = self._lookup
+        if lookup is None:
+            lookup = self._lookup = {v: i for i, v in enumerate(self.node_ids.tolist())}
+        found = [lookup.get(v, -1) for v in ids]
+        out = np.array(found, dtype=np.int64)
+        return out if (out >= 0).all() else np.where(out >= 0, out, np.nan)  # NaN marks the absent
 
     def nodes_of(self, label: str) -> np.ndarray:
         start, end = self.type_offsets.get(label, (0, 0))

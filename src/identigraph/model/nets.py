@@ -19,6 +19,10 @@ from torch import Tensor, nn
 from torch_geometric.nn import RGCNConv
 
 
+# below this many edges a conv gathers per-edge weights instead of looping over relations (request graphs)
+SMALL_GRAPH_EDGES = 2048
+
+
 class RelationPlan:
     """Edges grouped by relation once per forward pass and shared by every layer.
 
@@ -54,6 +58,8 @@ class EdgeAwareRGCNConv(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor,
                 plan: RelationPlan | None = None) -> Tensor:
+        if plan is None and edge_type.numel() <= SMALL_GRAPH_EDGES:
+            return self._per_edge(x, edge_index, edge_type, edge_attr)
         plan = plan or RelationPlan(edge_index, edge_type, edge_attr, x.size(0), self.num_relations)
         # one gather for all edges, split (not sliced) per relation: backward is one concat + one
         # index_add instead of a dense zero buffer per relation
@@ -64,6 +70,26 @@ class EdgeAwareRGCNConv(nn.Module):
             g, add = (es[r] @ self.edge_weight[r]).split(self.out_channels, dim=1)
             msgs.append((xs[r] @ self.weight[r]) * torch.sigmoid(g + self.gate_bias[r]) + add)
         return self.root(x).index_add(0, plan.dst, torch.cat(msgs) * plan.norm)
+
+    def _per_edge(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor) -> Tensor:
+        """The same messages computed for every relation at once: a dozen ops whatever the relations.
+
+        For the API's request graphs (tens of edges) the per-relation loop is ~60 tiny ops whose fixed cost
+        is the whole forward; computing all R relations for every node is cheap at that size and wasteful
+        for a training graph, hence ``SMALL_GRAPH_EDGES``.
+        """
+        src, dst = edge_index[0], edge_index[1]
+        # every node and every edge through every relation's weights (R small batched matmuls), then each
+        # edge picks its own relation's row: no per-relation loop, no copy of the weights
+        msg = torch.matmul(x.unsqueeze(0), self.weight)[edge_type, src]
+        rows = torch.arange(edge_type.numel(), device=edge_type.device)
+        ge = torch.matmul(edge_attr.unsqueeze(0), self.edge_weight)[edge_type, rows]
+        g, add = ge.split(self.out_channels, dim=1)
+        msg = msg * torch.sigmoid(g + self.gate_bias.index_select(0, edge_type)) + add
+        key = dst * self.num_relations + edge_type
+        deg = torch.bincount(key, minlength=x.size(0) * self.num_relations)
+        norm = (1.0 / deg.index_select(0, key).to(msg.dtype)).unsqueeze(1)
+        return self.root(x).index_add(0, dst, msg * norm)
 
 
 class _PlainRGCN(nn.Module):
@@ -98,23 +124,30 @@ class FraudGNN(nn.Module):
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor,
-                targets: Tensor | None = None) -> Tensor:
+                targets: Tensor | None = None, layer_edges: list[int] | None = None) -> Tensor:
         """One logit per node, or per ``targets`` node when given.
 
         With ``targets`` each layer runs only the edges its result is needed for: layer L the edges into
         the targets, layer L-1 the edges into those edges' sources, and so on. A node's output depends
         only on its incoming edges, so the targets' logits are exactly the full forward's; the API scores
-        one customer and skips the messages into the neighbours it will never score.
+        one customer and skips the messages into the neighbours it will never score. ``layer_edges``
+        (``GraphTensors.layer_edges``) says the same for edges already ordered that way: each layer takes
+        a prefix, no masks to compute.
         """
         h = torch.relu(self.inp(x))
+        if targets is not None and layer_edges is not None:
+            for conv, norm, k in zip(self.convs, self.norms, layer_edges):
+                h = h + self.dropout(torch.relu(norm(conv(h, edge_index[:, :k], edge_type[:k], edge_attr[:k]))))
+            return self.head(h[targets]).view(-1)
         if targets is None:
-            plan = self._plan(edge_index, edge_type, edge_attr, x.size(0))
+            plan = self._plan(edge_index, edge_type, edge_attr, x.size(0)) if edge_type.numel() > SMALL_GRAPH_EDGES else None
             for conv, norm in zip(self.convs, self.norms):
                 h = h + self.dropout(torch.relu(norm(conv(h, edge_index, edge_type, edge_attr, plan))))
             return self.head(h).view(-1)
         for conv, norm, keep in zip(self.convs, self.norms, self._needed_edges(edge_index, targets, x.size(0))):
             ei, et, ea = edge_index[:, keep], edge_type[keep], edge_attr[keep]
-            h = h + self.dropout(torch.relu(norm(conv(h, ei, et, ea, self._plan(ei, et, ea, x.size(0))))))
+            plan = self._plan(ei, et, ea, x.size(0)) if et.numel() > SMALL_GRAPH_EDGES else None
+            h = h + self.dropout(torch.relu(norm(conv(h, ei, et, ea, plan))))
         return self.head(h[targets]).view(-1)
 
     def _plan(self, edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor, n: int) -> RelationPlan | None:

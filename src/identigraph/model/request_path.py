@@ -174,14 +174,15 @@ class RequestEncoder:
                               x[start:start + len(ids)], self.block_start[label])
             start += len(ids)
         degree = self._structure(graph, index, as_of_s, x)
-        edge_index, edge_type, edge_attr = self._edges(graph, index, as_of_s, degree)
+        edge_index, edge_type, edge_attr, prefixes = self._edges(graph, index, as_of_s, degree)
         x = (x - self.mean) / self.std
         return GraphTensors(
             node_ids=np.array(node_ids, dtype=object), node_type=torch.from_numpy(node_type),
             type_names=list(enc.type_names), type_offsets=offsets, x=torch.as_tensor(x, dtype=torch.float32),
             label_cols=torch.as_tensor(self.label_cols, dtype=torch.long), mask_col=self.mask_col,
             edge_index=torch.from_numpy(edge_index), edge_type=torch.from_numpy(edge_type),
-            edge_attr=torch.as_tensor(edge_attr, dtype=torch.float32), relations=list(enc.relations))
+            edge_attr=torch.as_tensor(edge_attr, dtype=torch.float32), relations=list(enc.relations),
+            seed_index=index[graph.seed], seed_prefixes=prefixes)
 
     def _structure(self, graph: RequestGraph, index: dict[str, int], as_of_s: float, x: np.ndarray) -> np.ndarray:
         """Degree per relation, first and last use: from statistics (identifiers) and summaries (customers)."""
@@ -215,7 +216,7 @@ class RequestEncoder:
         return total
 
     def _edges(self, graph: RequestGraph, index: dict[str, int], as_of_s: float, degree: np.ndarray,
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
         edges = [e for e in graph.edges if e[0] in index and e[2] in index and e[1] in self.from_customer]
         m = len(edges)
         attr = np.zeros((m, self.edge_width))
@@ -237,10 +238,18 @@ class RequestEncoder:
         if self.enc.hub_degree is not None and m:
             identifier = np.array([EDGE_TO_IDENTIFIER.get(e[1]) is not None for e in edges])
             keep_fwd = ~(identifier & (degree[dst] > self.enc.hub_degree))
-        edge_index = np.concatenate([np.stack([src[keep_fwd], dst[keep_fwd]]), np.stack([dst, src])], axis=1)
-        edge_type = np.concatenate([fwd[keep_fwd], rev])
-        edge_attr = np.concatenate([attr[keep_fwd], attr])
-        return edge_index, edge_type, edge_attr
+        # the seed-only forward's order: identifier → seed messages, then customer → identifier ones (every
+        # identifier here is the seed's), then identifier → other customer ones, which no seed layer reads
+        seed = index[graph.seed]
+        to_seed = src == seed
+        parts = [(dst[to_seed], src[to_seed], rev[to_seed], attr[to_seed]),
+                 (src[keep_fwd], dst[keep_fwd], fwd[keep_fwd], attr[keep_fwd]),
+                 (dst[~to_seed], src[~to_seed], rev[~to_seed], attr[~to_seed])]
+        edge_index = np.concatenate([np.stack([a, b]) for a, b, _, _ in parts], axis=1)
+        edge_type = np.concatenate([t for _, _, t, _ in parts])
+        edge_attr = np.concatenate([e for _, _, _, e in parts])
+        into_seed = int(to_seed.sum())
+        return edge_index, edge_type, edge_attr, (into_seed, into_seed + int(keep_fwd.sum()))
 
 
 class FrameRequests:

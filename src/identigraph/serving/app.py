@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -107,6 +108,10 @@ class RequestContext:
                 access.info(json.dumps({"request_id": request_id, "method": scope["method"], "route": route,
                                         "status": status["code"], "ms": round(seconds * 1000, 2),
                                         "caller": scope["state"].get("caller")}))
+
+
+def _json(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def _problem(request: Request, status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -221,15 +226,16 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/score", tags=["scoring"], response_model=s.ScoreResponse, responses=responses)
-    def score(body: s.ScoreRequest, request: Request, key: ApiKey = Depends(require("score"))) -> dict[str, Any]:
+    def score(body: s.ScoreRequest, request: Request, key: ApiKey = Depends(require("score"))) -> Any:
         """Score a customer (or a signup not yet in the graph, from its identifiers) and decide."""
-        return _score_one(service, body, key.id, request.state.request_id)
+        # the service builds the response to the schema: orjson straight out, no second pydantic pass
+        return _json(_score_one(service, body, key.id, request.state.request_id))
 
     @app.post("/v1/score:batch", tags=["scoring"], response_model=s.BatchResponse, responses=responses)
     def score_batch(body: BatchRequest, request: Request, key: ApiKey = Depends(require("score"))) -> Any:
         """Up to ``max_batch`` score requests in one call, answered in order."""
         rid = request.state.request_id
-        return {"results": [_score_one(service, r, key.id, f"{rid}.{i}") for i, r in enumerate(body.requests)]}
+        return _json({"results": [_score_one(service, r, key.id, f"{rid}.{i}") for i, r in enumerate(body.requests)]})
 
     @app.get("/v1/customers/{customer_id}/identity", tags=["identity"], response_model=s.IdentityResponse,
              responses={**responses, 404: {"model": s.Problem}, 503: {"model": s.Problem}})
@@ -319,7 +325,7 @@ def _routes(app: FastAPI, service: ScoringService, cfg: ServingConfig) -> None:
             return _problem(request, 422, _safe_errors(exc.errors()))
         results = await run_in_threadpool(
             lambda: [_score_one(service, r, caller, f"{rid}.{n}") for n, r in enumerate(body.instances)])
-        return JSONResponse({"predictions": results})
+        return _json({"predictions": results})
 
 
 MODEL_DIR_ENV = "IDENTIGRAPH_MODEL_DIR"
@@ -331,8 +337,10 @@ def _prepare_process(serving: ServingConfig) -> None:
     import os
 
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(serving.model_threads)
+    threadpool_limits(serving.model_threads)  # numpy's BLAS too: tiny matrices, requests are the parallelism
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))  # the records are JSON already
     log.handlers[:] = [handler]

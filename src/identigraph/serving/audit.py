@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 log = logging.getLogger("identigraph.serving")
 
 
@@ -25,13 +27,13 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a", buffering=1)
+        self._fh = open(path, "ab", buffering=0)  # one write(2) per line: nothing waits in a buffer
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=str, separators=(",", ":"))
+        line = orjson.dumps(record, default=str) + b"\n"
         with self._lock:
-            self._fh.write(line + "\n")
+            self._fh.write(line)
 
     def close(self) -> None:
         with self._lock:

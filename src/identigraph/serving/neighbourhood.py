@@ -86,19 +86,21 @@ def _identifiers(seed: str, new: list[str]) -> GraphTraversal:
 
 
 def traversal(g: Any, seed: str, new: list[str], customer_props: list[str], cap: int, max_links: int) -> GraphTraversal:
-    """The whole fetch as one request (see the module docstring)."""
-    small = lambda: _identifiers(seed, new).where(_degree(cap).is_(P.lte(cap)))  # noqa: E731 — fresh each use
-    links = lambda: small().local(__.in_e().where(__.out_v().has_id(P.neq(seed))).limit(cap))  # noqa: E731
+    """The whole fetch as one request (see the module docstring). The identifiers are walked twice: once for
+    their statistics and links, once for their customers, each customer once however many it shares."""
+    small = lambda: __.where(_degree(cap).is_(P.lte(cap)))  # noqa: E731 — gremlinpython traversals are mutable
+    others = lambda: __.in_e().where(__.out_v().has_id(P.neq(seed))).limit(cap)  # noqa: E731
     return (
-        g.inject(0).project("seed", "links", "identifiers", "edges", "customers")
+        g.inject(0).project("seed", "links", "identifiers", "customers")
         .by(__.V(seed).value_map(*customer_props).by(__.unfold()).fold())
         .by(__.V(seed).out_e().limit(max_links)
             .project("i", "l", "p").by(__.in_v().id_()).by(T.label).by(__.value_map(*EDGE_PROPS)).fold())
-        .by(_identifiers(seed, new).project("i", "l", "s").by(T.id).by(T.label)
-            .by(__.value_map(*IDENTIFIER_PROPS).by(__.unfold())).fold())
-        .by(links().project("c", "i", "l", "p").by(__.out_v().id_()).by(__.in_v().id_()).by(T.label)
-            .by(__.value_map(*EDGE_PROPS)).fold())
-        .by(links().out_v().dedup().project("c", "p", "n", "f", "l").by(T.id)
+        .by(_identifiers(seed, new).project("i", "l", "s", "e").by(T.id).by(T.label)
+            .by(__.value_map(*IDENTIFIER_PROPS).by(__.unfold()))
+            .by(small().local(others()).project("c", "p").by(__.out_v().id_()).by(__.value_map(*EDGE_PROPS)).fold())
+            .fold())
+        .by(_identifiers(seed, new).where(_degree(cap).is_(P.lte(cap))).local(others()).out_v().dedup()
+            .project("c", "p", "n", "f", "l").by(T.id)
             .by(__.value_map(*customer_props).by(__.unfold()))
             .by(__.out_e().group_count().by(T.label))
             .by(__.out_e().values("first_seen").min_())
@@ -150,9 +152,11 @@ def fetch(client: GraphClient, customer: str, ids: dict[str, str], customer_prop
     for r in row["customers"]:
         vertices[r["c"]] = (CUSTOMER, dict(r["p"]))
         out.graph.summaries[r["c"]] = _summary(r["n"], [r["f"]], [r["l"]])
-    for r in row["edges"]:
-        if r["i"] in vertices and r["c"] in vertices and r["i"] not in out.hubs:
-            edges.append((r["c"], r["l"], r["i"], dict(r["p"])))
+    for ident in row["identifiers"]:
+        if ident["i"] in out.hubs:
+            continue
+        elabel = IDENTIFIERS[ident["l"]][0]
+        edges += [(r["c"], elabel, ident["i"], dict(r["p"])) for r in ident["e"] if r["c"] in vertices]
     mine: dict[str, int] = {}
     for _, elabel, _, _ in (e for e in edges if e[0] == seed):
         mine[elabel] = mine.get(elabel, 0) + 1
