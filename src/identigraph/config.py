@@ -110,7 +110,8 @@ class QueueConfig(_Strict):
     events: str = "identigraph-events"
     dead_letter: str = Field("identigraph-events-dlq.fifo", pattern=r"\.fifo$", description=(
         "FIFO: the consumer sends each poison message with its source MessageId as deduplication id, so a crash "
-        "between the send and the delete cannot dead-letter it twice"))
+        "between the send and the delete cannot dead-letter it twice (if it comes back within FIFO's 5-minute "
+        "deduplication window)"))
     review: str = "identigraph-review"
     visibility_timeout_s: int = Field(30, ge=2, le=43200)
 
