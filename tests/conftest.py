@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 def make_settings(data_dir: Path, **extra) -> Settings:
     overrides = {
         "data_dir": str(data_dir),
-        "services": {"gremlin": {"port": free_port(), "heap": "1g"}, "elasticmq": {"port": free_port()}},
+        # checkpoints every second: the stream consumer acknowledges a message once one holds it
+        "services": {"gremlin": {"port": free_port(), "heap": "1g", "checkpoint_interval_s": 1},
+                     "elasticmq": {"port": free_port()}},
         "graph": {"retry": {"attempts": 6, "initial_backoff_s": 0.02, "max_backoff_s": 0.5}},
     }
     overrides.update(extra)

@@ -247,6 +247,8 @@ def neptune_load(
 def consume(
     until_empty: bool = typer.Option(False, "--until-empty", help="stop when the queue has nothing left"),
     max_messages: Optional[int] = typer.Option(None, "--max-messages", min=1),
+    latency_log: Optional[Path] = typer.Option(None, "--latency-log",
+                                               help="append 'sent_ms commit_ms' per event (benchmarks)"),
 ) -> None:
     """Run the stream consumer: SQS events into the graph, exactly once in effect (SIGTERM drains)."""
     import dataclasses
@@ -257,28 +259,17 @@ def consume(
     consumer = Consumer(cfg)
     consumer.install_signal_handlers()
     server = serve_health(consumer, cfg.stream.health_port) if cfg.stream.health_port else None
+    if latency_log:
+        consumer.latency_log = open(latency_log, "a")
     try:
         stats = consumer.run(until_empty=until_empty, max_messages=max_messages)
     finally:
         if server:
             server.shutdown()
         consumer.client.close()
+        if consumer.latency_log:
+            consumer.latency_log.close()
     console.print_json(json.dumps(dataclasses.asdict(stats)))
-
-
-@stream_app.command("sweep-markers")
-def stream_sweep_markers(
-    older_than_days: float = typer.Option(15.0, "--older-than-days", min=14.0,
-                                          help="keep markers younger than this (SQS redelivers for up to 14 days)"),
-) -> None:
-    """Drop de-duplication markers of events applied long enough ago that SQS can no longer redeliver them."""
-    from datetime import datetime, timedelta, timezone
-
-    from identigraph.etl.stream_writer import sweep_markers
-
-    cutoff = datetime.now(timezone.utc) - timedelta(days=older_than_days)
-    with _client() as client:
-        console.print(f"dropped {sweep_markers(client, cutoff):,} markers applied before {cutoff:%Y-%m-%dT%H:%M:%SZ}")
 
 
 @stream_app.command("publish")
