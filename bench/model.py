@@ -48,6 +48,21 @@ def sh(args: list[str], **kw: Any) -> subprocess.CompletedProcess:
 
 # ---- worlds ------------------------------------------------------------------------------------------------
 
+def _built(snapshot: Path) -> bool:
+    """A published snapshot: versioned (``LATEST``) or a plain folder with its summary."""
+    return (snapshot / "LATEST").exists() or (snapshot / "_summary.json").exists()
+
+
+def snapshot_as_of(snapshot: Path) -> datetime:
+    """The as-of of the run a snapshot location publishes (its ``_summary.json``)."""
+    from identigraph.etl import fs as fsys
+    from identigraph.etl import snapshot as snap
+
+    fs = fsys.PyFS()
+    summary = json.loads(fsys.read_text(fs, fsys.join(snap.resolve(fs, snapshot).prefix, snap.SUMMARY)))
+    return datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
+
+
 def build_world(spark: Any, settings: Any, root: Path, customers: int, seed: int, profile: str) -> dict[str, Path]:
     """World, snapshot and labels at T (the snapshot's own as-of) and at T − BACKTEST_DAYS; reused when present."""
     from identigraph.etl.job import run_etl
@@ -58,11 +73,10 @@ def build_world(spark: Any, settings: Any, root: Path, customers: int, seed: int
     if not (paths["world"] / "truth.csv").exists():
         write_world(generate_world(SynthParams.profile(profile, customers=customers, seed=seed)), paths["world"],
                     overwrite=True)
-    if not (paths["snapshot"] / "_summary.json").exists():
+    if not _built(paths["snapshot"]):
         run_etl(spark, settings, paths["world"], paths["snapshot"], KEY, overwrite=True)
-    as_of = datetime.fromisoformat(json.loads((paths["snapshot"] / "_summary.json").read_text())["as_of"]
-                                   .replace("Z", "+00:00"))
-    if not (paths["past_snapshot"] / "_summary.json").exists():
+    as_of = snapshot_as_of(paths["snapshot"])
+    if not _built(paths["past_snapshot"]):
         run_etl(spark, settings, paths["world"], paths["past_snapshot"], KEY,
                 as_of=as_of - timedelta(days=BACKTEST_DAYS), overwrite=True)
     truth = paths["world"] / "truth.csv"

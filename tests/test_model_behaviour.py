@@ -110,8 +110,7 @@ def test_predict_writes_one_score_per_customer(trained, tmp_path):
 def test_backtest_trains_in_the_past_and_judges_against_what_the_platform_confirmed_since(spark, settings, trained):
     """Snapshot and labels 60 days back, from the same world: train there, score the customers not blocked
     then, and compare with the blocks that stand in today's snapshot (lead time) and with the truth."""
-    import json
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     from identigraph.etl.job import run_etl
     from identigraph.labeling.job import run_labeling
@@ -119,8 +118,7 @@ def test_backtest_trains_in_the_past_and_judges_against_what_the_platform_confir
     from identigraph.model.pipeline import prepare, read_truth
 
     root, _, frame = trained
-    as_of = datetime.fromisoformat(json.loads((root / "snapshot" / "_summary.json").read_text())["as_of"]
-                                   .replace("Z", "+00:00"))
+    as_of = pd.Timestamp(frame.as_of).to_pydatetime()
     run_etl(spark, settings, root / "world", root / "past", KEY, as_of=as_of - timedelta(days=60))
     run_labeling(spark, root / "past", root / "past_labels")
     cfg = load_model_config(overrides={"training.epochs": 30})
