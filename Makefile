@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test bench services-up services-down clean
 
-$(STAMP): pyproject.toml scripts/ensure-system-deps.sh
+$(STAMP): pyproject.toml scripts/ensure-system-deps.sh src/identigraph/etl/cloud_jars.py
 	bash scripts/ensure-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	$(BIN)/identigraph services install
+	$(BIN)/python -m identigraph.etl.cloud_jars  # hadoop-aws + AWS SDK bundle + spark-hadoop-cloud (~613 MiB) into ~/.m2, once
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +28,7 @@ test: install
 bench: install
 	$(BIN)/python bench/upsert.py
 	$(BIN)/python bench/etl.py
+	$(BIN)/python bench/etl.py --incremental
 	$(BIN)/python bench/stream.py
 	$(BIN)/python bench/labels.py
 	$(BIN)/python bench/model.py

@@ -1,12 +1,18 @@
-"""Model benchmark: fraud found among unblocked customers, Tolokers, and training speed — one run per table.
+"""Model benchmark: repeated evaluation on hard synthetic worlds, the temporal back-test, Tolokers, speed.
 
-Usage: python bench/model.py [--customers 50000] [--seed 11] [--work DIR] [--only synthetic,tolokers,speed]
+Usage: python bench/model.py [--customers 50000] [--world-seeds 11,12,13] [--train-seeds 1,2,3]
+                             [--profile hard] [--work DIR] [--only synthetic,tolokers,speed]
 
-- synthetic: synth world → Spark snapshot → labeling job → train (edge-aware RGCN) → evaluate model,
-  plain-RGCN ablation and GBDT baseline on the *unblocked* test customers against ground truth.
-- tolokers: ../shared/data/tolokers.npz as a snapshot (test labels hidden), official splits 0–4.
-- speed: epoch time and peak RSS of the edge-aware conv vs PyG's RGCNConv, same graph and width,
-  full-batch and sampled; each configuration in its own process so peak memory is its own.
+- synthetic: for each world seed, synth (``--profile hard``) → Spark snapshot at T and at T − 60 days →
+  labels for each → for each training seed: ``run_train`` (the shipped model) and ``run_evaluate`` with the
+  back-test, i.e. the plain-RGCN ablation, the GBDT baseline and the neighbour-block rule on the same split,
+  judged on unblocked test customers against the truth, plus the back-test (train as of T − 60, score the
+  customers not blocked then, against the platform's confirmations by T and the truth, lead time). Figures
+  are mean ± sd over every (world, training seed) run, and per world seed (mean over training seeds).
+- tolokers: ../shared/data/tolokers.npz as a snapshot (test labels hidden), official splits 0–4, model vs
+  plain RGCN vs GBDT.
+- speed: ``identigraph train`` on a 30,000-customer hard world as a whole process (wall time, CPU time,
+  peak RSS of the process tree), under the benchmark lock when run by ``flock``.
 """
 
 from __future__ import annotations
@@ -20,44 +26,167 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [str(Path(sys.executable).parent / "identigraph")]
 TOLOKERS = REPO.parent / "shared" / "data" / "tolokers.npz"
-# One intra-op thread: on this shared 2-core VM a forward+backward on the 50k-customer graph took 11 s with
-# one thread and 17-21 s with two (OpenMP threads spin against other processes).
-THREADS = int(os.environ.get("BENCH_THREADS", "1"))
+KEY = b"bench-model-key-0123456789abcdef"
+BACKTEST_DAYS = 60
+MODELS = ("model", "rgcn_ablation", "gbdt_baseline", "neighbour_rule")
+METRICS = ("auroc", "auprc", "recall_at_p85")
 
 
-def sh(args: list[str]) -> None:
+def sh(args: list[str], **kw: Any) -> subprocess.CompletedProcess:
     print("$", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], check=True, cwd=REPO)
+    return subprocess.run([str(a) for a in args], check=True, cwd=REPO, **kw)
 
 
-def synthetic(work: Path, customers: int, seed: int) -> dict:
+# ---- worlds ------------------------------------------------------------------------------------------------
+
+def _built(snapshot: Path) -> bool:
+    """A published snapshot: versioned (``LATEST``) or a plain folder with its summary."""
+    return (snapshot / "LATEST").exists() or (snapshot / "_summary.json").exists()
+
+
+def snapshot_as_of(snapshot: Path) -> datetime:
+    """The as-of of the run a snapshot location publishes (its ``_summary.json``)."""
+    from identigraph.etl import fs as fsys
+    from identigraph.etl import snapshot as snap
+
+    fs = fsys.PyFS()
+    summary = json.loads(fsys.read_text(fs, fsys.join(snap.resolve(fs, snapshot).prefix, snap.SUMMARY)))
+    return datetime.fromisoformat(summary["as_of"].replace("Z", "+00:00"))
+
+
+def build_world(spark: Any, settings: Any, root: Path, customers: int, seed: int, profile: str) -> dict[str, Path]:
+    """World, snapshot and labels at T (the snapshot's own as-of) and at T − BACKTEST_DAYS; reused when present."""
+    from identigraph.etl.job import run_etl
+    from identigraph.labeling.job import run_labeling
+    from identigraph.synth import SynthParams, generate_world, write_world
+
+    paths = {k: root / k for k in ("world", "snapshot", "labels", "past_snapshot", "past_labels")}
+    if not (paths["world"] / "truth.csv").exists():
+        write_world(generate_world(SynthParams.profile(profile, customers=customers, seed=seed)), paths["world"],
+                    overwrite=True)
+    if not _built(paths["snapshot"]):
+        run_etl(spark, settings, paths["world"], paths["snapshot"], KEY, overwrite=True)
+    as_of = snapshot_as_of(paths["snapshot"])
+    if not _built(paths["past_snapshot"]):
+        run_etl(spark, settings, paths["world"], paths["past_snapshot"], KEY,
+                as_of=as_of - timedelta(days=BACKTEST_DAYS), overwrite=True)
+    truth = paths["world"] / "truth.csv"
+    for snap, labels in (("snapshot", "labels"), ("past_snapshot", "past_labels")):
+        if not (paths[labels] / "labels.csv").exists():
+            run_labeling(spark, paths[snap], paths[labels], truth=truth, overwrite=True)
+    return paths
+
+
+def _mean_sd(values: list[float]) -> dict[str, float]:
+    a = np.asarray([v for v in values if v == v], dtype=float)
+    return {"mean": float(a.mean()) if len(a) else float("nan"),
+            "sd": float(a.std(ddof=1)) if len(a) > 1 else float("nan"), "n": int(len(a))}
+
+
+def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """mean ± sd of every (view, model, metric) over runs, and of the back-test's lead times."""
+    out: dict[str, Any] = {"views": {}, "backtest": {}, "lead_time": {}}
+    for view in runs[0]["evaluation"]["views"]:
+        out["views"][view] = {m: {k: _mean_sd([r["evaluation"]["views"][view][m][k] for r in runs]) for k in METRICS}
+                              for m in runs[0]["evaluation"]["views"][view]}
+    bts = [r["evaluation"]["backtest"] for r in runs if "backtest" in r["evaluation"]]
+    if bts:
+        for view in bts[0]["views"]:
+            out["backtest"][view] = {m: {k: _mean_sd([b["views"][view][m][k] for b in bts]) for k in METRICS}
+                                     for m in bts[0]["views"][view]}
+        for m in bts[0]["lead_time"]:
+            keys = [k for k, v in bts[0]["lead_time"][m].items() if isinstance(v, (int, float))]
+            out["lead_time"][m] = {k: _mean_sd([b["lead_time"][m].get(k, float("nan")) for b in bts]) for k in keys}
+    out["train_seconds"] = _mean_sd([r["train"]["train_seconds"] for r in runs])
+    out["best_epoch"] = _mean_sd([r["train"]["best_epoch"] for r in runs])
+    return out
+
+
+def _targets(per_world: dict[str, dict[str, Any]], view: str = "test_unblocked_vs_truth") -> dict[str, Any]:
+    """The issue's bars, checked per world seed on the means over training seeds."""
+    rows = {}
+    for ws, agg in per_world.items():
+        v = agg["views"][view]
+        m, g, r = v["model"], v["gbdt_baseline"], v["rgcn_ablation"]
+        sd = max(m["recall_at_p85"]["sd"], r["recall_at_p85"]["sd"])
+        rows[ws] = {
+            "model_ge_gbdt_recall_at_p85": m["recall_at_p85"]["mean"] >= g["recall_at_p85"]["mean"],
+            "model_ge_gbdt_auprc": m["auprc"]["mean"] >= g["auprc"]["mean"],
+            "model_minus_rgcn_recall_at_p85": m["recall_at_p85"]["mean"] - r["recall_at_p85"]["mean"],
+            "model_minus_rgcn_auprc": m["auprc"]["mean"] - r["auprc"]["mean"],
+            "seed_sd_recall_at_p85": sd,
+            "edge_beats_rgcn_by_more_than_sd": (m["recall_at_p85"]["mean"] - r["recall_at_p85"]["mean"]) > sd,
+            "neighbour_rule_recall_at_p85": v["neighbour_rule"]["recall_at_p85"]["mean"],
+            "gbdt_recall_at_p85": g["recall_at_p85"]["mean"],
+        }
+    return rows
+
+
+def synthetic(work: Path, customers: int, world_seeds: list[int], train_seeds: list[int], profile: str,
+              threads: int) -> dict[str, Any]:
+    from rich.console import Console
+
+    from identigraph.config import load_settings
+    from identigraph.etl.spark import session
     from identigraph.model.config import load_model_config
     from identigraph.model.pipeline import prepare, run_evaluate, run_train
 
-    world, snap, labels, model = work / "world", work / "snapshot", work / "labels", work / "model"
-    if not (world / "truth.csv").exists():
-        sh([*CLI, "synth", "--out", world, "--customers", customers, "--seed", seed, "--overwrite"])
-    if not (snap / "_summary.json").exists():
-        sh([*CLI, "etl", "--input", world, "--snapshot", snap, "--overwrite"])
-    if not (labels / "labels.csv").exists():
-        sh([*CLI, "label", "--snapshot", snap, "--out", labels, "--truth", world / "truth.csv", "--overwrite"])
-    cfg = load_model_config(overrides={"training.threads": THREADS})
-    t0 = time.perf_counter()
-    prepared = prepare(snap, cfg, labels=labels)
-    prep_s = time.perf_counter() - t0
-    version, metrics = run_train(snap, model, cfg, labels=labels, prepared=prepared)
-    evaluation = run_evaluate(snap, model, cfg, labels=labels, truth=world / "truth.csv", prepared=prepared)
-    return {"customers": customers, "seed": seed, "prepare_seconds": prep_s, "train": metrics,
-            "evaluation": evaluation, "label_report": json.loads((labels / "report.json").read_text())}
+    settings = load_settings(None)
+    spark = None
+    runs: list[dict[str, Any]] = []
+    worlds: dict[str, Any] = {}
+    for ws in world_seeds:
+        root = work / f"{profile}-{customers}-{ws}"
+        ready = all((root / k / f).exists() for k, f in (("labels", "labels.csv"), ("past_labels", "labels.csv")))
+        if not ready and spark is None:
+            spark = session(settings)
+        paths = build_world(spark, settings, root, customers, ws, profile) if not ready else \
+            {k: root / k for k in ("world", "snapshot", "labels", "past_snapshot", "past_labels")}
+        base = load_model_config(overrides={"training.threads": threads})
+        t0 = time.perf_counter()
+        current = prepare(paths["snapshot"], base, labels=paths["labels"])
+        past = prepare(paths["past_snapshot"], base, labels=paths["past_labels"])
+        prep_s = time.perf_counter() - t0
+        label_report = json.loads((paths["labels"] / "report.json").read_text())
+        world_runs = []
+        for ts in train_seeds:
+            cfg = load_model_config(overrides={"training.threads": threads, "training.seed": ts})
+            model_dir = root / f"model-seed{ts}"
+            print(f"== world {ws}, training seed {ts}", flush=True)
+            _, metrics = run_train(paths["snapshot"], model_dir, cfg, labels=paths["labels"], prepared=current)
+            evaluation = run_evaluate(paths["snapshot"], model_dir, cfg, labels=paths["labels"],
+                                      truth=paths["world"] / "truth.csv", prepared=current, backtest=past)
+            run = {"world_seed": ws, "train_seed": ts, "train": metrics, "evaluation": evaluation}
+            print(json.dumps({"world": ws, "seed": ts, "test_unblocked_vs_truth": {
+                m: {k: round(v[k], 4) for k in METRICS}
+                for m, v in evaluation["views"]["test_unblocked_vs_truth"].items()}}), flush=True)
+            world_runs.append(run)
+        runs += world_runs
+        worlds[str(ws)] = {"graph": {"nodes": int(len(current.tensors.x)),
+                                     "directed_edges": int(current.tensors.edge_index.shape[1]),
+                                     "relations": len(current.tensors.relations),
+                                     "node_features": int(current.tensors.x.shape[1]),
+                                     "edge_features": int(current.tensors.edge_attr.shape[1])},
+                           "prepare_seconds": prep_s, "label_truth": label_report.get("truth", {}).get("after_correction"),
+                           "scenarios": json.loads((paths["world"] / "manifest.json").read_text())["scenarios"],
+                           "aggregate": _aggregate(world_runs)}
+    if spark is not None:
+        spark.stop()
+    return {"customers": customers, "profile": profile, "world_seeds": world_seeds, "train_seeds": train_seeds,
+            "backtest_days": BACKTEST_DAYS, "runs": runs, "worlds": worlds, "aggregate": _aggregate(runs),
+            "targets": _targets({ws: w["aggregate"] for ws, w in worlds.items()})}
 
+
+# ---- Tolokers ----------------------------------------------------------------------------------------------
 
 def tolokers_snapshot(out: Path, split: int) -> np.ndarray:
     """Tolokers as a Neptune-CSV snapshot: workers with 10 features, `banned` hidden on the test split."""
@@ -66,6 +195,9 @@ def tolokers_snapshot(out: Path, split: int) -> np.ndarray:
     d = np.load(TOLOKERS)
     x, y, edges = d["node_features"], d["node_labels"], d["edges"]
     test = d["test_masks"][split]
+    split_names = np.where(d["train_masks"][split], "train", np.where(d["val_masks"][split], "val", "test"))
+    if (out / snap.SUMMARY).exists():
+        return split_names
     header = ["~id", "~label", *(f"f{j}:Double" for j in range(x.shape[1])), "banned:Int"]
     w = snap.CsvPartWriter(out / "vertices" / "worker" / "part-0.csv", header)
     for i in range(len(x)):
@@ -76,11 +208,10 @@ def tolokers_snapshot(out: Path, split: int) -> np.ndarray:
         w.write([f"e{k}", f"worker:{a}", f"worker:{b}", "knows"])
     w.close()
     (out / snap.SUMMARY).write_text(json.dumps({"as_of": "2020-01-01T00:00:00.000Z"}))
-    split_names = np.where(d["train_masks"][split], "train", np.where(d["val_masks"][split], "val", "test"))
     return split_names
 
 
-def tolokers(work: Path, splits: int) -> dict:
+def tolokers(work: Path, splits: int, threads: int) -> dict:
     from identigraph.model.baseline import GBDTBaseline
     from identigraph.model.config import load_model_config
     from identigraph.model.metrics import summary
@@ -89,8 +220,7 @@ def tolokers(work: Path, splits: int) -> dict:
 
     y_true = np.load(TOLOKERS)["node_labels"]
     cfg = load_model_config(overrides={"target_label": "worker", "label_columns": {}, "time_property": None,
-                                       "training.threads": THREADS,
-                                       "training.epochs": int(os.environ.get("BENCH_TOLOKERS_EPOCHS", "150"))})
+                                       "training.threads": threads})
     per_split = []
     for s in range(splits):
         root = work / f"tolokers-{s}"
@@ -99,70 +229,67 @@ def tolokers(work: Path, splits: int) -> dict:
         order = np.array([int(i.split(":")[1]) for i in p.targets.ids])
         test_nodes = p.nodes[split[order] == "test"]
         y_test = y_true[order][split[order] == "test"]
-        row = {"split": s}
-        for conv in os.environ.get("BENCH_TOLOKERS_CONVS", "edge,rgcn").split(","):
+        row: dict[str, Any] = {"split": s}
+        for name, conv in (("model", "edge"), ("rgcn_ablation", "rgcn")):
             t0 = time.perf_counter()
             res = train(p.tensors, p.targets, cfg, conv=conv, log=lambda m: print(f"  [{s} {conv}] {m}", flush=True))
-            row[conv] = {**summary(y_test, predict(res.model, p.tensors, test_nodes, cfg)),
-                         "seconds": time.perf_counter() - t0, "best_epoch": res.best_epoch}
+            row[name] = {**summary(y_test, predict(res.model, p.tensors, test_nodes, cfg, mode=res.mode)),
+                         "seconds": time.perf_counter() - t0, "best_epoch": res.best_epoch,
+                         "epoch_seconds": res.epoch_seconds}
         known = ~np.isnan(p.targets.y)
         tr = known & (p.targets.split == "train")
         va = known & (p.targets.split == "val")
         t0 = time.perf_counter()
         gbdt = GBDTBaseline(cfg).fit(p.tensors, p.nodes[tr], p.targets.y[tr], p.nodes[va], p.targets.y[va])
-        row["gbdt"] = {**summary(y_test, gbdt.predict(p.tensors, test_nodes)), "seconds": time.perf_counter() - t0}
-        print(json.dumps(row), flush=True)
+        row["gbdt_baseline"] = {**summary(y_test, gbdt.predict(p.tensors, test_nodes)),
+                                "seconds": time.perf_counter() - t0}
+        print(json.dumps({m: round(v["auroc"], 4) for m, v in row.items() if isinstance(v, dict)}), flush=True)
         per_split.append(row)
-    mean = {m: {k: float(np.mean([r[m][k] for r in per_split])) for k in ("auroc", "auprc")}
-            for m in ("edge", "rgcn", "gbdt") if all(m in r for r in per_split)}
+    mean = {m: {k: _mean_sd([r[m][k] for r in per_split]) for k in ("auroc", "auprc")}
+            for m in ("model", "rgcn_ablation", "gbdt_baseline")}
     return {"splits": per_split, "mean": mean}
 
 
-def speed_worker(snapshot: Path, conv: str, mode: str, epochs: int) -> None:
-    """One configuration in this process: prints JSON with median epoch seconds and peak RSS."""
-    from identigraph.model.config import load_model_config
-    from identigraph.model.pipeline import prepare
-    from identigraph.model.train import train
+# ---- speed -------------------------------------------------------------------------------------------------
 
-    cfg = load_model_config(overrides={"training.epochs": epochs, "training.patience": epochs,
-                                       "training.threads": THREADS})
-    p = prepare(snapshot, cfg, target="customer.blocked")
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    res = train(p.tensors, p.targets, cfg, conv=conv, mode=mode)
-    print(json.dumps({"conv": conv, "mode": mode, "epoch_seconds": res.epoch_seconds,
-                      "epoch_seconds_all": [h["seconds"] for h in res.history],
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "rss_before_training_mb": rss_before, "nodes": len(p.tensors.x),
-                      "edges": int(p.tensors.edge_index.shape[1])}))
+def speed(work: Path, customers: int, seed: int, profile: str) -> dict[str, Any]:
+    """``identigraph train`` as a whole process on a hard world: wall, CPU and peak RSS of the process tree."""
+    from identigraph.config import load_settings
+    from identigraph.etl.spark import session
 
-
-def speed(snapshot: Path, epochs: int) -> dict:
-    rows = []
-    for mode in ("full", "sampled"):
-        for conv in ("edge", "rgcn"):
-            out = subprocess.run([sys.executable, __file__, "--speed-worker", str(snapshot), conv, mode, str(epochs)],
-                                 check=True, capture_output=True, text=True, cwd=REPO)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    by = {(r["conv"], r["mode"]): r for r in rows}
-    ratios = {mode: {"epoch_time_ratio_edge_over_rgcn": by[("edge", mode)]["epoch_seconds"] / by[("rgcn", mode)]["epoch_seconds"],
-                     "peak_rss_ratio_edge_over_rgcn": by[("edge", mode)]["peak_rss_mb"] / by[("rgcn", mode)]["peak_rss_mb"]}
-              for mode in ("full", "sampled")}
-    return {"rows": rows, "ratios": ratios, "epochs_each": epochs}
+    root = work / f"{profile}-{customers}-{seed}"
+    if not (root / "labels" / "labels.csv").exists():
+        settings = load_settings(None)
+        spark = session(settings)
+        build_world(spark, settings, root, customers, seed, profile)
+        spark.stop()
+    out = root / "speed-model"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    sh([*CLI, "train", "--snapshot", root / "snapshot", "--labels", root / "labels", "--out", out])
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"customers": customers, "seed": seed, "wall_seconds": wall,
+            "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "peak_rss_mb": after.ru_maxrss / 1024, "train_seconds": metrics["train_seconds"],
+            "epoch_seconds": metrics["epoch_seconds"], "best_epoch": metrics["best_epoch"],
+            "epochs_run": metrics.get("epochs_run"), "mode": metrics["mode"],
+            "val": metrics["val"], "test": metrics["test"]}
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--speed-worker":
-        speed_worker(Path(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
-        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=50_000)
-    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--world-seeds", default="11,12,13")
+    ap.add_argument("--train-seeds", default="1,2,3")
+    ap.add_argument("--profile", default="hard")
     ap.add_argument("--work", type=Path, default=None, help="keep worlds/snapshots here (reused when present)")
     ap.add_argument("--only", default="synthetic,tolokers,speed")
     ap.add_argument("--tolokers-splits", type=int, default=5)
-    ap.add_argument("--speed-epochs", type=int, default=4)
+    ap.add_argument("--speed-customers", type=int, default=30_000)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "1")),
+                    help="torch intra-op threads (1: faster than 2 on this shared 2-core VM)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "model.json")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="identigraph-bench-model-"))
@@ -171,14 +298,16 @@ def main() -> None:
     result = {**previous, "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
                                      f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "gpu": previous.get("gpu", "no GPU lent to this session; see RESULTS.md")}
+              "gpu": "no GPU lent to this task (device status: not drawn)"}
     only = set(args.only.split(","))
+    seeds = [int(s) for s in args.world_seeds.split(",")]
     if "synthetic" in only:
-        result["synthetic"] = synthetic(work / "synthetic", args.customers, args.seed)
+        result["synthetic"] = synthetic(work, args.customers, seeds,
+                                        [int(s) for s in args.train_seeds.split(",")], args.profile, args.threads)
     if "tolokers" in only:
-        result["tolokers"] = tolokers(work, args.tolokers_splits)
+        result["tolokers"] = tolokers(work, args.tolokers_splits, args.threads)
     if "speed" in only:
-        result["speed"] = speed(work / "synthetic" / "snapshot", args.speed_epochs)
+        result["speed"] = speed(work, args.speed_customers, seeds[0], args.profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(f"wrote {args.out}")

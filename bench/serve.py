@@ -92,7 +92,7 @@ def build(work: Path, settings, customers: int, epochs: int, model: Path | None)
         info["world_s"] = round(time.perf_counter() - t0, 1)
     snapshot = work / "snapshot"
     spark = None
-    if not (snapshot / "_summary.json").exists():
+    if not ((snapshot / "LATEST").exists() or (snapshot / "_summary.json").exists()):
         spark = session(settings)
         t0 = time.perf_counter()
         run_etl(spark, settings, work / "world", snapshot, PII_KEY.encode(), overwrite=True)

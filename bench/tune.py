@@ -40,7 +40,7 @@ def world(work: Path, customers: int, seed: int, labels: bool) -> tuple[Path, Pa
     w, snap, lab = work / "world", work / "snapshot", work / "labels"
     if not (w / "truth.csv").exists():
         sh([*CLI, "synth", "--out", w, "--customers", customers, "--seed", seed, "--overwrite"])
-    if not (snap / "_summary.json").exists():
+    if not ((snap / "LATEST").exists() or (snap / "_summary.json").exists()):
         sh([*CLI, "etl", "--input", w, "--snapshot", snap, "--overwrite"])
     if labels and not (lab / "labels.csv").exists():
         sh([*CLI, "label", "--snapshot", snap, "--out", lab, "--truth", w / "truth.csv", "--overwrite"])

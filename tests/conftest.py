@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 def make_settings(data_dir: Path, **extra) -> Settings:
     overrides = {
         "data_dir": str(data_dir),
-        "services": {"gremlin": {"port": free_port(), "heap": "1g"}, "elasticmq": {"port": free_port()}},
+        # checkpoints every second: the stream consumer acknowledges a message once one holds it
+        "services": {"gremlin": {"port": free_port(), "heap": "1g", "checkpoint_interval_s": 1},
+                     "elasticmq": {"port": free_port()}},
         "graph": {"retry": {"attempts": 6, "initial_backoff_s": 0.02, "max_backoff_s": 0.5}},
     }
     overrides.update(extra)
@@ -64,12 +66,13 @@ def pseudo() -> Pseudonymiser:
 
 
 @pytest.fixture(scope="session")
-def spark(settings: Settings):
+def spark(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
     """One local Spark for the whole run (JVM start-up is seconds; the jobs are small)."""
     from identigraph.etl.spark import session
 
     local_settings = settings.model_copy(update={"etl": settings.etl.model_copy(
         update={"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "2g", "output_files": 1})})
-    spark = session(local_settings, app_name="identigraph-tests")
+    # an embedded (Derby) Hive metastore for the Hive-table tests; the S3A jars when setup fetched them
+    spark = session(local_settings, app_name="identigraph-tests", hive_dir=tmp_path_factory.mktemp("hive"))
     yield spark
     spark.stop()

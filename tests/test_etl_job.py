@@ -12,6 +12,7 @@ import pytest
 
 from identigraph.errors import SchemaError
 from identigraph.etl import snapshot
+from identigraph.etl.fs import LocalFS
 from identigraph.etl.export import export_snapshot
 from identigraph.etl.graph_load import load_snapshot
 from identigraph.etl.job import run_etl
@@ -38,7 +39,13 @@ def snap(spark, settings, world, tmp_path_factory):
     return out, summary
 
 
+def run_dir(location: Path) -> Path:
+    """The published run of a snapshot location (what LATEST names)."""
+    return Path(snapshot.resolve(LocalFS(), location).prefix)
+
+
 def _rows(root: Path) -> dict:
+    root = run_dir(root)
     out = {}
     for kind in ("vertices", "edges"):
         for label in snapshot.labels(root, kind):
@@ -62,7 +69,7 @@ def test_snapshot_counts_match_an_independent_computation(snap, world):
     assert summary["rows_read"]["identity_events"] == len(events)
     assert summary["vertices"]["customer"] == len(set(customers["customer_id"]) | set(events["customer_id"]))
     assert summary["vertices"]["device"] == events["device_id"].nunique()
-    header = (out / "edges" / "has_card").glob("*.csv").__next__().read_text().splitlines()[0]
+    header = (run_dir(out) / "edges" / "has_card").glob("*.csv").__next__().read_text().splitlines()[0]
     assert header == ",".join(snapshot.edge_header())
     assert not list(out.rglob("_SUCCESS")) and not list(out.rglob("*.crc"))
 
@@ -119,12 +126,12 @@ def test_broken_rows_are_quarantined_and_the_rest_loads(spark, settings, world, 
         "identity_events: event_id: duplicate": 2, "identity_events: event_type: unknown event type": 1,
         "identity_events: ip: not a valid IPv4 or IPv6 address": 1,
         "identity_events: occurred_at: missing or not an ISO-8601 timestamp": 1}
-    lines = [json.loads(line) for f in (out / "_quarantine" / "identity_events").glob("*.json")
+    lines = [json.loads(line) for f in (run_dir(out) / "_quarantine" / "identity_events").glob("*.json")
              for line in f.read_text().splitlines()]
     assert len(lines) == 7 and all(line["reason"] and line["row"] for line in lines)
     assert "not-an-email-but-private" not in json.dumps(lines)
     good = len(events) - 5
-    assert sum(1 for _ in snapshot.iter_rows(out / "edges" / "has_device")) > 0
+    assert sum(1 for _ in snapshot.iter_rows(run_dir(out) / "edges" / "has_device")) > 0
     assert summary["rows_read"]["identity_events"] == good + 7
 
 
@@ -134,10 +141,10 @@ def test_as_of_cuts_events_and_history(spark, settings, world, tmp_path):
     events = pd.read_csv(world / "identity_events.csv.gz", dtype=str)
     later = (pd.to_datetime(events["occurred_at"], utc=True) > datetime(2026, 1, 1, tzinfo=timezone.utc)).sum()
     assert summary["events_after_as_of"] == later > 0
-    for row in snapshot.iter_rows(out / "history" / "blocks"):
+    for row in snapshot.iter_rows(run_dir(out) / "history" / "blocks"):
         assert row["blocked_at"] <= "2026-01-01T00:00:00.000Z"
         assert row["unblocked_at"] is None or row["unblocked_at"] <= "2026-01-01T00:00:00.000Z"
-    for row in snapshot.iter_rows(out / "edges" / "used_ip"):
+    for row in snapshot.iter_rows(run_dir(out) / "edges" / "used_ip"):
         assert row["last_seen"] <= datetime(2026, 1, 1, tzinfo=timezone.utc)
     with pytest.raises(SchemaError, match="exists and is not empty"):
         run_etl(spark, settings, world, out, KEY)
@@ -146,18 +153,21 @@ def test_as_of_cuts_events_and_history(spark, settings, world, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_spark_submit_runs_the_same_job(settings, world, tmp_path):
+def test_spark_submit_runs_the_same_job_and_keeps_the_submitters_settings(settings, world, tmp_path):
     spark_submit = Path(sys.executable).with_name("spark-submit")
     job = Path(__file__).resolve().parents[1] / "src" / "identigraph" / "etl" / "job.py"
     out = tmp_path / "submitted"
     env = {**os.environ, "IDENTIGRAPH_PII_KEY": KEY.decode(), "PYSPARK_PYTHON": sys.executable,
            "IDENTIGRAPH__DATA_DIR": str(settings.data_path)}
-    proc = subprocess.run([str(spark_submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", str(job),
+    proc = subprocess.run([str(spark_submit), "--master", "local[2]", "--conf", "spark.sql.shuffle.partitions=16",
+                           "--conf", "spark.ui.enabled=false", str(job),
                            "--input", str(world), "--snapshot", str(out)], capture_output=True, text=True, env=env,
-                          timeout=300)
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "_summary.json").read_text())
+    summary = json.loads((run_dir(out) / "_summary.json").read_text())
     assert summary["edges"]["has_device"] > 0 and summary["quarantined_total"] == 0
+    # the config says local[*] and derives shuffle partitions: the submitter's choices won
+    assert summary["spark"]["master"] == "local[2]" and summary["spark"]["shuffle_partitions"] == 16
 
 
 def test_no_raw_pii_reaches_the_graph(spark, settings, snap, world, graph):
@@ -207,6 +217,7 @@ def test_malformed_csv_line_is_quarantined_whole(spark, settings, world, tmp_pat
     summary = run_etl(spark, settings, src, tmp_path / "snap", KEY)
     assert summary["quarantined"] == {
         "identity_events: row: malformed CSV line (its fields do not match the header)": 1}
-    assert summary["tables"]["identity_events"] == {"read": 201, "good": 200, "quarantined": 1, "after_as_of": 0}
-    dumped = "".join(f.read_text() for f in (tmp_path / "snap" / "_quarantine").rglob("*.json"))
+    assert summary["tables"]["identity_events"] == {"read": 201, "good": 200, "quarantined": 1, "after_as_of": 0,
+                                                     "already_loaded": 0}
+    dumped = "".join(f.read_text() for f in (run_dir(tmp_path / "snap") / "_quarantine").rglob("*.json"))
     assert "+971500000000" not in dumped and "a@b.c" not in dumped and "evX" not in dumped

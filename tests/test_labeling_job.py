@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from identigraph.cli import app
 from identigraph.errors import SchemaError
 from identigraph.etl import snapshot
+from identigraph.etl.fs import LocalFS
 from identigraph.etl.job import run_etl
 from identigraph.labeling.config import STATUSES
 from identigraph.labeling.job import BLOCK_COLUMNS, LABEL_COLUMNS, run_labeling, snapshot_as_of
@@ -52,7 +53,7 @@ def _labels(path: Path) -> dict[str, dict]:
 
 
 def _blocks(snap: Path) -> list[dict]:
-    return list(snapshot.iter_rows(snap / "history" / "blocks"))
+    return list(snapshot.iter_rows(Path(snapshot.resolve(LocalFS(), snap).prefix) / "history" / "blocks"))
 
 
 def test_facts_after_as_of_cannot_change_any_label(worlds):

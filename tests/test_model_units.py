@@ -17,7 +17,7 @@ from identigraph.model.dataset import build_targets
 from identigraph.model.features import FeatureEncoder, mask_labels
 from identigraph.model.frame import read_snapshot
 from identigraph.model.metrics import recall_at_precision, summary, threshold_for_precision
-from identigraph.model.nets import EdgeAwareRGCNConv, FraudGNN
+from identigraph.model.nets import FraudGNN, RelationalConv, _plan
 from identigraph.model.train import predict, train
 from model_graphs import AS_OF, customer, link, make_frame
 
@@ -122,17 +122,24 @@ def test_conv_shapes_permutation_invariance_and_edge_features_matter():
     ei = torch.randint(0, n, (2, e))
     et = torch.randint(0, r, (e,))
     ea = torch.randn(e, de)
-    conv = EdgeAwareRGCNConv(d, 16, r, de)
-    out = conv(x, ei, et, ea)
-    assert out.shape == (n, 16)
+    conv = RelationalConv(d, r, de)
+
+    def run(x, ei, et, ea):
+        return conv([x], [0] * r, x, _plan(ei, et, ea, r, len(x), None))
+
+    out = run(x, ei, et, ea)
+    assert out.shape == (n, d)
     perm = torch.randperm(n)
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(n)
-    out_p = conv(x[perm], inv[ei], et, ea)  # same graph, nodes renumbered
+    out_p = run(x[perm], inv[ei], et, ea)  # same graph, nodes renumbered
     assert torch.allclose(out_p, out[perm], atol=1e-5)
     eperm = torch.randperm(e)
-    assert torch.allclose(conv(x, ei[:, eperm], et[eperm], ea[eperm]), out, atol=1e-5)  # edge order irrelevant
-    assert not torch.allclose(conv(x, ei, et, ea + 1.0), out, atol=1e-3)
+    assert torch.allclose(run(x, ei[:, eperm], et[eperm], ea[eperm]), out, atol=1e-5)  # edge order irrelevant
+    assert not torch.allclose(run(x, ei, et, ea + 1.0), out, atol=1e-3)
+    plain = RelationalConv(d, r, de, edge_features=False)
+    plain_out = plain([x], [0] * r, x, _plan(ei, et, ea, r, n, None))
+    assert torch.allclose(plain([x], [0] * r, x, _plan(ei, et, ea + 1.0, r, n, None)), plain_out)  # RGCN: blind to them
 
 
 def test_training_overfits_a_tiny_graph_and_hidden_own_label_cannot_change_the_score(toy):

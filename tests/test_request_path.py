@@ -127,13 +127,13 @@ def test_explanations_batch_their_occlusions_and_leave_the_model_untouched(fitte
 
 def test_the_per_edge_conv_path_equals_the_relation_plan_path(fitted):
     """Request graphs take the per-edge path, training graphs the relation plan: same numbers."""
-    from identigraph.model.nets import RelationPlan
+    from identigraph.model.nets import _plan
 
     _, enc, full, net = fitted
     conv = net.convs[0]
     h = torch.relu(net.inp(full.x))
+    R = conv.num_relations
     with torch.no_grad():
-        small = conv._per_edge(h, full.edge_index, full.edge_type, full.edge_attr)
-        plan = RelationPlan(full.edge_index, full.edge_type, full.edge_attr, h.size(0), conv.num_relations)
-        planned = conv(h, full.edge_index, full.edge_type, full.edge_attr, plan)
+        small, planned = (conv([h, h], [0] * R, h, _plan(full.edge_index, full.edge_type, full.edge_attr, R,
+                                                          h.size(0), None, per_edge=flag)) for flag in (True, False))
     np.testing.assert_allclose(small.numpy(), planned.numpy(), rtol=1e-5, atol=1e-5)

@@ -15,7 +15,6 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,7 @@ from conftest import free_port
 from identigraph.etl.export import export_snapshot
 from identigraph.etl.publish import sqs_client
 from identigraph.etl.stream_events import parse_message
-from identigraph.etl.stream_writer import StreamWriter, sweep_markers
+from identigraph.etl.stream_writer import StreamWriter
 from identigraph.graph import pseudonym, queries
 from identigraph.graph.records import aggregate, event_edges
 from identigraph.graph.schema import IDENTITY_EVENT_TYPES
@@ -81,7 +80,6 @@ def load_world(client, world, pseudo) -> dict[str, int]:
     rows = world.identity_events.to_dict("records") + [
         r for r in world.stream_records() if r["event_type"] in IDENTITY_EVENT_TYPES]
     Upserter(client).edges(aggregate(x for r in rows for x in event_edges(r, pseudo)))
-    sweep_markers(client, datetime.now(timezone.utc) + timedelta(days=1))
     return queries.counts(client)
 
 

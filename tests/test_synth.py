@@ -422,3 +422,94 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SchemaError, match="not a directory"):
         write_world(w, tmp_path / "file", overwrite=True)
+
+
+# ---- the hard profile: fraud that hides its sharing, noisy operations, drift ---------------------------------
+
+@pytest.fixture(scope="module")
+def hard():
+    return generate_world(SynthParams.profile("hard", customers=6000, seed=4))
+
+
+def test_profiles_classic_is_the_default_and_unknown_names_are_errors():
+    assert SynthParams.profile("classic", customers=500, seed=3) == SynthParams(customers=500, seed=3)
+    hard = SynthParams.profile("hard", customers=500, detection_prob=0.7)
+    assert hard.soft_ring_share > 0 and hard.detection_prob == 0.7  # overrides win over the preset
+    with pytest.raises(SchemaError, match="profile"):
+        SynthParams.profile("impossible")
+    with pytest.raises(SchemaError, match="soft_ring_share"):
+        SynthParams(ring_share=0.3, soft_ring_share=0.3)
+
+
+def test_hard_world_keeps_the_contract(hard):
+    check_contract(hard)
+    st = hard.stats
+    assert st["soft_rings"] >= 5 and st["stealth_ato_victims"] >= 5 and st["household_fp_blocks"] >= 5
+    assert st["fraud_lifted"] >= 1 and st["resold_devices"] >= 5
+
+
+def test_soft_rings_share_no_hard_identifier_only_a_proxy_block_and_a_burst(hard):
+    ev = identity_all(hard).merge(hard.truth, on="customer_id")
+    soft = ev[ev.fraud_type == "soft_ring"]
+    assert soft.group_id.nunique() >= 5
+    for col in ("device_id", "card_fingerprint", "email", "phone"):
+        users = ev.dropna(subset=[col]).groupby(col).customer_id.nunique()
+        assert (users.reindex(soft[col].dropna().unique()) == 1).all(), col  # nobody else, ring or not
+    # the ring's proxy addresses sit in one /24 per ring, and honest homes sit behind them too
+    roles = hard.identifiers
+    proxy = set(roles[roles.role == "residential_proxy"].value)
+    on_proxy = soft[soft.ip.isin(proxy)]
+    prefixes = on_proxy.assign(p24=on_proxy.ip.str.rsplit(".", n=1).str[0]).groupby("group_id").p24.nunique()
+    assert (prefixes == 1).all()
+    shared = on_proxy.groupby(["group_id", "ip"]).customer_id.nunique().groupby("group_id").max()
+    assert (shared >= 2).mean() > 0.5
+    assert ev[(ev.fraud_type == "none") & ev.ip.isin(proxy)].customer_id.nunique() >= 5
+    cr = hard.truth.merge(hard.customers, on="customer_id")
+    span = cr[cr.fraud_type == "soft_ring"].groupby("group_id").created_at.agg(lambda s: s.max() - s.min())
+    assert (span <= pd.Timedelta(days=10)).all()
+    # drift: the pattern exists only in the last drift_days
+    first = cr[cr.fraud_type == "soft_ring"].created_at.min()
+    assert first >= pd.Timestamp(hard.params.end) - pd.Timedelta(days=hard.params.drift_days)
+
+
+def test_stealth_takeovers_show_only_in_edge_timing(hard):
+    ev = identity_all(hard).merge(hard.truth, on="customer_id")
+    ato = hard.truth[hard.truth.fraud_type == "ato"]
+    quiet = 0
+    for _, v in ato.iterrows():
+        e = ev[ev.customer_id == v.customer_id]
+        before, after = e[e.occurred_at < v.fraud_start], e[e.occurred_at >= v.fraud_start]
+        if (after.event_type == "profile_update").any():
+            continue
+        quiet += 1
+        assert set(after.email.dropna()) <= set(before.email.dropna())  # the victim's own address
+        assert after.phone.isna().all()
+        new_dev = set(after.device_id.dropna()) - set(before.device_id.dropna())
+        assert len(new_dev) == 1
+        assert after.card_fingerprint.dropna().isin(before.card_fingerprint.dropna()).mean() < 1
+    assert quiet >= 5
+
+
+def test_wrong_blocks_hit_whole_households_and_some_fraud_talks_its_way_out(hard):
+    tr, bl, cc = hard.truth, hard.blocks, hard.care_contacts
+    hh = bl[bl.rule_name.eq("shared_device")].merge(tr, on="customer_id")
+    hh = hh[hh.group_id.str.startswith("hh", na=False)]
+    per = hh.groupby("group_id").agg(n=("customer_id", "size"), span=("blocked_at", lambda s: s.max() - s.min()))
+    assert (per.n >= 2).sum() >= 3 and (per.span[per.n >= 2] <= pd.Timedelta(hours=1)).all()
+    lifted = bl[bl.unblocked_at.notna()].merge(tr, on="customer_id")
+    lifted_fraud = lifted[lifted.is_fraud == 1]
+    assert len(lifted_fraud) >= 1
+    review = cc[cc.topic == "block_review"].groupby("customer_id").contacted_at.min()
+    assert (lifted_fraud.unblocked_at.to_numpy() > review.reindex(lifted_fraud.customer_id).to_numpy()).all()
+
+
+def test_resold_phones_join_honest_accounts_years_apart(hard):
+    ev = identity_all(hard).merge(hard.truth, on="customer_id")
+    legit = ev[ev.fraud_type == "none"].dropna(subset=["device_id"])
+    roles = hard.identifiers
+    phones = set(roles[(roles.kind == "device_id") & (roles.role == "phone")].value)
+    use = legit[legit.device_id.isin(phones)].groupby(["device_id", "customer_id"]).occurred_at.agg(["min", "max"])
+    multi = use.groupby(level=0).filter(lambda g: len(g) == 2)
+    assert len(multi) >= 10
+    gaps = multi.groupby(level=0).apply(lambda g: g["min"].max() - g["max"].min())
+    assert (gaps >= pd.Timedelta(days=7)).mean() > 0.8  # the second owner starts after the first stopped

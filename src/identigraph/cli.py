@@ -161,23 +161,28 @@ def graph_identity(customer_id: str) -> None:
 
 @app.command("etl")
 def etl(
-    input_dir: Path = typer.Option(..., "--input", exists=True, file_okay=False, help="input-contract directory"),
-    snapshot_dir: Path = typer.Option(..., "--snapshot", help="output snapshot directory"),
+    input_dir: Optional[str] = typer.Option(None, "--input", help="folder (path or URI: s3a://, s3://) of the input contract's files"),
+    input_table: Optional[list[str]] = typer.Option(None, "--input-table", help="Hive: a database, or db.table / "
+                                                    "NAME=db.table per contract table (repeat)"),
+    snapshot_dir: str = typer.Option(..., "--snapshot", help="snapshot location (path or URI): versioned runs + LATEST"),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 cut-off (default: latest valid event)"),
+    incremental: bool = typer.Option(False, "--incremental", help="merge only what is newer than the published "
+                                     "watermark into the published run (a full load when nothing is published)"),
     load_graph: bool = typer.Option(False, "--load-graph", help="then load the snapshot into the configured graph"),
-    overwrite: bool = typer.Option(False, "--overwrite"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="a full load into a location that holds something"),
 ) -> None:
     """Historical load (Spark): validate the tables, build the graph snapshot (Neptune CSV), optionally load it."""
     from identigraph.etl.job import run_job
 
-    err.print(f"[bold]etl[/] {input_dir} → {snapshot_dir}")
-    run_job(settings(), input_dir, snapshot_dir, as_of, load_graph, overwrite, console=err, summary_console=console)
+    err.print(f"[bold]etl[/] {input_dir or ', '.join(input_table or [])} → {snapshot_dir}")
+    run_job(settings(), input_dir, snapshot_dir, as_of, load_graph, overwrite, console=err, summary_console=console,
+            incremental=incremental, input_tables=input_table or None)
 
 
 @app.command("label")
 def label(
-    snapshot_dir: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False, help="graph snapshot (etl output)"),
-    out: Path = typer.Option(..., "--out", help="output directory: labels.csv and report.json"),
+    snapshot_dir: str = typer.Option(..., "--snapshot", help="graph snapshot location (etl output; path or URI)"),
+    out: str = typer.Option(..., "--out", help="output folder (path or URI): labels.csv and report.json"),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 (default and latest: the snapshot's as-of)"),
     rules: Path = typer.Option(Path("conf/labeling.yaml"), "--config", help="labeling policy: windows and rules"),
     truth: Optional[Path] = typer.Option(None, "--truth", exists=True, dir_okay=False,
@@ -192,7 +197,7 @@ def label(
 
 
 @graph_app.command("load")
-def graph_load(snapshot_dir: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False)) -> None:
+def graph_load(snapshot_dir: str = typer.Option(..., "--snapshot", help="snapshot location or Gremlin CSV folder (path or URI)")) -> None:
     """Load a snapshot (ours or anyone's in the same format) into the configured graph with batched upserts."""
     from identigraph.etl.graph_load import load_and_report
     from identigraph.etl.spark import session
@@ -217,11 +222,12 @@ def graph_export(
 
 @app.command("neptune-load")
 def neptune_load(
-    snapshot_dir: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False),
-    s3_uri: str = typer.Option(..., "--s3", help="s3://bucket/prefix to stage the CSVs in"),
+    snapshot_dir: str = typer.Option(..., "--snapshot", help="snapshot location: s3://… is loaded in place, a local one uploaded"),
+    s3_uri: Optional[str] = typer.Option(None, "--s3", help="s3://bucket/prefix to upload a local snapshot under (one "
+                                         "fresh prefix per run)"),
     iam_role_arn: str = typer.Option(..., "--iam-role-arn", help="role Neptune assumes to read the bucket"),
 ) -> None:
-    """Bulk-load a snapshot into Neptune: upload to S3, start the loader (vertices, then edges), wait."""
+    """Bulk-load the published run into Neptune (vertices, then edges); never replaces values the graph holds."""
     import boto3
 
     from identigraph.etl.neptune_bulk import bulk_load
@@ -241,6 +247,8 @@ def neptune_load(
 def consume(
     until_empty: bool = typer.Option(False, "--until-empty", help="stop when the queue has nothing left"),
     max_messages: Optional[int] = typer.Option(None, "--max-messages", min=1),
+    latency_log: Optional[Path] = typer.Option(None, "--latency-log",
+                                               help="append 'sent_ms commit_ms' per event (benchmarks)"),
 ) -> None:
     """Run the stream consumer: SQS events into the graph, exactly once in effect (SIGTERM drains)."""
     import dataclasses
@@ -251,28 +259,17 @@ def consume(
     consumer = Consumer(cfg)
     consumer.install_signal_handlers()
     server = serve_health(consumer, cfg.stream.health_port) if cfg.stream.health_port else None
+    if latency_log:
+        consumer.latency_log = open(latency_log, "a")
     try:
         stats = consumer.run(until_empty=until_empty, max_messages=max_messages)
     finally:
         if server:
             server.shutdown()
         consumer.client.close()
+        if consumer.latency_log:
+            consumer.latency_log.close()
     console.print_json(json.dumps(dataclasses.asdict(stats)))
-
-
-@stream_app.command("sweep-markers")
-def stream_sweep_markers(
-    older_than_days: float = typer.Option(15.0, "--older-than-days", min=14.0,
-                                          help="keep markers younger than this (SQS redelivers for up to 14 days)"),
-) -> None:
-    """Drop de-duplication markers of events applied long enough ago that SQS can no longer redeliver them."""
-    from datetime import datetime, timedelta, timezone
-
-    from identigraph.etl.stream_writer import sweep_markers
-
-    cutoff = datetime.now(timezone.utc) - timedelta(days=older_than_days)
-    with _client() as client:
-        console.print(f"dropped {sweep_markers(client, cutoff):,} markers applied before {cutoff:%Y-%m-%dT%H:%M:%SZ}")
 
 
 @stream_app.command("publish")
@@ -294,6 +291,8 @@ def synth(
     customers: int = typer.Option(20_000, "--customers"),
     seed: int = typer.Option(7, "--seed"),
     fmt: str = typer.Option("parquet", "--format", help="parquet | csv | csv.gz"),
+    profile: str = typer.Option("classic", "--profile", help="classic | hard (soft rings, stealth takeovers, "
+                                "wrong blocks and unblocks, drift; see identigraph.synth.params.PROFILES)"),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Write a synthetic identity world in the input contract, plus its ground truth."""
@@ -302,7 +301,7 @@ def synth(
     from identigraph.synth import SynthParams, generate_world, write_world
 
     t0 = time.perf_counter()
-    params = SynthParams(customers=customers, seed=seed)
+    params = SynthParams.profile(profile, customers=customers, seed=seed)
     world = generate_world(params)
     summary = write_world(world, out, fmt=fmt, overwrite=overwrite)
     console.print_json(json.dumps(summary, default=str))

@@ -71,10 +71,21 @@ class _JavaServiceConfig(_Strict):
     start_timeout_s: float = Field(120, gt=0)
 
 
+_JVM_SIZE = r"^[1-9][0-9]*[kKmMgG]$"
+
+
 class GremlinServerConfig(_JavaServiceConfig):
     version: str = "3.7.5"
     port: int = Field(8182, ge=1, le=65535)
-    heap: str = "2g"
+    heap: str = Field("auto", pattern=r"^([1-9][0-9]*[kKmMgG]|auto)$", description="-Xmx: a JVM size (4g, 3072m) or "
+                      "'auto': sized for the graph the server restores (its checkpoint's size), heap_min..heap_max")
+    heap_min: str = Field("2g", pattern=_JVM_SIZE, description="floor of the 'auto' heap")
+    heap_max: str = Field("4g", pattern=_JVM_SIZE, description="cap of the 'auto' heap")
+    checkpoint_interval_s: float = Field(5.0, gt=0, description="how often the local graph is checkpointed to disk; "
+                                         "the stream consumer acknowledges a message once a checkpoint holds it")
+    checkpoint_max_share: float = Field(0.25, gt=0, le=1, description="at most this share of the time goes to "
+                                        "checkpoints: a large graph is checkpointed less often")
+    checkpoint_keep: int = Field(3, ge=2, le=100, description="checkpoints kept; an unreadable newest one falls back")
 
 
 class ElasticMQConfig(_JavaServiceConfig):
@@ -97,28 +108,43 @@ class QueueConfig(_Strict):
     endpoint_url: str | None = None
     region: str = "us-east-1"
     events: str = "identigraph-events"
-    dead_letter: str = "identigraph-events-dlq"
+    dead_letter: str = Field("identigraph-events-dlq.fifo", pattern=r"\.fifo$", description=(
+        "FIFO: the consumer sends each poison message with its source MessageId as deduplication id, so a crash "
+        "between the send and the delete cannot dead-letter it twice (if it comes back within FIFO's 5-minute "
+        "deduplication window)"))
     review: str = "identigraph-review"
-    max_receive_count: int = Field(5, ge=1, le=1000)
-    visibility_timeout_s: int = Field(30, ge=0, le=43200)
+    visibility_timeout_s: int = Field(30, ge=2, le=43200)
 
 
 class StreamConfig(_Strict):
     """The stream consumer (SQS → graph)."""
 
-    receives_per_batch: int = Field(5, ge=1, le=100, description="receives of up to 10 folded into one graph write")
+    batch_max: int = Field(500, ge=1, le=5000, description="events folded into one graph transaction at most")
+    batch_wait_ms: int = Field(100, ge=0, le=10_000, description="how long a batch waits to fill once it has one message")
+    receivers: int = Field(2, ge=1, le=32, description="threads long-polling SQS (10 messages a call)")
+    sqs_workers: int = Field(4, ge=1, le=64, description="threads for deletes, visibility changes and DLQ sends")
+    max_in_flight: int = Field(30_000, ge=10, le=120_000, description=(
+        "messages held (received, not yet deleted) before receiving pauses; SQS allows 120,000 per queue"))
+    dedup_window: int = Field(256, ge=8, le=100_000, description=(
+        "event ids remembered per customer for de-duplication; an older event below the window is dead-lettered, "
+        "not applied twice"))
     wait_s: int = Field(20, ge=0, le=20, description="long-poll wait (SQS allows at most 20 s)")
     health_port: int = Field(9400, ge=0, le=65535, description="/healthz /readyz /metrics; 0 disables")
 
 
 class EtlConfig(_Strict):
-    """Spark settings for the historical load. On a cluster spark-submit's own flags take precedence."""
+    """Spark settings for the historical load. Under spark-submit the submitter's own settings win; these
+    fill only what it left unset. None means "derived from the data and the cluster"."""
 
     master: str = "local[*]"
-    shuffle_partitions: int = Field(8, ge=1)
+    shuffle_partitions: int | None = Field(None, ge=1, description="None: ~1 per 128 MiB of input, ≥ 2 per core")
     driver_memory: str = "4g"
-    output_files: int = Field(2, ge=1, description="CSV part files per vertex/edge label")
+    output_files: int | None = Field(None, ge=1, description="CSV parts per label; None: one per rows_per_file")
+    rows_per_file: int = Field(1_000_000, ge=1, description="rows per CSV part when output_files is None")
     load_partitions: int = Field(2, ge=1, description="Spark partitions writing to the graph at once")
+    partition_column: str = Field("dt", description="date partition column of partitioned input (yyyy-MM-dd)")
+    keep_runs: int = Field(3, ge=1, description="published snapshot runs kept per location")
+    hive_dir: Path | None = Field(None, description="local runs: embedded (Derby) Hive metastore + warehouse here")
 
 
 class PiiConfig(_Strict):

@@ -8,7 +8,7 @@ broke. Nothing is dropped silently: ``good`` + ``bad`` always account for every 
 from __future__ import annotations
 
 import csv
-import gzip
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from identigraph.errors import SchemaError
+from identigraph.etl import fs as fsys
 from identigraph.etl.transforms import canonical_udf, normalise_ip, pseudonym_udf, strip
 from identigraph.graph.schema import IDENTITY_EVENT_TYPES
 
@@ -33,38 +34,126 @@ PII_COLUMNS = ("email", "phone")
 REDACTED = "<redacted>"
 
 
-def find_table(directory: Path, name: str) -> tuple[Path, str]:
+@dataclass(frozen=True)
+class Source:
+    """Where the four tables come from: a folder (URI) of the contract's files, or Hive tables through the
+    session's metastore (``tables``: contract name → ``db.table``)."""
+
+    directory: str | None = None
+    tables: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return self.directory or ", ".join(f"{k}={v}" for k, v in sorted(self.tables.items()))
+
+
+def source(directory: str | Path | None = None, tables: list[str] | None = None) -> Source:
+    """``tables``: one database name (its ``customers``, ``identity_events``, ``blocks``, ``care_contacts``),
+    ``db.table`` entries whose table is a contract name, or ``name=db.table`` entries."""
+    if (directory is None) == (not tables):
+        raise SchemaError("input: give either an input folder or --input-table, not both or neither")
+    if directory is not None:
+        return Source(directory=fsys.normalise(directory))
+    mapping: dict[str, str] = {}
+    for item in tables or []:
+        if "=" in item:
+            name, table = item.split("=", 1)
+        elif "." in item:
+            name, table = item.rsplit(".", 1)[1], item
+        else:  # a database: every contract table in it
+            mapping.update({name: f"{item}.{name}" for name in TABLES})
+            continue
+        if name not in TABLES:
+            raise SchemaError(f"input table {item!r}: {name!r} is not one of {', '.join(TABLES)} "
+                              "(use NAME=db.table to map another table name)")
+        mapping[name] = table
+    missing = [name for name in TABLES if name not in mapping]
+    if missing:
+        raise SchemaError(f"input tables: no table given for {', '.join(missing)}")
+    return Source(tables=mapping)
+
+
+def find_table(fs: fsys.FS, directory: str, name: str) -> tuple[str, str]:
     for suffix, fmt in ((".parquet", "parquet"), (".csv.gz", "csv"), (".csv", "csv")):
-        path = directory / f"{name}{suffix}"
-        if path.exists():
-            return path, fmt
+        uri = fsys.join(directory, f"{name}{suffix}")
+        if fs.exists(uri):
+            return uri, fmt
     raise SchemaError(f"{name}: no {name}.parquet, {name}.csv.gz or {name}.csv in {directory}")
 
 
 MALFORMED = "_malformed"
 
 
-def _csv_header(path: Path) -> list[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
-        return next(csv.reader(fh), [])
+def _data_files(fs: fsys.FS, uri: str) -> list[fsys.Entry]:
+    if not fs.is_dir(uri):
+        return [e for e in fs.list(fsys.parent(uri)) if e.uri.rstrip("/") == uri.rstrip("/")] or \
+            [fsys.Entry(uri, 0, False)]
+    return [e for e in fs.list(uri, recursive=True)
+            if not e.is_dir and not e.name.startswith(("_", ".")) and e.size > 0]
 
 
-def read_table(spark: SparkSession, directory: Path, name: str) -> DataFrame:
-    """All contract columns as strings (Parquet timestamps become ISO text), missing ones null, plus a
-    ``_malformed`` flag for CSV lines whose fields do not line up with the header."""
-    path, fmt = find_table(directory, name)
-    if fmt == "parquet":
-        df = spark.read.parquet(str(path)).withColumn(MALFORMED, F.lit(False))
+def _csv_header(fs: fsys.FS, uri: str) -> list[str]:
+    files = _data_files(fs, uri)
+    if not files:
+        return []
+    return next(csv.reader([fsys.first_line(fs, files[0].uri)]), [])
+
+
+def partitions(spark: SparkSession, fs: fsys.FS, src: Source, name: str, column: str) -> list[str] | None:
+    """The values of the table's date partition column (sorted), or None when it is not partitioned by it.
+
+    Hive: the metastore's partition list (no data read). Files: ``NAME.parquet/<column>=<value>/`` folders."""
+    if src.tables:
+        table = src.tables[name]
+        cols = [c for c in spark.catalog.listColumns(table) if c.isPartition]
+        if column not in [c.name for c in cols]:
+            return None
+        values = set()
+        for row in spark.sql(f"SHOW PARTITIONS {table}").collect():
+            for part in row[0].split("/"):
+                key, _, value = part.partition("=")
+                if key == column:
+                    values.add(value)
+        return sorted(values)
+    uri, _ = find_table(fs, src.directory or "", name)
+    if not fs.is_dir(uri):
+        return None
+    values = {e.name.split("=", 1)[1] for e in fs.list(uri) if e.is_dir and e.name.startswith(f"{column}=")}
+    return sorted(values) if values else None
+
+
+def input_bytes(fs: fsys.FS, src: Source, name: str) -> int:
+    """Size of a table's files where it can be known cheaply (files input); 0 otherwise."""
+    if src.tables:
+        return 0
+    uri, _ = find_table(fs, src.directory or "", name)
+    return sum(e.size for e in _data_files(fs, uri))
+
+
+def read_table(spark: SparkSession, fs: fsys.FS, src: Source, name: str, column: str = "dt",
+               only: list[str] | None = None) -> DataFrame:
+    """All contract columns as strings (Parquet/Hive timestamps become ISO text), missing ones null, plus a
+    ``_malformed`` flag for CSV lines whose fields do not line up with the header.
+
+    ``only``: read just these values of the date partition ``column`` (Spark prunes the rest: the
+    metastore's partitions for Hive, the folders for files)."""
+    if src.tables:
+        df = spark.table(src.tables[name]).withColumn(MALFORMED, F.lit(False))
     else:
-        # Every column as text in the header's own order (validation, not the reader, decides what a bad
-        # value is) plus Spark's corrupt-record column, so a line with a stray comma is caught instead of
-        # shifting a phone number into the card column.
-        header = _csv_header(path)
-        schema = StructType([StructField(c, StringType()) for c in header] + [StructField("_corrupt", StringType())])
-        df = (spark.read.schema(schema).option("header", True).option("mode", "PERMISSIVE")
-              .option("columnNameOfCorruptRecord", "_corrupt").option("escape", '"').csv(str(path)))
-        df = df.withColumn(MALFORMED, F.col("_corrupt").isNotNull()).drop("_corrupt")
+        uri, fmt = find_table(fs, src.directory or "", name)
+        if fmt == "parquet":
+            df = spark.read.parquet(uri).withColumn(MALFORMED, F.lit(False))
+        else:
+            # Every column as text in the header's own order (validation, not the reader, decides what a
+            # bad value is) plus Spark's corrupt-record column, so a line with a stray comma is caught
+            # instead of shifting a phone number into the card column.
+            header = _csv_header(fs, uri)
+            schema = StructType([StructField(c, StringType()) for c in header] +
+                                [StructField("_corrupt", StringType())])
+            df = (spark.read.schema(schema).option("header", True).option("mode", "PERMISSIVE")
+                  .option("columnNameOfCorruptRecord", "_corrupt").option("escape", '"').csv(uri))
+            df = df.withColumn(MALFORMED, F.col("_corrupt").isNotNull()).drop("_corrupt")
+    if only is not None:
+        df = df.filter(F.col(column).isin(list(only)))
     cols = []
     for col in TABLES[name]:
         if col not in df.columns:

@@ -55,22 +55,23 @@ def _load_partition(settings_json: dict[str, Any], columns: list[str], kind: str
     yield {"elements": stats.vertices + stats.edges, "requests": stats.requests, "retries": stats.retries}
 
 
-def load_snapshot(spark: SparkSession, settings: Settings, snap: Path, console: Console | None = None) -> dict:
+def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path, console: Console | None = None) -> dict:
+    """Load a snapshot location (its published run) or any Gremlin CSV folder, vertices first."""
+    from identigraph.etl import fs as fsys
+
     console = console or Console(stderr=True)
     settings_json = settings.model_dump(mode="json")
     parts = settings.etl.load_partitions
     totals = {"elements": 0, "requests": 0, "retries": 0}
     t0 = time.perf_counter()
-    vertex_labels = snapshot.labels(snap, "vertices")
-    groups = [  # one Spark job per header shape: identifiers share one, customers have their own
-        ("vertices", [lb for lb in vertex_labels if lb != schema.CUSTOMER]),
-        ("vertices", [lb for lb in vertex_labels if lb == schema.CUSTOMER]),
-        ("edges", snapshot.labels(snap, "edges")),
-    ]
-    for kind, group in groups:
-        files = [str(f) for lb in group for f in snapshot.csv_files(snap / kind / lb)]
-        if not files:
-            continue
+    fs = fsys.HadoopFS(spark)
+    resolved = snapshot.resolve(fs, snap)
+    by_shape: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for f in snapshot.graph_files(fs, resolved.prefix):  # one Spark job per header shape
+        by_shape.setdefault((f.kind, f.header), []).append(f.uri)
+    groups = sorted(by_shape.items(), key=lambda kv: (kv[0][0] != "vertices", kv[0][1]))
+    for (kind, _), files in groups:
+        group = sorted({fsys.relative(resolved.prefix, fsys.parent(u)) for u in files})
         df = spark.read.option("header", True).option("escape", '"').option("inferSchema", False).csv(files)
         columns = df.columns
         if kind == "edges":

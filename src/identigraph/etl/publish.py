@@ -1,7 +1,9 @@
 """Replay a JSONL stream into the events queue — for demos, benchmarks and tests.
 
 Lines are sent as they are (a malformed line is the consumer's poison to handle, which is the point of
-replaying it); batches of 10, an optional steady rate, and entries SQS reports as failed are re-sent.
+replaying it); batches of 10, an optional steady rate, and entries SQS reports as failed are re-sent. A call
+that fails outright (the queue restarting) is retried too; it may have been stored before it failed, so a
+retried batch can arrive twice (``ambiguous`` counts them), which the consumer's de-duplication absorbs.
 Nothing is dropped silently: what could not be sent after the retries is reported and fails the command.
 """
 
@@ -25,12 +27,19 @@ class PublishReport:
     resent: int = 0
     failed: list[str] = field(default_factory=list)  # SQS error codes of entries given up on
     seconds: float = 0.0
+    ambiguous: int = 0  # entries re-sent after a call failed outright: they may be in the queue twice
+    ambiguous_bodies: list[str] = field(default_factory=list, repr=False)
 
 
-def sqs_client(settings: Settings) -> Any:
+def sqs_client(settings: Settings, pool: int = 10) -> Any:
+    """One client per process, shared by threads. Short connect time-outs and no hidden retries: callers
+    decide how to ride out an outage."""
     import boto3
+    from botocore.config import Config
 
-    kwargs: dict[str, Any] = {"region_name": settings.queues.region}
+    kwargs: dict[str, Any] = {"region_name": settings.queues.region, "config": Config(
+        max_pool_connections=pool, connect_timeout=3, read_timeout=30,
+        retries={"total_max_attempts": 2, "mode": "standard"})}
     if settings.queue_endpoint:
         # ElasticMQ accepts any credentials; AWS uses the normal credential chain
         kwargs.update(endpoint_url=settings.queue_endpoint, aws_access_key_id="local", aws_secret_access_key="local")
@@ -52,8 +61,10 @@ def publish(
     attempts: int = 5,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    outage_s: float = 300.0,
 ) -> PublishReport:
-    """Send every body; ``rate`` caps messages per second over the whole run."""
+    """Send every body; ``rate`` caps messages per second over the whole run. A queue that does not answer
+    for ``outage_s`` fails the run."""
     report = PublishReport()
     start = clock()
     batch: list[str] = []
@@ -62,7 +73,18 @@ def publish(
         pending = {str(i): body for i, body in enumerate(batch)}
         for attempt in range(attempts):
             entries = [{"Id": i, "MessageBody": b} for i, b in pending.items()]
-            response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+            down_since = None
+            while True:
+                try:
+                    response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+                    break
+                except Exception as exc:  # the queue is unreachable or restarting: wait for it
+                    down_since = down_since or clock()
+                    if clock() - down_since > outage_s:
+                        raise IdentigraphError(f"queue unreachable for {outage_s:.0f}s: {exc}") from exc
+                    report.ambiguous += len(entries)
+                    report.ambiguous_bodies.extend(pending.values())
+                    sleep(0.5)
             for ok in response.get("Successful", []):
                 pending.pop(ok["Id"], None)
             report.sent += len(entries) - len(pending)

@@ -16,20 +16,35 @@ Timestamps are ISO-8601 UTC with milliseconds (``2026-06-30T08:15:00.000Z``); em
 The history tables carry what the labeling job needs (every block with reason, source and lifting, every
 care contact) at full fidelity; the customer vertices carry a summary of the same facts at as-of
 (``blocked``, ``n_blocks``, ``last_block_*``, ``n_block_reviews``, …) for scoring and explanations.
+
+Versioned publishing (what the ETL writes)::
+
+    ROOT/LATEST                              {"run": ID, "prefix": "runs/ID"}: the one published run
+    ROOT/runs/ID/...                         one run, laid out as above, plus
+    ROOT/runs/ID/_manifest.json              files (with sizes), counts, as-of, watermark, parent run
+    ROOT/_state/events/ID/                   event ids the run added (Parquet; incremental de-duplication)
+
+A run writes its own prefix, then its manifest, then ``LATEST`` (one small object: a single PUT on S3, an
+``os.replace`` locally). A run that dies before the last step leaves ``LATEST`` and the manifest it names
+untouched, so readers and ``neptune-load`` never see half a run. Readers ``resolve`` a location: a root
+with ``LATEST`` gives its run; anything else is read as it is (anyone's Gremlin CSV).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from identigraph.errors import SchemaError
+from identigraph.etl import fs as fsys
 from identigraph.graph import schema
 
 TS_FORMAT_SPARK = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
@@ -42,6 +57,11 @@ EDGE_COLUMNS: dict[str, str] = {
     **{name: "Long" for name in schema.EDGE_COUNT_PROPS},
 }
 SUMMARY = "_summary.json"
+MANIFEST = "_manifest.json"
+LATEST = "LATEST"
+RUNS = "runs"
+STATE = "_state"
+LEGACY = ("vertices", "edges", "history", "_quarantine", SUMMARY)  # an unversioned snapshot's entries
 
 
 def vertex_header(label: str) -> list[str]:
@@ -92,6 +112,40 @@ def split_header(header: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+NOT_GRAPH = ("history", "_quarantine", STATE)  # folders of a run that hold no graph elements
+
+
+@dataclass(frozen=True)
+class GraphFile:
+    """One Gremlin CSV file: ``kind`` is ``edges`` when its header has ``~from``/``~to``, else
+    ``vertices``; ``header`` its raw header."""
+
+    uri: str
+    kind: str
+    header: tuple[str, ...]
+
+
+def graph_files(fs: fsys.FS, prefix: str) -> list[GraphFile]:
+    """Every Gremlin CSV file under ``prefix``, told apart by its header, whatever the folder layout:
+    ours (``vertices/<label>/part-*.csv``), one ``vertices/nodes.csv`` with the label in ``~label``,
+    Neptune's export (``nodes/``, ``edges/``) or files side by side. History, quarantine and state
+    folders, and ``_``/``.`` files, are not graph files."""
+    out = []
+    for e in fs.list(prefix, recursive=True):
+        rel = fsys.relative(prefix, e.uri)
+        parts = rel.split("/")
+        if e.is_dir or parts[0] in NOT_GRAPH or any(p.startswith(("_", ".")) for p in parts):
+            continue
+        if not (e.name.endswith(".csv") or e.name.endswith(".csv.gz")) or e.size == 0:
+            continue
+        header = tuple(next(csv.reader([fsys.first_line(fs, e.uri)]), []))
+        if "~id" not in header and "~from" not in header:
+            raise SchemaError(f"{e.uri}: not a Gremlin CSV file (no ~id column in its header)")
+        kind = "edges" if "~from" in header and "~to" in header else "vertices"
+        out.append(GraphFile(e.uri, kind, header))
+    return out
+
+
 def csv_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.csv") if p.is_file()) if folder.exists() else []
 
@@ -121,6 +175,90 @@ def labels(snapshot: Path, kind: str) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
 
 
+# ---- versioned runs --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a snapshot's files are: ``prefix`` holds vertices/ edges/ …; ``manifest`` is None for a plain
+    (unversioned) snapshot."""
+
+    location: str
+    prefix: str
+    run: str | None = None
+    manifest: dict[str, Any] | None = None
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable by time (the GC and humans rely on it), unique by a random tail."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:8]}"
+
+
+def resolve(fs: fsys.FS, location: str | Path) -> Resolved:
+    """Follow ``LATEST`` where there is one; a run prefix or a plain folder is read as it is."""
+    loc = fsys.normalise(location)
+    pointer_uri = fsys.join(loc, LATEST)
+    if fs.exists(pointer_uri):
+        try:
+            pointer = json.loads(fsys.read_text(fs, pointer_uri))
+            prefix = fsys.join(loc, pointer["prefix"])
+            manifest = json.loads(fsys.read_text(fs, fsys.join(prefix, MANIFEST)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SchemaError(f"snapshot: {pointer_uri} does not name a readable run ({exc})") from None
+        return Resolved(loc, prefix, pointer["run"], manifest)
+    manifest_uri = fsys.join(loc, MANIFEST)
+    if fs.exists(manifest_uri):
+        manifest = json.loads(fsys.read_text(fs, manifest_uri))
+        return Resolved(loc, loc, manifest.get("run"), manifest)
+    return Resolved(loc, loc)
+
+
+def has_content(fs: fsys.FS, location: str) -> bool:
+    return bool(fs.list(fsys.normalise(location)))
+
+
+def run_files(fs: fsys.FS, prefix: str) -> list[dict[str, Any]]:
+    """Every file of a run (relative path, bytes), as the manifest records them."""
+    return [{"path": fsys.relative(prefix, e.uri), "bytes": e.size}
+            for e in fs.list(prefix, recursive=True) if not e.is_dir and not e.name == MANIFEST]
+
+
+def publish(fs: fsys.FS, location: str, run_id: str, manifest: dict[str, Any]) -> None:
+    """Manifest, then pointer: the one step that makes a run visible."""
+    prefix = fsys.join(location, RUNS, run_id)
+    fs.write_bytes(fsys.join(prefix, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
+    pointer = {"run": run_id, "prefix": f"{RUNS}/{run_id}", "as_of": manifest.get("as_of"),
+               "published_at": format_ts(datetime.now(timezone.utc))}
+    fs.write_bytes(fsys.join(location, LATEST), (json.dumps(pointer) + "\n").encode())
+
+
+def collect_garbage(fs: fsys.FS, location: str, keep: int) -> list[str]:
+    """Drop runs older than the ``keep`` newest published ones (and the unfinished runs older than the
+    current one, which died), and event-id segments no kept manifest names. Runs newer than ``LATEST``
+    may be in progress and are left alone (one writer per location is the rule; this is a safety net)."""
+    current = resolve(fs, location)
+    if current.run is None:
+        return []
+    runs = sorted(e.name for e in fs.list(fsys.join(location, RUNS)) if e.is_dir)
+    published = [r for r in runs if r <= current.run and fs.exists(fsys.join(location, RUNS, r, MANIFEST))]
+    kept = set(published[-keep:]) | {current.run}
+    referenced: set[str] = set()
+    for r in kept:
+        m = current.manifest if r == current.run else json.loads(
+            fsys.read_text(fs, fsys.join(location, RUNS, r, MANIFEST)))
+        referenced |= set((m or {}).get("state", {}).get("events", []))
+    dropped = []
+    for r in runs:
+        if r not in kept and r < current.run:
+            fs.delete(fsys.join(location, RUNS, r))
+            dropped.append(r)
+    for seg in fs.list(fsys.join(location, STATE, "events")):
+        rel = fsys.relative(location, seg.uri)
+        if seg.is_dir and rel not in referenced and seg.name < current.run:
+            fs.delete(seg.uri)
+    return dropped
+
+
 @contextmanager
 def staged(out: Path, overwrite: bool = False) -> Iterator[Path]:
     """A sibling temporary directory that replaces ``out`` only when the block completes: a failed run
@@ -129,11 +267,13 @@ def staged(out: Path, overwrite: bool = False) -> Iterator[Path]:
         raise SchemaError(f"snapshot: {out} exists and is not empty (use --overwrite)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
-        if out.exists():
-            shutil.rmtree(out)
+        if out.exists():  # two renames, then the delete: never a moment with neither copy on disk
+            out.rename(old)
         tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

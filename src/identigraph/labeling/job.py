@@ -7,8 +7,13 @@
 One row per customer that existed at as-of: ``customer_id`` (raw id), ``label`` (1 fraud, 0 legitimate,
 empty = unknown), ``status``, ``evidence`` (JSON: the block and care facts that decided the status, and for a
 correction the status it came from and every rule that fired with the identifiers involved — emails and
-phones appear only as the snapshot's keyed hashes), ``label_as_of``. The output is staged in a sibling
-directory and renamed into place, so a failed run leaves the previous labels (or nothing).
+phones appear only as the snapshot's keyed hashes), ``label_as_of``. Locally the output is staged in a
+sibling directory and renamed into place, so a failed run leaves the previous labels (or nothing); on an
+object store (``s3://``, ``s3a://``) it is written under ``OUT/_staging-*`` and moved into place,
+``report.json`` last.
+
+``--snapshot`` is a snapshot location (its published run, through ``LATEST``) or any folder of Gremlin
+CSV with the history tables; every path is a URI read through Hadoop's filesystem API.
 
 As-of defaults to the snapshot's own; a later one is refused, because what happened after the snapshot
 is not in it and labels would silently claim a maturity they do not have. An earlier one is how labels
@@ -20,8 +25,10 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from identigraph.errors import SchemaError
+from identigraph.etl import fs as fsys
 from identigraph.etl import snapshot
 from identigraph.etl.job import _parse_as_of, _write_csv
 from identigraph.graph import schema
@@ -60,21 +68,22 @@ TRUTH_COLUMNS = {"customer_id": "String", "is_fraud": "Int", "fraud_type": "Stri
 
 # ---- reading ----------------------------------------------------------------------------------------------
 
-def _header(path: Path) -> list[str]:
-    with open(path, newline="") as fh:
-        return next(csv.reader(fh), [])
+def _header(fs: fsys.FS, uri: str) -> list[str]:
+    return next(csv.reader([fsys.first_line(fs, uri)]), [])
 
 
-def read_csv(spark: SparkSession, files: list[Path], wanted: dict[str, str], what: str) -> DataFrame:
+def read_csv(spark: SparkSession, files: list[str] | list[Path], wanted: dict[str, str], what: str) -> DataFrame:
     """The ``wanted`` columns (name → Neptune type) of CSV files that share a header, typed; Neptune
     ``name:Type`` headers and plain ones both work. No files: an empty frame of the same shape."""
     spark_type = {"Date": "timestamp", "String": "string", "Int": "int", "Long": "bigint", "Double": "double"}
     if not files:
         return spark.createDataFrame([], ", ".join(f"`{c}` {spark_type[t]}" for c, t in wanted.items()))
-    header = _header(files[0])
+    fs = fsys.HadoopFS(spark)
+    files = [fsys.normalise(f) for f in files]
+    header = _header(fs, files[0])
     for f in files[1:]:
-        if _header(f) != header:
-            raise SchemaError(f"{what}: {f.name} has another header than {files[0].name}")
+        if _header(fs, f) != header:
+            raise SchemaError(f"{what}: {f.rsplit('/', 1)[-1]} has another header than {files[0].rsplit('/', 1)[-1]}")
     names = [name for name, _ in snapshot.split_header(header)]
     missing = [c for c in wanted if c not in names]
     if missing:
@@ -100,40 +109,64 @@ def _raw_id(col: str, label: str) -> Column:
     return F.expr(f"substring(`{col}`, {len(label) + 2})")
 
 
-def read_snapshot(spark: SparkSession, snap: Path) -> dict[str, DataFrame]:
+def _history_files(fs: fsys.FS, prefix: str, table: str) -> list[str]:
+    return [e.uri for e in fs.list(fsys.join(prefix, "history", table))
+            if not e.is_dir and e.name.endswith(".csv") and not e.name.startswith(("_", "."))]
+
+
+def _union(frames: list[DataFrame], empty: DataFrame) -> DataFrame:
+    out = frames[0] if frames else empty
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out
+
+
+def read_snapshot(spark: SparkSession, snap: str | Path) -> dict[str, DataFrame]:
     """``customers`` (customer_id, created_at), ``edges`` (customer_id, id_type, identifier, first_seen),
-    ``blocks``, ``care``: uncut — the labeling functions cut everything at as-of themselves."""
-    cust = read_csv(spark, snapshot.csv_files(snap / "vertices" / schema.CUSTOMER),
-                    {"~id": "String", "created_at": "Date"}, "vertices/customer")
-    customers = cust.select(_raw_id("~id", schema.CUSTOMER).alias("customer_id"), "created_at")
-    parts = []
-    for edge_label in snapshot.labels(snap, "edges"):
-        id_type = schema.EDGE_TO_IDENTIFIER.get(edge_label)
-        if id_type is None:
-            continue  # not a customer→identifier edge (a future captain edge, say): not a labeling fact
-        e = read_csv(spark, snapshot.csv_files(snap / "edges" / edge_label),
-                     {"~from": "String", "~to": "String", "first_seen": "Date"}, f"edges/{edge_label}")
-        parts.append(e.filter(F.col("~from").startswith(f"{schema.CUSTOMER}:")).select(
-            _raw_id("~from", schema.CUSTOMER).alias("customer_id"), F.lit(id_type).alias("id_type"),
-            F.col("~to").alias("identifier"), "first_seen"))
-    if parts:
-        edges = parts[0]
-        for p in parts[1:]:
-            edges = edges.unionByName(p)
-    else:
-        edges = spark.createDataFrame([], "customer_id string, id_type string, identifier string, first_seen timestamp")
-    blocks = read_csv(spark, snapshot.csv_files(snap / "history" / "blocks"), BLOCK_COLUMNS, "history/blocks")
-    care = read_csv(spark, snapshot.csv_files(snap / "history" / "care_contacts"), CARE_COLUMNS,
-                    "history/care_contacts")
+    ``blocks``, ``care``: uncut — the labeling functions cut everything at as-of themselves.
+
+    Vertex and edge files are found by their headers and labels (``snapshot.graph_files``), whatever the
+    folder layout."""
+    fs = fsys.HadoopFS(spark)
+    prefix = snapshot.resolve(fs, snap).prefix
+    shapes: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for f in snapshot.graph_files(fs, prefix):
+        shapes.setdefault((f.kind, f.header), []).append(f.uri)
+    customers_parts, edge_parts = [], []
+    for (kind, header), files in sorted(shapes.items()):
+        names = [n for n, _ in snapshot.split_header(list(header))]
+        if kind == "vertices" and "created_at" in names and "~label" in names:
+            v = read_csv(spark, files, {"~id": "String", "~label": "String", "created_at": "Date"}, "vertices")
+            customers_parts.append(v.filter(F.col("~label") == schema.CUSTOMER).select(
+                _raw_id("~id", schema.CUSTOMER).alias("customer_id"), "created_at"))
+        elif kind == "edges" and {"~label", "first_seen"} <= set(names):
+            e = read_csv(spark, files, {"~from": "String", "~to": "String", "~label": "String",
+                                        "first_seen": "Date"}, "edges")
+            id_type = F.element_at(F.create_map(*[F.lit(x) for kv in schema.EDGE_TO_IDENTIFIER.items() for x in kv]),
+                                   F.col("~label"))
+            # not a customer→identifier edge (a future captain edge, say): not a labeling fact
+            edge_parts.append(e.filter(F.col("~from").startswith(f"{schema.CUSTOMER}:")
+                                       & F.col("~label").isin(list(schema.EDGE_TO_IDENTIFIER))).select(
+                _raw_id("~from", schema.CUSTOMER).alias("customer_id"), id_type.alias("id_type"),
+                F.col("~to").alias("identifier"), "first_seen"))
+    customers = _union(customers_parts, spark.createDataFrame([], "customer_id string, created_at timestamp"))
+    edges = _union(edge_parts, spark.createDataFrame(
+        [], "customer_id string, id_type string, identifier string, first_seen timestamp"))
+    blocks = read_csv(spark, _history_files(fs, prefix, "blocks"), BLOCK_COLUMNS, "history/blocks")
+    care = read_csv(spark, _history_files(fs, prefix, "care_contacts"), CARE_COLUMNS, "history/care_contacts")
     return {"customers": customers, "edges": edges, "blocks": blocks, "care": care}
 
 
-def snapshot_as_of(snap: Path) -> datetime | None:
-    path = snap / snapshot.SUMMARY
-    if not path.exists():
+def snapshot_as_of(snap: str | Path, fs: fsys.FS | None = None) -> datetime | None:
+    fs = fs or fsys.LocalFS()
+    resolved = snapshot.resolve(fs, snap)
+    if resolved.manifest is not None:
+        return _parse_as_of(resolved.manifest["as_of"])
+    path = fsys.join(resolved.prefix, snapshot.SUMMARY)
+    if not fs.exists(path):
         return None
     try:
-        return _parse_as_of(json.loads(path.read_text())["as_of"])
+        return _parse_as_of(json.loads(fsys.read_text(fs, path))["as_of"])
     except (ValueError, KeyError, TypeError):
         raise SchemaError(f"snapshot: {path} has no readable as_of") from None
 
@@ -160,18 +193,21 @@ def label_frame(facts: dict[str, DataFrame], as_of: datetime, cfg: LabelingConfi
     )
 
 
-def _check_paths(snap: Path, out: Path, overwrite: bool) -> None:
-    if not (snap / "vertices").is_dir() and not (snap / "edges").is_dir():
+def _check_paths(snap: str | Path, out: str | Path, overwrite: bool, fs: fsys.FS | None = None) -> None:
+    fs = fs or fsys.LocalFS()
+    s, o = fsys.normalise(snap), fsys.normalise(out)
+    prefix = snapshot.resolve(fs, s).prefix
+    if not fs.is_dir(fsys.join(prefix, "vertices")) and not fs.is_dir(fsys.join(prefix, "edges")) \
+            and not snapshot.graph_files(fs, prefix):
         raise SchemaError(f"snapshot: {snap} is not a graph snapshot (no vertices/ or edges/)")
-    s, o = snap.resolve(), out.resolve()
-    if o == s or s in o.parents or o in s.parents:
+    if o == s or o.startswith(s + "/") or s.startswith(o + "/"):
         raise SchemaError(f"out: {out} must not be the snapshot, inside it or around it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if fs.exists(o) and (not fs.is_dir(o) or fs.list(o)) and not overwrite:
         raise SchemaError(f"out: {out} exists and is not empty (use --overwrite)")
 
 
-def resolve_as_of(snap: Path, as_of: str | datetime | None) -> datetime:
-    snap_as_of = snapshot_as_of(snap)
+def resolve_as_of(snap: str | Path, as_of: str | datetime | None, fs: fsys.FS | None = None) -> datetime:
+    snap_as_of = snapshot_as_of(snap, fs)
     wanted = _parse_as_of(as_of)
     if wanted is None:
         if snap_as_of is None:
@@ -183,34 +219,52 @@ def resolve_as_of(snap: Path, as_of: str | datetime | None) -> datetime:
     return wanted
 
 
+@contextmanager
+def _staged_output(fs: fsys.FS, out: str) -> Iterator[str]:
+    """Locally: ``snapshot.staged`` (rename into place). Object stores have no directory rename: the files
+    are written under a staging prefix, then moved into ``out`` one by one, ``report.json`` last."""
+    if fsys.is_local(out):
+        with snapshot.staged(fsys.local_path(out), overwrite=True) as tmp:
+            yield str(tmp)
+        return
+    tmp = fsys.join(out, f"_staging-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        for name in (LABELS_FILE, REPORT_FILE):
+            fs.rename(fsys.join(tmp, name), fsys.join(out, name))
+    finally:
+        fs.delete(tmp)
+
+
 def run_labeling(
     spark: SparkSession,
-    snap: Path,
-    out: Path,
+    snap: str | Path,
+    out: str | Path,
     as_of: str | datetime | None = None,
     config: LabelingConfig | str | Path | None = None,
-    truth: Path | None = None,
+    truth: str | Path | None = None,
     overwrite: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Write ``labels.csv`` and ``report.json`` under ``out``; returns the report."""
     console = console or Console(stderr=True)
-    snap, out = Path(snap), Path(out)
+    fs = fsys.HadoopFS(spark)
+    snap, out = fsys.normalise(snap), fsys.normalise(out)
     cfg = config if isinstance(config, LabelingConfig) else load_labeling_config(config)
-    _check_paths(snap, out, overwrite)
-    if truth is not None and not Path(truth).is_file():
+    _check_paths(snap, out, overwrite, fs)
+    if truth is not None and (not fs.exists(fsys.normalise(truth)) or fs.is_dir(fsys.normalise(truth))):
         raise SchemaError(f"truth: {truth} is not a file")
-    cut = resolve_as_of(snap, as_of)
+    cut = resolve_as_of(snap, as_of, fs)
     started = time.perf_counter()
     try:
-        with snapshot.staged(out, overwrite=True) as tmp:
+        with _staged_output(fs, out) as tmp:
             frame = label_frame(read_snapshot(spark, snap), cut, cfg).persist()
-            _write_labels(frame, cut, tmp)
+            _write_labels(fs, frame, cut, tmp)
             report = build_report(spark, frame, cfg, truth)
-            report = {"as_of": snapshot.format_ts(cut), "snapshot": str(snap), "config": _config_name(config),
+            report = {"as_of": snapshot.format_ts(cut), "snapshot": snap, "config": _config_name(config),
                       "maturity": cfg.maturity.model_dump(), **report,
                       "seconds": round(time.perf_counter() - started, 2)}
-            (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+            fs.write_bytes(fsys.join(tmp, REPORT_FILE), (json.dumps(report, indent=2) + "\n").encode())
         console.print(f"  [green]✓[/] {report['customers']:,} customers labelled as of {report['as_of']} "
                       f"({report['seconds']:.1f}s)")
         return report
@@ -232,18 +286,19 @@ def _config_name(config: LabelingConfig | str | Path | None) -> str:
     return str(config or DEFAULT_LABELING_CONFIG)
 
 
-def _write_labels(frame: DataFrame, cut: datetime, tmp: Path) -> None:
+def _write_labels(fs: fsys.FS, frame: DataFrame, cut: datetime, tmp: str) -> None:
     rows = frame.select(
         "customer_id", F.col("label").cast("string").alias("label"), "status", "evidence",
         F.lit(snapshot.format_ts(cut)).alias("label_as_of"),
     ).repartition(1).sortWithinPartitions("customer_id")
-    _write_csv(rows, tmp / "_labels", 1)
-    part = next((tmp / "_labels").glob("part-*.csv"), None)
-    if part is None or part.stat().st_size == 0:  # no customers at as-of: still a file with its header
-        (tmp / LABELS_FILE).write_text(",".join(LABEL_COLUMNS) + "\n")
+    parts_dir = fsys.join(tmp, "_labels")
+    _write_csv(rows, parts_dir, 1)
+    part = next((e for e in fs.list(parts_dir) if e.name.startswith("part-") and e.name.endswith(".csv")), None)
+    if part is None or part.size == 0:  # no customers at as-of: still a file with its header
+        fs.write_bytes(fsys.join(tmp, LABELS_FILE), (",".join(LABEL_COLUMNS) + "\n").encode())
     else:
-        part.rename(tmp / LABELS_FILE)
-    shutil.rmtree(tmp / "_labels")
+        fs.rename(part.uri, fsys.join(tmp, LABELS_FILE))
+    fs.delete(parts_dir)
 
 
 # ---- report -----------------------------------------------------------------------------------------------
@@ -252,11 +307,12 @@ def _ratio(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def build_report(spark: SparkSession, frame: DataFrame, cfg: LabelingConfig, truth: Path | None) -> dict[str, Any]:
+def build_report(spark: SparkSession, frame: DataFrame, cfg: LabelingConfig,
+                 truth: str | Path | None) -> dict[str, Any]:
     """Counts per status and rule; with the truth, precision and recall before and after correction."""
     df = frame
     if truth is not None:
-        t = read_csv(spark, [Path(truth)], TRUTH_COLUMNS, "truth").dropDuplicates(["customer_id"])
+        t = read_csv(spark, [str(truth)], TRUTH_COLUMNS, "truth").dropDuplicates(["customer_id"])
         df = frame.join(t, "customer_id", "left")
     else:
         df = frame.withColumn("is_fraud", F.lit(None).cast("int")).withColumn("fraud_type", F.lit(None).cast("string"))
@@ -391,8 +447,8 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{x:.1%}" if pct else f"{x:.3f}"
 
 
-def run_job(settings: Any, snap: Path, out: Path, as_of: str | None = None, config: Path | None = None,
-            truth: Path | None = None, overwrite: bool = False, console: Console | None = None,
+def run_job(settings: Any, snap: str | Path, out: str | Path, as_of: str | None = None, config: Path | None = None,
+            truth: str | Path | None = None, overwrite: bool = False, console: Console | None = None,
             summary_console: Console | None = None) -> dict[str, Any]:
     """What ``identigraph label`` runs: a Spark session, the job, the summary."""
     from identigraph.etl.spark import session
@@ -400,8 +456,9 @@ def run_job(settings: Any, snap: Path, out: Path, as_of: str | None = None, conf
     console = console or Console(stderr=True)
     # every check that needs no data first: a typo should not cost a Spark start-up
     load_labeling_config(config)
-    _check_paths(Path(snap), Path(out), overwrite)
-    resolve_as_of(Path(snap), as_of)
+    if fsys.is_local(snap) and fsys.is_local(out):
+        _check_paths(snap, out, overwrite)
+        resolve_as_of(snap, as_of)
     report = run_labeling(session(settings, app_name="identigraph-label"), snap, out, as_of=as_of, config=config,
                           truth=truth, overwrite=overwrite, console=console)
     print_report(report, summary_console or console)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from identigraph.labeling.config import LabelingConfig, Rule
@@ -71,19 +71,23 @@ def corrections(edges: DataFrame, accounts: DataFrame, cfg: LabelingConfig) -> D
 
     ``edges``: ``customer_id, id_type, identifier`` cut at as-of, one row per (customer, identifier) as the
     snapshot's id scheme guarantees; ``accounts``: ``customer_id, created, status, age_us, touched``.
-    One pipeline for every rule: edges with their customers' statuses, counted per identifier by a window
-    (a hub's members are never gathered in one place), non-hub identifiers grouped with their members,
-    each candidate's counts for every rule side by side, one aggregation per customer.
+    One pipeline for every rule: customers per identifier by a grouped count (combined per partition
+    first, so a hub's rows are never gathered in one task), the hubs — identifiers above every rule's
+    guard, few by nature — dropped with a broadcast anti-join, the remaining identifiers grouped with their
+    members (bounded by the guard), each candidate's counts for every rule side by side, one aggregation
+    per customer.
     """
     spark = edges.sparkSession
     if not cfg.rules:
         return spark.createDataFrame([], f"customer_id string, rules array<{HIT_TYPE}>")
     member = ["customer_id", "created", "status", "age_us", "touched"]
-    with_degree = (edges.select("customer_id", "id_type", "identifier").join(accounts.select(*member), "customer_id")
-                   .withColumn("n_customers", F.count(F.lit(1)).over(Window.partitionBy("identifier"))))
-    groups = (with_degree.filter(F.col("n_customers") <= max(r.max_customers for r in cfg.rules))
-              .groupBy("identifier", "id_type", "n_customers")
-              .agg(F.collect_list(F.struct(*member)).alias("members")))
+    guard = max(r.max_customers for r in cfg.rules)
+    linked = edges.select("customer_id", "id_type", "identifier").join(accounts.select(*member), "customer_id")
+    hubs = linked.groupBy("identifier").count().filter(F.col("count") > guard).select("identifier")
+    groups = (linked.join(F.broadcast(hubs), "identifier", "left_anti")
+              .groupBy("identifier", "id_type")
+              .agg(F.collect_list(F.struct(*member)).alias("members"))
+              .withColumn("n_customers", F.size("members")))
     c = F.col("c")
     any_rule = F.lit(False)
     for rule in cfg.rules:

@@ -91,13 +91,27 @@ def evaluate_cmd(
     target: Optional[str] = typer.Option(None, "--target"),
     truth: Optional[Path] = typer.Option(None, "--truth", exists=True, dir_okay=False,
                                          help="ground truth CSV (customer_id,is_fraud,…) as synth writes"),
+    backtest_snapshot: Optional[Path] = typer.Option(
+        None, "--backtest-snapshot", exists=True, file_okay=False,
+        help="snapshot of an earlier as-of (e.g. `etl --as-of` 60 days back): temporal back-test against what "
+             "the platform confirmed since"),
+    backtest_labels: Optional[Path] = typer.Option(None, "--backtest-labels", exists=True, file_okay=False,
+                                                   help="labels built from --backtest-snapshot"),
     model_config: Optional[Path] = _CONFIG,
     sets: Optional[list[str]] = _SET,
 ) -> None:
-    """AUROC, AUPRC, recall at precision 0.85/0.90, precision at recall 0.5: model vs ablation vs GBDT."""
-    from identigraph.model.pipeline import run_evaluate
+    """AUROC, AUPRC, recall at precision 0.85/0.90, precision at recall 0.5: model vs ablation vs GBDT vs the
+    neighbour-block rule; with --backtest-*, the temporal back-test and lead times."""
+    from identigraph.errors import SchemaError
+    from identigraph.model.pipeline import prepare, run_evaluate
 
-    results = run_evaluate(snapshot, model, _cfg(model_config, sets), labels, target, truth, log=console.print)
+    cfg = _cfg(model_config, sets)
+    if (backtest_snapshot is None) != (backtest_labels is None):
+        raise SchemaError("--backtest-snapshot and --backtest-labels go together")
+    past = None
+    if backtest_snapshot is not None:
+        past = prepare(backtest_snapshot, cfg, labels=backtest_labels)
+    results = run_evaluate(snapshot, model, cfg, labels, target, truth, log=console.print, backtest=past)
     print_evaluation(results)
     console.print(f"saved {model / 'evaluation.json'}")
 
@@ -115,3 +129,29 @@ def print_evaluation(results: dict, out: Console = console) -> None:
         op = results["operating_point"]
         out.print(f"operating point (threshold {op['threshold']:.4f}) on unblocked test customers: "
                   f"{op['flagged']:,} flagged, precision {op['precision']:.3f}, recall {op['recall']:.3f}")
+    if "backtest" in results:
+        print_backtest(results["backtest"], out)
+
+
+def print_backtest(bt: dict, out: Console = console) -> None:
+    out.print(f"back-test: trained as of {bt['scored_at'][:10]}, {bt['scored']:,} customers not blocked then, "
+              f"judged {bt['horizon_days']:.0f} days later ({bt['current_as_of'][:10]})")
+    for view, rows in bt["views"].items():
+        table = Table(title=f"back-test vs {view.replace('_', ' ')}")
+        for col in ("", "n", "positives", "AUROC", "AUPRC", "R@P0.85", "P@R0.5"):
+            table.add_column(col, justify="right" if col else "left")
+        for name, m in rows.items():
+            table.add_row(name, f"{m['n']:,}", f"{m['positives']:,}",
+                          *(f"{m[k]:.4f}" for k in ("auroc", "auprc", "recall_at_p85", "precision_at_r50")))
+        out.print(table)
+    table = Table(title="lead time: flagged at the back-test date (own threshold), blocked by the platform later")
+    for col in ("", "flagged", "then blocked", "of confirmed", "median days", "p25–p75 days", "precision vs T",
+                "precision vs truth"):
+        table.add_column(col, justify="right" if col else "left")
+    for name, lt in bt["lead_time"].items():
+        span = f"{lt['p25_days']:.0f}–{lt['p75_days']:.0f}" if "p25_days" in lt else "–"
+        table.add_row(name, f"{lt['flagged']:,}", f"{lt['flagged_then_blocked']:,}",
+                      f"{lt['caught_early_share']:.3f}", f"{lt.get('median_days', float('nan')):.1f}", span,
+                      f"{lt.get('precision_vs_confirmed_by_T', float('nan')):.3f}",
+                      f"{lt.get('precision_vs_truth', float('nan')):.3f}")
+    out.print(table)

@@ -30,6 +30,12 @@ class TrainingConfig(_Strict):
     patience: int = Field(20, ge=1)
     min_delta: float = Field(0.001, ge=0, description="validation AUPRC gain that counts as better")
     mask_rate: float = Field(0.5, gt=0, le=1)
+    relation_dropout: float = Field(0.5, ge=0, lt=1, description=(
+        "each (node, relation) loses all its last-layer edges with this probability in a training step: no "
+        "single kind of evidence (a shared device) may carry the model alone, or a ring without one is missed"))
+    label_dropout: float = Field(0.0, ge=0, lt=1, description=(
+        "share of the other target-label nodes whose label-derived inputs are also hidden each step, so the "
+        "model learns structure and not only its neighbours' blocks"))
     max_pos_weight: float = Field(20.0, ge=1)
     full_batch_max_nodes: int = Field(3_000_000, ge=0)
     num_neighbors: list[int] = Field(default_factory=lambda: [15, 10])
@@ -58,6 +64,8 @@ class ModelConfig(_Strict):
     target_precision: float = Field(0.85, gt=0, lt=1)
     hub_degree: int | None = Field(50, ge=1, description="identifiers with more customers are represented by "
                                    "their statistics (no messages from their customers); also the API's fan-out cap")
+    shortcuts: bool = Field(True, description="private identifiers as own_ links read in the last layer, "
+                            "and co_ links between customers sharing a small identifier (pairwise edge features)")
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
     @model_validator(mode="after")

@@ -10,6 +10,13 @@ Why these choices:
 - **Hubs are their statistics.** Customers' messages into an identifier with more than ``hub_degree``
   customers are dropped (``_message_edges``), in training and in the API alike: the API never fetches a
   carrier NAT IP's thousands of customers, and the model never learnt to need them.
+- **Private identifiers are shortcuts.** An identifier only one customer uses (most phones, emails, cards)
+  tells about that customer alone: its link becomes an ``own_`` relation the network reads in its last
+  layer only, and the customer's message into it is dropped. ~85 % of identifiers leave the message passing.
+- **Co-links.** Two customers sharing an identifier with 2..``hub_degree`` customers get a ``co_`` relation
+  with *pairwise* edge features — days between the two accounts' creation, days between their first use of
+  the identifier, the identifier's size — because "opened within a day of each other, through the same
+  proxy" is what a ring that shares no hard identifier leaves behind, and no per-node aggregate shows it.
 - **Label-derived properties** (block history) are inputs, since "shares a card with blocked accounts" is
   the strongest signal there is — but a node's own label must never feed its own prediction. Their columns
   are listed in ``label_cols`` and :func:`mask_labels` blanks them (and sets an indicator) for the nodes
@@ -32,6 +39,23 @@ from identigraph.model.frame import NUMERIC, GraphFrame, Relation
 
 DAY_NS = 86_400 * 10**9
 REV = "rev_"
+OWN = "own_"     # identifier → customer link of a private identifier (one customer): a shortcut relation
+CO = "co_"       # customer → customer through a shared small identifier: a shortcut relation
+PAIR_FEATURES = ("created_apart_days", "first_use_apart_days", "identifier_customers", "created_missing")
+
+
+def shortcut_relations(relations: list[str]) -> list[int]:
+    """Relations the network reads only in its last layer, from the source's input embedding."""
+    return [i for i, r in enumerate(relations) if r.split("|")[1].startswith((OWN, CO))]
+
+
+def pair_features(age_src: np.ndarray, age_dst: np.ndarray, first_src: np.ndarray, first_dst: np.ndarray,
+                  degree: np.ndarray) -> np.ndarray:
+    """Raw co-link features from days-before-as-of of both accounts' creation and both links' first use."""
+    missing = np.isnan(age_src) | np.isnan(age_dst)
+    apart = np.nan_to_num(_slog(age_src - age_dst))
+    use = np.nan_to_num(np.log1p(np.abs(first_src - first_dst)), nan=0.0)
+    return np.column_stack([np.where(missing, 0.0, apart), use, np.log1p(degree), missing.astype(float)])
 
 
 def _days_before(values: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
@@ -105,7 +129,8 @@ class _Encoded:
     label_col_names: list[str]    # non-empty where the column is label-derived
     edge_index: np.ndarray        # message-passing edges only (see FeatureEncoder._message_edges)
     edge_type: np.ndarray
-    edge_attr: np.ndarray
+    edge_attr: np.ndarray         # links' own attributes (zeros on co-links), unstandardised
+    pair_attr: np.ndarray         # [co-links, len(PAIR_FEATURES)], unstandardised; co-links are the last edges
 
 
 @dataclass
@@ -125,10 +150,13 @@ class FeatureEncoder:
     """Fitted on the training graph, saved with the model, applied unchanged to any later graph."""
 
     def __init__(self, label_columns: dict[str, list[str]] | None = None, max_categories: int = 12,
-                 hub_degree: int | None = 50) -> None:
+                 hub_degree: int | None = 50, shortcuts: bool = False) -> None:
         self.label_columns = label_columns or {}
         self.max_categories = max_categories
         self.hub_degree = hub_degree
+        self.shortcuts = shortcuts  # private-identifier and co-link relations (off: the pre-shortcut encoding)
+        self.pair_mean: np.ndarray | None = None
+        self.pair_std: np.ndarray | None = None
         self.node_cols: dict[str, list[_Column]] = {}
         self.edge_cols: list[_Column] = []
         self.edge_labels: list[str] = []
@@ -164,6 +192,9 @@ class FeatureEncoder:
         self.edge_labels = sorted({r[1] for r in rels})
         self.edge_types = {e: dict(frame.types.get(e, {})) for e in self.edge_labels}
         self.relations = [f"{s}|{e}|{d}" for s, e, d in rels] + [f"{d}|{REV}{e}|{s}" for s, e, d in rels]
+        if self.shortcuts:
+            into = [(s, e, d) for s, e, d in rels if d in IDENTIFIERS]
+            self.relations += [f"{d}|{OWN}{e}|{s}" for s, e, d in into] + [f"{s}|{CO}{e}|{s}" for s, e, d in into]
         for label in self.type_names:
             cols = []
             for name, typ in self.vertex_types[label].items():
@@ -187,7 +218,17 @@ class FeatureEncoder:
         self.mean[passthrough], self.std[passthrough] = 0.0, 1.0
         self.edge_mean = e.mean(0) if len(e) else np.zeros(e.shape[1])
         self.edge_std = (e.std(0) if len(e) else np.zeros(e.shape[1])) + 1e-6
+        if self.shortcuts:
+            pf = raw.pair_attr
+            self.pair_mean = pf.mean(0) if len(pf) else np.zeros(len(PAIR_FEATURES))
+            self.pair_std = (pf.std(0) if len(pf) else np.zeros(len(PAIR_FEATURES))) + 1e-6
+            self.pair_mean[-1], self.pair_std[-1] = 0.0, 1.0  # the missing indicator stays 0/1
         return self
+
+    @property
+    def edge_width(self) -> int:
+        """Columns of ``GraphTensors.edge_attr``: the link's own, then (with shortcuts) the pairwise block."""
+        return sum(c.width() for c in self.edge_cols) + 2 + (len(PAIR_FEATURES) if self.shortcuts else 0)
 
     # ---- encoding ------------------------------------------------------------------------------
     def _encode_columns(self, cols: list[_Column], frame: pd.DataFrame, as_of: pd.Timestamp,
@@ -249,9 +290,20 @@ class FeatureEncoder:
         binary += [False] * struct.shape[1] + [True] * (type_onehot.shape[1] + 1)
         label_col_names += [""] * (struct.shape[1] + type_onehot.shape[1] + 1)
         keep = self._message_edges(edge_index, edge_type, total)
+        pair_index = np.zeros((2, 0), np.int64)
+        pair_type = np.zeros(0, np.int64)
+        pair_attr = np.zeros((0, len(PAIR_FEATURES)))
+        if self.shortcuts:
+            edge_type = self._private_links(edge_index, edge_type, total)
+            created = self._created_days(frame, node_ids, as_of)
+            pair_index, pair_type, pair_attr = self._co_links(edge_index, edge_type, ages, total, created)
+        edge_index, edge_type, edge_attr = edge_index[:, keep], edge_type[keep], edge_attr[keep]
         return _Encoded(node_ids=node_ids, node_type=node_type, offsets=offsets, x=x,
                         binary=np.array(binary, dtype=bool), label_col_names=label_col_names,
-                        edge_index=edge_index[:, keep], edge_type=edge_type[keep], edge_attr=edge_attr[keep])
+                        edge_index=np.concatenate([edge_index, pair_index], axis=1),
+                        edge_type=np.concatenate([edge_type, pair_type]),
+                        edge_attr=np.vstack([edge_attr, np.zeros((pair_index.shape[1], edge_attr.shape[1]))]),
+                        pair_attr=pair_attr)
 
     def _node_order(self, frame: GraphFrame) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]]:
         """Type blocks in ``type_names`` order, frame order inside a block."""
@@ -341,18 +393,77 @@ class FeatureEncoder:
         return out
 
     def _message_edges(self, edge_index: np.ndarray, edge_type: np.ndarray, degree: np.ndarray) -> np.ndarray:
-        """Which edges carry messages: all but the customer→hub ones (identifiers above ``hub_degree``).
+        """Which edges carry messages: all but the customer→hub ones (identifiers above ``hub_degree``),
+        and, with shortcuts, the customer→private-identifier ones (the identifier knows only that customer).
 
         A hub is represented by its own statistics, in training exactly as in the API, which never fetches
         a hub's thousands of customers: no "whichever 50 came first", no train/serve skew.
         """
         keep = np.ones(len(edge_type), dtype=bool)
-        if self.hub_degree is None or not len(edge_type):
+        if not len(edge_type):
             return keep
-        into_identifier = np.array([r.split("|")[2] in IDENTIFIERS and REV not in r for r in self.relations])
-        hub = degree > self.hub_degree
-        keep &= ~(into_identifier[edge_type] & hub[edge_index[1]])
+        into_identifier = self._into_identifier()[edge_type]
+        if self.hub_degree is not None:
+            keep &= ~(into_identifier & (degree[edge_index[1]] > self.hub_degree))
+        if self.shortcuts:
+            keep &= ~(into_identifier & (degree[edge_index[1]] <= 1))
         return keep
+
+    def _into_identifier(self) -> np.ndarray:
+        return np.array([r.split("|")[2] in IDENTIFIERS and REV not in r and CO not in r for r in self.relations])
+
+    def _private_links(self, edge_index: np.ndarray, edge_type: np.ndarray, degree: np.ndarray) -> np.ndarray:
+        """Edge types with a private identifier's identifier→customer link moved to its ``own_`` relation."""
+        rel = {r: i for i, r in enumerate(self.relations)}
+        own_of = np.arange(len(self.relations))
+        for i, r in enumerate(self.relations):
+            s, e, d = r.split("|")
+            if e.startswith(REV) and s in IDENTIFIERS:
+                own_of[i] = rel[f"{s}|{OWN}{e[len(REV):]}|{d}"]
+        private = (degree[edge_index[0]] <= 1) if len(edge_type) else np.zeros(0, bool)
+        return np.where(private, own_of[edge_type], edge_type)
+
+    @staticmethod
+    def _created_days(frame: GraphFrame, node_ids: np.ndarray, as_of: pd.Timestamp) -> np.ndarray:
+        """Days before as-of each node was created (NaN: no ``created_at``)."""
+        out = np.full(len(node_ids), np.nan)
+        lookup = pd.Series(np.arange(len(node_ids)), index=node_ids)
+        for vf in frame.vertices.values():
+            if "created_at" in vf and len(vf):
+                idx = lookup.reindex(vf.index).to_numpy()
+                ok = ~np.isnan(idx.astype(float))
+                out[idx[ok].astype(np.int64)] = _days_before(pd.to_datetime(vf["created_at"], utc=True), as_of)[ok]
+        return out
+
+    def _co_links(self, edge_index: np.ndarray, edge_type: np.ndarray, ages: np.ndarray, degree: np.ndarray,
+                  created: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every ordered pair of customers on an identifier with 2..cap customers, per identifier kind."""
+        rel = {r: i for i, r in enumerate(self.relations)}
+        co_of = np.full(len(self.relations), -1)
+        for i, r in enumerate(self.relations):
+            s, e, d = r.split("|")
+            if d in IDENTIFIERS and not e.startswith((REV, OWN, CO)):
+                co_of[i] = rel[f"{s}|{CO}{e}|{s}"]
+        cap = self.hub_degree or 50
+        fwd = (co_of[edge_type] >= 0) if len(edge_type) else np.zeros(0, bool)
+        d = degree[edge_index[1]] if len(edge_type) else np.zeros(0)
+        sel = np.flatnonzero(fwd & (d >= 2) & (d <= cap))
+        empty = (np.zeros((2, 0), np.int64), np.zeros(0, np.int64), np.zeros((0, len(PAIR_FEATURES))))
+        if not len(sel):
+            return empty
+        sel = sel[np.argsort(edge_index[1, sel], kind="stable")]
+        ident = edge_index[1, sel]
+        starts = np.flatnonzero(np.r_[True, ident[1:] != ident[:-1]])
+        sizes = np.diff(np.r_[starts, len(sel)])
+        size_of = np.repeat(sizes, sizes)
+        start_of = np.repeat(starts, sizes)
+        a = np.repeat(np.arange(len(sel)), size_of)            # receiver position
+        b = np.repeat(start_of, size_of) + (np.arange(len(a)) - np.repeat(np.cumsum(size_of) - size_of, size_of))
+        ok = a != b
+        a, b = sel[a[ok]], sel[b[ok]]                          # edge positions: a receives from b
+        dst, src = edge_index[0, a], edge_index[0, b]
+        attr = pair_features(created[src], created[dst], ages[b, 0], ages[a, 0], degree[edge_index[1, a]])
+        return np.vstack([src, dst]), co_of[edge_type[a]], attr
 
     def _edge_extra(self, frame: GraphFrame, src_label: str, ef: pd.DataFrame, as_of: pd.Timestamp,
                     ) -> list[np.ndarray]:
@@ -381,6 +492,13 @@ class FeatureEncoder:
         x = (raw.x - self.mean) / self.std
         e = raw.edge_attr
         e = (e - self.edge_mean) / self.edge_std if len(e) else e
+        if self.shortcuts:
+            n_pair = len(raw.pair_attr)
+            pair = np.zeros((len(e), len(PAIR_FEATURES)))
+            if n_pair:
+                e[-n_pair:] = 0.0  # a co-link has no link attributes of its own, only pairwise ones
+                pair[-n_pair:] = (raw.pair_attr - self.pair_mean) / self.pair_std
+            e = np.hstack([e, pair])
         label_cols = [i for i, nm in enumerate(raw.label_col_names) if nm]
         return GraphTensors(
             node_ids=raw.node_ids, node_type=torch.as_tensor(raw.node_type, dtype=torch.long),
@@ -397,6 +515,9 @@ class FeatureEncoder:
             return [vars(c) for c in cs]
         return {
             "label_columns": self.label_columns, "max_categories": self.max_categories, "hub_degree": self.hub_degree,
+            "shortcuts": self.shortcuts,
+            "pair_mean": None if self.pair_mean is None else self.pair_mean.tolist(),
+            "pair_std": None if self.pair_std is None else self.pair_std.tolist(),
             "node_cols": {k: cols(v) for k, v in self.node_cols.items()}, "edge_cols": cols(self.edge_cols),
             "edge_labels": self.edge_labels, "type_names": self.type_names, "relations": self.relations,
             "struct": self.struct, "vertex_types": self.vertex_types, "edge_types": self.edge_types,
@@ -406,7 +527,11 @@ class FeatureEncoder:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureEncoder":
-        enc = cls(d["label_columns"], d["max_categories"], d.get("hub_degree"))  # older models: no hub cut
+        enc = cls(d["label_columns"], d["max_categories"], d.get("hub_degree"),  # older models: no hub cut,
+                  d.get("shortcuts", False))                                     # no shortcut relations
+        for key in ("pair_mean", "pair_std"):
+            if d.get(key) is not None:
+                setattr(enc, key, np.asarray(d[key], dtype=float))
         enc.node_cols = {k: [_Column(**c) for c in v] for k, v in d["node_cols"].items()}
         enc.edge_cols = [_Column(**c) for c in d["edge_cols"]]
         for key in ("edge_labels", "type_names", "relations", "struct", "vertex_types", "edge_types"):

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from identigraph.errors import SchemaError
 from identigraph.model.artifacts import LoadedModel, save_model
-from identigraph.model.baseline import GBDTBaseline
+from identigraph.model.backtest import run_backtest
+from identigraph.model.baseline import GBDTBaseline, neighbour_block_scores
 from identigraph.model.config import ModelConfig
 from identigraph.model.dataset import Targets, build_targets, parse_target
 from identigraph.model.features import FeatureEncoder, GraphTensors
@@ -44,7 +46,7 @@ def prepare(snapshot: Path | GraphFrame, cfg: ModelConfig, labels: Path | None =
         if prop not in label_columns[tl]:
             label_columns[tl].append(prop)
     if encoder is None:
-        encoder = FeatureEncoder(label_columns, hub_degree=cfg.hub_degree).fit(frame)
+        encoder = FeatureEncoder(label_columns, hub_degree=cfg.hub_degree, shortcuts=cfg.shortcuts).fit(frame)
     tensors = encoder.transform(frame)
     return Prepared(frame, targets, encoder, tensors, tensors.index_of(targets.ids).astype(np.int64))
 
@@ -70,10 +72,21 @@ def _card(cfg: ModelConfig, result: TrainResult, metrics: dict[str, Any], source
 """
 
 
+def effective_config(cfg: ModelConfig, p: Prepared) -> ModelConfig:
+    """The configuration the model was really trained with: ``--target`` decides the target label and adds
+    its property to the label columns, and ``config.json`` must say so or ``predict`` scores the wrong
+    vertices."""
+    label_columns = {k: list(v) for k, v in cfg.label_columns.items()}
+    for label, cols in p.encoder.label_columns.items():
+        label_columns[label] = list(dict.fromkeys([*label_columns.get(label, []), *cols]))
+    return cfg.model_copy(update={"target_label": p.targets.label, "label_columns": label_columns})
+
+
 def run_train(snapshot: Path, out: Path, cfg: ModelConfig, labels: Path | None = None, target: str | None = None,
               device: str = "auto", conv: str = "edge", log: Log = print,
               prepared: Prepared | None = None) -> tuple[str, dict[str, Any]]:
     p = prepared or prepare(snapshot, cfg, labels, target)
+    cfg = effective_config(cfg, p)
     t, tg = p.tensors, p.targets
     counts = pd.Series(tg.split).value_counts().to_dict()
     log(f"graph: {len(t.x):,} nodes, {t.edge_index.shape[1]:,} directed edges, {len(t.relations)} relations, "
@@ -85,7 +98,8 @@ def run_train(snapshot: Path, out: Path, cfg: ModelConfig, labels: Path | None =
         "threshold": result.threshold, "threshold_reached": result.threshold_reached,
         "target_precision": cfg.target_precision, "best_epoch": result.best_epoch, "split": tg.kind,
         "val": result.val, "test": summary(tg.y[test_mask], test_scores),
-        "train_seconds": result.seconds, "epoch_seconds": result.epoch_seconds, "device": result.device,
+        "train_seconds": result.seconds, "epoch_seconds": result.epoch_seconds, "epochs_run": len(result.history),
+        "device": result.device,
         "mode": result.mode, "peak_memory_mb": result.peak_memory_mb, "conv": conv,
         "source": {"snapshot": str(snapshot), "labels": str(labels) if labels else None, "target": target},
     }
@@ -99,9 +113,12 @@ def run_train(snapshot: Path, out: Path, cfg: ModelConfig, labels: Path | None =
 
 def run_predict(snapshot: Path, model_dir: Path, out: Path, cfg: ModelConfig) -> int:
     loaded = LoadedModel.load(model_dir)
+    label = trained_target_label(Path(model_dir))
     frame = read_snapshot(Path(snapshot))
+    if len(frame.vertices.get(label, ())) == 0:
+        raise SchemaError(f"{snapshot}: no {label!r} vertices to score — the model {loaded.version} classifies "
+                          f"{label!r} vertices and the snapshot has {sorted(frame.vertices) or 'none'}")
     t = loaded.tensors(frame)
-    label = json.loads((Path(model_dir) / "config.json").read_text())["model"]["target_label"]
     nodes = t.nodes_of(label)
     scores = predict(loaded.model, t, nodes, cfg)
     ids = t.node_ids[nodes]
@@ -115,23 +132,39 @@ def run_predict(snapshot: Path, model_dir: Path, out: Path, cfg: ModelConfig) ->
     return len(table)
 
 
-def _truth_series(truth: Path, label: str) -> pd.Series:
-    table = pd.read_csv(truth, dtype={"customer_id": str})
-    return pd.Series(table["is_fraud"].astype(int).to_numpy(), index=f"{label}:" + table["customer_id"])
+def trained_target_label(model_dir: Path) -> str:
+    """The vertex label a model directory classifies. Models written before ``config.json`` recorded the
+    effective target label kept the default there; their ``--target`` names the real one."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    if config.get("target"):
+        return parse_target(config["target"])[0]
+    return config["model"]["target_label"]
+
+
+def read_truth(truth: Path) -> pd.DataFrame:
+    return pd.read_csv(truth, dtype={"customer_id": str})
+
+
+def _truth_series(truth: pd.DataFrame, label: str) -> pd.Series:
+    return pd.Series(truth["is_fraud"].astype(int).to_numpy(), index=f"{label}:" + truth["customer_id"])
 
 
 def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig, labels: Path | None = None,
                  target: str | None = None, truth: Path | None = None, log: Log = print,
-                 split: np.ndarray | None = None, prepared: Prepared | None = None) -> dict[str, Any]:
-    """Model vs plain RGCN vs GBDT on the same split, trained from the same labels, judged on test.
+                 split: np.ndarray | None = None, prepared: Prepared | None = None,
+                 backtest: Prepared | None = None) -> dict[str, Any]:
+    """Model vs plain RGCN vs GBDT (and the neighbour-block rule) on the same split, judged on test.
 
     Two views: against the training labels (what production sees), and — with ``truth`` — against ground
     truth on customers *not blocked* at as-of, which is the question that matters: does it find the fraud
     nobody caught? The train split's unblocked customers are scored too: if the model merely echoed its
-    labels, its recall there (where hidden fraud was labelled legitimate) would collapse.
+    labels, its recall there (where hidden fraud was labelled legitimate) would collapse. ``backtest`` (the
+    snapshot and labels of an earlier as-of, see ``model.backtest``) adds the temporal back-test against
+    what the platform confirmed between then and this snapshot.
     """
     loaded = LoadedModel.load(model_dir)
     p = prepared or prepare(snapshot, cfg, labels, target, split, encoder=loaded.encoder)
+    truth_table = read_truth(Path(truth)) if truth is not None else None
     t, tg = p.tensors, p.targets
     known = ~np.isnan(tg.y)
     train_nodes = p.nodes[known & (tg.split == "train")]
@@ -146,11 +179,14 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
         "rgcn_ablation": lambda nodes: predict(ablation.model, t, nodes, cfg, mode=ablation.mode),
         "gbdt_baseline": lambda nodes: gbdt.predict(t, nodes),
     }
+    if tg.label in p.frame.vertices and "blocked" in p.frame.vertices[tg.label]:
+        rule = neighbour_block_scores(p.frame, tg.label)
+        scorers["neighbour_rule"] = lambda nodes: rule.reindex(t.node_ids[nodes]).to_numpy(dtype=float)
     views: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     test = tg.split == "test"
     views["test_vs_labels"] = (p.nodes[test & known], tg.y[test & known])
     if truth is not None:
-        truth_y = _truth_series(Path(truth), tg.label).reindex(tg.ids).to_numpy(dtype=float)
+        truth_y = _truth_series(truth_table, tg.label).reindex(tg.ids).to_numpy(dtype=float)
         vf = p.frame.vertices[tg.label]
         blocked = vf["blocked"].to_numpy(dtype=float) == 1.0 if "blocked" in vf else np.zeros(len(vf), bool)
         has_truth = ~np.isnan(truth_y)
@@ -168,6 +204,9 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
             "threshold": loaded.threshold, "flagged": int(flagged.sum()),
             "precision": float(y[flagged].mean()) if flagged.any() else float("nan"),
             "recall": float(flagged[y == 1].mean()) if (y == 1).any() else float("nan")}
+    if backtest is not None:
+        results["backtest"] = run_backtest(backtest, p.frame, cfg, conv=loaded.metrics.get("conv", "edge"),
+                                           truth=truth_table, log=log)
     out = Path(model_dir) / "evaluation.json"
     out.write_text(json.dumps(results, indent=2))
     return results

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from identigraph.graph.schema import CUSTOMER, EDGE_TO_IDENTIFIER
-from identigraph.model.features import REV, FeatureEncoder, GraphTensors, _Column
+from identigraph.model.features import CO, OWN, PAIR_FEATURES, REV, FeatureEncoder, GraphTensors, _Column, pair_features
 
 
 @dataclass
@@ -98,10 +98,16 @@ class RequestEncoder:
         self.stats_relation = encoder._stats_relation()
         self.into_customer = {}  # edge label -> relation index of identifier → customer messages
         self.from_customer = {}  # edge label -> relation index of customer → identifier messages
+        self.own_of = {}         # edge label -> relation index of a private identifier's link (shortcut)
+        self.co_of = {}          # edge label -> relation index of co-links through that kind of identifier
         for r, i in self.rel_index.items():
             src, elabel, dst = r.split("|")
             if elabel.startswith(REV) and dst == CUSTOMER:
                 self.into_customer[elabel[len(REV):]] = i
+            elif elabel.startswith(OWN):
+                self.own_of[elabel[len(OWN):]] = i
+            elif elabel.startswith(CO):
+                self.co_of[elabel[len(CO):]] = i
             elif src == CUSTOMER:
                 self.from_customer[elabel] = i
         self.mean = encoder.mean.astype(np.float64)
@@ -109,6 +115,10 @@ class RequestEncoder:
         self.edge_mean = encoder.edge_mean.astype(np.float64)
         self.edge_std = encoder.edge_std.astype(np.float64)
         self.edge_width = sum(c.width() for c in encoder.edge_cols) + 2
+        self.shortcuts = encoder.shortcuts
+        if self.shortcuts:
+            self.pair_mean = encoder.pair_mean.astype(np.float64)
+            self.pair_std = encoder.pair_std.astype(np.float64)
         self.props = {label: [c.name for c in cols] for label, cols in encoder.node_cols.items()}
         self.edge_props = [c.name for c in encoder.edge_cols]
 
@@ -220,6 +230,7 @@ class RequestEncoder:
         edges = [e for e in graph.edges if e[0] in index and e[2] in index and e[1] in self.from_customer]
         m = len(edges)
         attr = np.zeros((m, self.edge_width))
+        first = created = np.zeros(0)
         if m:
             rows = [e[3] for e in edges]
             self._columns(self.enc.edge_cols, rows, as_of_s, attr, 0)
@@ -235,21 +246,64 @@ class RequestEncoder:
         rev = np.array([self.into_customer[e[1]] for e in edges], dtype=np.int64)
         # the batch encoder's order: forward relations sorted, each followed by its reverse
         keep_fwd = np.ones(m, dtype=bool)
+        identifier = np.array([EDGE_TO_IDENTIFIER.get(e[1]) is not None for e in edges], dtype=bool)
         if self.enc.hub_degree is not None and m:
-            identifier = np.array([EDGE_TO_IDENTIFIER.get(e[1]) is not None for e in edges])
             keep_fwd = ~(identifier & (degree[dst] > self.enc.hub_degree))
-        # the seed-only forward's order: identifier → seed messages, then customer → identifier ones (every
-        # identifier here is the seed's), then identifier → other customer ones, which no seed layer reads
         seed = index[graph.seed]
+        pair_index, pair_type = np.zeros((2, 0), np.int64), np.zeros(0, np.int64)
+        pair_attr = np.zeros((0, len(PAIR_FEATURES)))
+        if self.shortcuts and m:
+            private = identifier & (degree[dst] <= 1)
+            keep_fwd &= ~private
+            own = np.array([self.own_of.get(e[1], -1) for e in edges], dtype=np.int64)
+            rev = np.where(private, own, rev)
+            pair_index, pair_type, pair_attr = self._co_links(edges, identifier, src, dst, degree, first, created,
+                                                              as_of_s, seed)
+        if self.shortcuts:  # links' own attributes, then the pairwise block (zeros on links, as in the batch)
+            attr = np.hstack([attr, np.zeros((m, len(PAIR_FEATURES)))])
+            pair_attr = np.hstack([np.zeros((len(pair_type), self.edge_width)), pair_attr])
+        else:
+            pair_attr = np.zeros((0, self.edge_width))
+        # the seed-only forward's order: messages into the seed (its identifiers' and its co-links), then
+        # customer → identifier ones (every identifier here is the seed's), then identifier → other
+        # customer ones, which no seed layer reads
         to_seed = src == seed
         parts = [(dst[to_seed], src[to_seed], rev[to_seed], attr[to_seed]),
+                 (pair_index[0], pair_index[1], pair_type, pair_attr),
                  (src[keep_fwd], dst[keep_fwd], fwd[keep_fwd], attr[keep_fwd]),
                  (dst[~to_seed], src[~to_seed], rev[~to_seed], attr[~to_seed])]
         edge_index = np.concatenate([np.stack([a, b]) for a, b, _, _ in parts], axis=1)
         edge_type = np.concatenate([t for _, _, t, _ in parts])
         edge_attr = np.concatenate([e for _, _, _, e in parts])
-        into_seed = int(to_seed.sum())
+        into_seed = int(to_seed.sum()) + len(pair_type)
         return edge_index, edge_type, edge_attr, (into_seed, into_seed + int(keep_fwd.sum()))
+
+    def _co_links(self, edges: list, identifier: np.ndarray, src: np.ndarray, dst: np.ndarray, degree: np.ndarray,
+                  first: np.ndarray, created: np.ndarray, as_of_s: float, seed: int) -> tuple[np.ndarray, ...]:
+        """The batch encoder's co-links into the seed from the customers the request holds of each of its small
+        identifiers: co-links are read in the last layer only, so no seed layer needs the others'."""
+        cap = self.enc.hub_degree or 50
+        small = np.flatnonzero(identifier & (degree[dst] >= 2) & (degree[dst] <= cap))
+        a_all, b_all = [], []
+        groups: dict[int, list[int]] = {}
+        for k in small.tolist():
+            groups.setdefault(int(dst[k]), []).append(k)
+        for members in groups.values():
+            for a in members:
+                if src[a] != seed:
+                    continue
+                for b in members:
+                    if a != b:
+                        a_all.append(a)
+                        b_all.append(b)
+        if not a_all:
+            return np.zeros((2, 0), np.int64), np.zeros(0, np.int64), np.zeros((0, len(PAIR_FEATURES)))
+        a, b = np.array(a_all), np.array(b_all)
+        age = (as_of_s - created) / 86_400.0
+        use = (as_of_s - first) / 86_400.0
+        raw = pair_features(age[b], age[a], use[b], use[a], degree[dst[a]])
+        kind = np.array([self.co_of[edges[k][1]] for k in a.tolist()], dtype=np.int64)
+        return np.stack([src[b], src[a]]), kind, (raw - self.pair_mean) / self.pair_std
 
 
 class FrameRequests:

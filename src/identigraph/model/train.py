@@ -27,7 +27,7 @@ from torch_geometric.loader import NodeLoader
 
 from identigraph.model.config import ModelConfig
 from identigraph.model.dataset import Targets
-from identigraph.model.features import GraphTensors, mask_labels
+from identigraph.model.features import GraphTensors, mask_labels, shortcut_relations
 from identigraph.model.metrics import summary, threshold_for_precision
 from identigraph.model.nets import FraudGNN
 from identigraph.model.sampler import TorchNeighborSampler
@@ -102,8 +102,25 @@ def _predict(model: torch.nn.Module, t: GraphTensors, nodes: np.ndarray, cfg: Mo
     for part in np.array_split(order, min(chunks, len(nodes))):
         idx = nodes[part]
         x = mask_labels(t, idx).to(device)
-        out[part] = torch.sigmoid(model(x, ei, et, ea)[torch.as_tensor(idx, device=device)].float()).cpu().numpy()
+        targets = torch.as_tensor(idx, device=device)
+        plans = _cached_plans(model, t, ei, et, ea, targets)
+        out[part] = torch.sigmoid(model(x, ei, et, ea, targets=targets, plans=plans).float()).cpu().numpy()
     return out
+
+
+_PLANS: dict[tuple, list] = {}
+
+
+def _cached_plans(model: torch.nn.Module, t: GraphTensors, ei: torch.Tensor, et: torch.Tensor, ea: torch.Tensor,
+                  targets: torch.Tensor) -> list:
+    """Layer plans reused across epochs: validation scores the same nodes of the same graph every epoch."""
+    key = (id(t), ei.data_ptr(), ei.shape[1], tuple(model.is_shortcut), len(model.convs),
+           hash(targets.cpu().numpy().tobytes()))
+    if key not in _PLANS:
+        if len(_PLANS) >= 16:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = model.plan(ei, et, ea, len(t.x), targets)
+    return _PLANS[key]
 
 
 @contextmanager
@@ -143,6 +160,7 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
     if mode == "auto":
         mode = "sampled" if distributed or len(t.x) > tc.full_batch_max_nodes else "full"
     node_of = t.index_of(targets.ids)
+    target_nodes = t.nodes_of(targets.label)
     y_all = torch.full((len(t.x),), float("nan"))
     y_all[torch.tensor(node_of)] = torch.tensor(targets.y, dtype=torch.float32)  # copies: inputs may be read-only
     known = ~np.isnan(targets.y)
@@ -154,7 +172,8 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
     pos = float(y_train.sum())
     pos_weight = torch.tensor(min(tc.max_pos_weight, (len(y_train) - pos) / max(pos, 1.0)), device=dev)
     model = FraudGNN(t.x.shape[1], cfg.network.hidden, len(t.relations), t.edge_attr.shape[1],
-                     cfg.network.layers, conv, cfg.network.dropout).to(dev)
+                     cfg.network.layers, conv, cfg.network.dropout, shortcut_relations=shortcut_relations(t.relations),
+                     relation_dropout=tc.relation_dropout).to(dev)
     net: torch.nn.Module = model
     if distributed:
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -187,10 +206,15 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
         if mode == "full":
             perm = rng.permutation(train_idx)
             masked = perm[: max(1, int(math.ceil(tc.mask_rate * len(perm))))]
-            x = mask_labels(t, masked, xs)
+            hidden = masked
+            if tc.label_dropout > 0:  # neighbours lose their labels too: structure must carry the signal
+                others = target_nodes[rng.random(len(target_nodes)) < tc.label_dropout]
+                hidden = np.union1d(masked, others)
+            x = mask_labels(t, hidden, xs)
             m = torch.as_tensor(masked, device=dev)
+            # only the scored nodes' receptive fields run: the last layer computes the masked half, no more
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(x, ei, et, ea)[m]
+                logits = net(x, ei, et, ea, targets=m)
             loss = loss_fn(logits.float(), y_dev[m])
             opt.zero_grad()
             loss.backward()
@@ -200,6 +224,13 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
             for batch in loader:
                 b = batch.to(dev)
                 x = _mask_seeds(b.x, t, b.batch_size)
+                if tc.label_dropout > 0:
+                    is_target = t.node_type[b.n_id.cpu()] == t.type_names.index(targets.label)
+                    drop = (torch.as_tensor(rng.random(len(x)) < tc.label_dropout) & is_target).to(x.device)
+                    drop[: b.batch_size] = False
+                    if len(t.label_cols):
+                        x[drop.nonzero().view(-1, 1), t.label_cols.to(x.device).view(1, -1)] = 0.0
+                    x[drop, t.mask_col] = 1.0
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = net(x, b.edge_index, b.edge_type, b.edge_attr)[: b.batch_size]
                 loss = loss_fn(logits.float(), y_all[b.n_id[: b.batch_size].cpu()].to(dev))

@@ -97,7 +97,10 @@ def elasticmq_classpath(settings: Settings) -> str:
 
 def install(settings: Settings) -> dict[str, str]:
     """Fetch everything the local services need; idempotent."""
+    from identigraph.services.local import checkpoint_classes
+
     require_tool(settings.services.java, "Java")
     home = gremlin_server_home(settings)
     cp = elasticmq_classpath(settings)
-    return {"gremlin_server": str(home), "elasticmq_jars": str(len(cp.split(":")))}
+    return {"gremlin_server": str(home), "elasticmq_jars": str(len(cp.split(":"))),
+            "checkpoint_classes": str(checkpoint_classes(settings))}

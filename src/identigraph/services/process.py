@@ -150,7 +150,8 @@ class ManagedProcess:
         )
 
     def stop(self, timeout_s: float = 60.0) -> bool:
-        """SIGTERM (lets Gremlin Server persist its graph), then SIGKILL after the timeout."""
+        """SIGTERM (Gremlin Server writes a final checkpoint), then SIGKILL after the timeout. A kill during that
+        write leaves the previous checkpoint as it was: new ones are written beside it and renamed into place."""
         state = self.state()
         if state is None:
             return False

@@ -17,6 +17,7 @@ from identigraph.synth._util import (
     RESIDENTIAL_OCTETS,
     RING,
     SIGNUP,
+    SOFT,
     Pool,
     diurnal,
     draw_unique,
@@ -39,6 +40,9 @@ def _calibrate_counts(p: SynthParams, pop: Pop, rng: np.random.Generator) -> np.
     legit = pop.role == LEGIT
     n_norm[ring] = rng.poisson(12, int(ring.sum()))
     n_norm[multi] = rng.poisson(8, int(multi.sum()))
+    soft = pop.role == SOFT
+    if soft.any():
+        n_norm[soft] = rng_for(p.seed, "hard_scenarios/events").poisson(12, int(soft.sum()))
     fixed = (
         pop.n
         + int(((pop.card >= 0) & (pop.card_t < pop.act_end[:, None])).sum())
@@ -137,7 +141,11 @@ def behaviour_events(p: SynthParams, pop: Pop, pools: dict[str, Pool]) -> dict[s
 
 
 def _takeover_events(p: SynthParams, pop: Pop, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The attacker's session: new device and proxy IP log in, swap email and phone, add a card, spend."""
+    """The attacker's session: new device and proxy IP log in, swap email and phone, add a card, spend.
+
+    A stealth takeover swaps nothing: its profile step is one more login with the victim's own email, so
+    only the new device and card, linked years into the account's life from a fraud proxy, give it away.
+    """
     v = pop.victims
     k = v.size
     T = pop.fraud_start[v]
@@ -160,6 +168,12 @@ def _takeover_events(p: SynthParams, pop: Pop, rng: np.random.Generator) -> dict
     email = np.where(t >= t_prof[idx], pop.att_email[idx], old_email[idx])
     email = np.where((etype == LOGIN) & (rng.random(n) < 0.5) & (t > T[idx]), -1, email)
     phone = np.where(etype == PROFILE, pop.att_phone[idx], -1)
+    quiet = pop.stealth[idx]
+    email = np.where(quiet & (email == pop.att_email[idx]), old_email[idx], email)
+    # payments and bookings carry no email, for attackers as for everyone (one did: a giveaway no platform sends)
+    email = np.where((etype == ADD_PM) | (etype == BOOKING), -1, email)
+    phone = np.where(quiet, -1, phone)
+    etype = np.where(quiet & (etype == PROFILE), LOGIN, etype).astype(np.int8)
     card = np.where((etype == ADD_PM) | (etype == BOOKING), pop.att_card[idx], -1)
     keep = t < p.t1
     return dict(

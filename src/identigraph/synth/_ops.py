@@ -16,6 +16,7 @@ from identigraph.synth._util import (
     NONFRAUD_RULES,
     RING,
     RING_RULES,
+    SOFT,
     lognormal,
     rng_for,
 )
@@ -33,6 +34,7 @@ class Ops:
     contact_cust: np.ndarray
     contact_t: np.ndarray
     contact_topic: np.ndarray
+    household_fp: np.ndarray  # bool: blocked by the rule that hit the whole household
 
 
 def _segment_min(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -100,12 +102,31 @@ def operations(p: SynthParams, pop: Pop) -> Ops:
     reason[v[m]] = "fraud"
     set_source(v[m], 0.4, ATO_RULES)
 
+    # soft rings: nothing ties the members together for the rules, so each is found (or not) alone
+    rng_s = rng_for(p.seed, "hard_scenarios/operations")
+    soft_idx = np.flatnonzero(pop.role == SOFT)
+    t = pop.created[soft_idx] + np.maximum(2 * HOUR, lognormal(rng_s, 1.5 * delay_med, 1.0, soft_idx.size)).astype(np.int64)
+    m = (rng_s.random(soft_idx.size) < p.soft_ring_detection_prob) & (t < T1)
+    block_t[soft_idx[m]] = t[m]
+    reason[soft_idx[m]] = "fraud"
+    is_rule = rng_s.random(int(m.sum())) < 0.5
+    source[soft_idx[m]] = np.where(is_rule, "rule", "manual")
+    rule[soft_idx[m]] = np.where(is_rule, RING_RULES[rng_s.integers(0, RING_RULES.size, int(m.sum()))], None)
+
     contacts: list[tuple[np.ndarray, np.ndarray, str]] = []
 
     # some fraudsters contest too, so a block_review contact is no proof of innocence
     fraud_blocked = np.flatnonzero((block_t >= 0) & ((pop.role != LEGIT) | pop.ato))
     fc = fraud_blocked[rng.random(fraud_blocked.size) < 0.1]
     contacts.append((fc, block_t[fc] + np.maximum(600, lognormal(rng, DAY, 1.0, fc.size)).astype(np.int64), "block_review"))
+    # ...and some talk their way out of it: wrong unblocks, after which they carry on
+    if p.fraud_lift_rate > 0:
+        lf = fraud_blocked[rng_s.random(fraud_blocked.size) < p.fraud_lift_rate]
+        ct = block_t[lf] + np.maximum(600, lognormal(rng_s, DAY, 1.0, lf.size)).astype(np.int64)
+        ut = ct + np.maximum(HOUR, lognormal(rng_s, 2 * DAY, 0.8, lf.size)).astype(np.int64)
+        ok = ut < T1
+        contacts.append((lf[ok], ct[ok], "block_review"))
+        unblock_t[lf[ok]] = ut[ok]
 
     # legit accounts: false-positive fraud blocks and ordinary abuse/other blocks
     cand = np.flatnonzero((pop.role == LEGIT) & ~pop.ato & (pop.act_end - pop.created > DAY))
@@ -131,6 +152,33 @@ def operations(p: SynthParams, pop: Pop) -> Ops:
         ok = lift & (ct < T1) & (ut < T1)
         unblock_t[idx[ok]] = ut[ok]
 
+    # a shared-device rule firing on a whole household: wrong blocks next to honest neighbours
+    household_fp = np.zeros(N, dtype=bool)
+    if p.household_fp_share > 0 and pop.hh_sizes.size:
+        hh_members = np.flatnonzero((pop.role == LEGIT) & (pop.group >= 0))
+        hit_hh = np.flatnonzero(rng_s.random(pop.hh_sizes.size) < p.household_fp_share)
+        idx = hh_members[np.isin(pop.group[hh_members], hit_hh) & (block_t[hh_members] < 0) & ~pop.ato[hh_members]]
+        g = pop.group[idx]
+        uniq, inv = np.unique(g, return_inverse=True)
+        lo = np.full(uniq.size, 0, dtype=np.int64)
+        np.maximum.at(lo, inv, pop.created[idx] + DAY)
+        hi = np.full(uniq.size, T1, dtype=np.int64)
+        np.minimum.at(hi, inv, pop.act_end[idx])
+        when = lo + (rng_s.random(uniq.size) * np.maximum(hi - lo, 0)).astype(np.int64)
+        ok = (hi > lo)[inv]
+        idx, when = idx[ok], (when[inv] + rng_s.integers(0, HOUR, idx.size))[ok]
+        block_t[idx] = when
+        household_fp[idx] = True
+        reason[idx] = "fraud"
+        source[idx] = "rule"
+        rule[idx] = "shared_device"
+        contest = rng_s.random(idx.size) < p.contest_rate
+        ct = when + np.maximum(600, lognormal(rng_s, DAY, 0.8, idx.size)).astype(np.int64)
+        contacts.append((idx[contest], ct[contest], "block_review"))
+        ut = ct + np.maximum(HOUR, lognormal(rng_s, 2 * DAY, 0.8, idx.size)).astype(np.int64)
+        ok = contest & (rng_s.random(idx.size) < p.unblock_rate) & (ct < T1) & (ut < T1)
+        unblock_t[idx[ok]] = ut[ok]
+
     # ordinary care traffic, and takeover victims reporting the hijack
     years = (T1 - pop.created) / (365 * DAY)
     k = rng.poisson(p.care_contact_rate * years)
@@ -147,4 +195,5 @@ def operations(p: SynthParams, pop: Pop) -> Ops:
     ops = Ops()
     ops.block_t, ops.unblock_t, ops.reason, ops.source, ops.rule = block_t, unblock_t, reason, source, rule
     ops.contact_cust, ops.contact_t, ops.contact_topic = cust[keep], when[keep], topics[keep]
+    ops.household_fp = household_fp
     return ops

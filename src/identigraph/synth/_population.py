@@ -22,6 +22,7 @@ from identigraph.synth._util import (
     PHONE_FMT,
     RESIDENTIAL_OCTETS,
     RING,
+    SOFT,
     Pool,
     draw_unique,
     hex_strings,
@@ -104,9 +105,22 @@ def _legit_locals(rng: np.random.Generator, first: np.ndarray, last: np.ndarray)
     return out
 
 
+def _ipv4_block(rng: np.random.Generator, k: int, used: set) -> np.ndarray:
+    """``k`` new addresses inside one random residential /24."""
+    while True:
+        prefix = (int(rng.choice(RESIDENTIAL_OCTETS)) << 24) | (int(rng.integers(0, 1 << 16)) << 8)
+        last = rng.choice(np.arange(1, 255), size=k, replace=False)
+        block = prefix | last.astype(np.int64)
+        if not any(int(a) in used for a in block):
+            used.update(int(a) for a in block)
+            return block
+
+
 def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     N, T0, T1 = p.customers, p.t0, p.t1
     rng = rng_for(p.seed, "population")
+    # the hard-world scenarios draw from their own stream: with them off, the classic world is unchanged
+    rng_s = rng_for(p.seed, "hard_scenarios")
     pools = {k: Pool(k) for k in ("device", "ip", "email", "phone", "card")}
     used_ip: set = set()
     used_dev: set = set()
@@ -133,17 +147,23 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
         lambda: p.ring_size_min + int(lognormal(rng, 5.0, 0.8, 1)[0]),
     )
     multi_sizes = _group_sizes(rng, round(p.multi_account_share * N), 3, 8, lambda: int(rng.integers(3, 9)))
-    n_ring, n_multi = sum(ring_sizes), sum(multi_sizes)
+    soft_sizes = _group_sizes(rng_s, round(p.soft_ring_share * N), 4, 16,
+                              lambda: 4 + int(lognormal(rng_s, 3.0, 0.7, 1)[0]))
+    n_ring, n_multi, n_soft = sum(ring_sizes), sum(multi_sizes), sum(soft_sizes)
     n_fraud = n_ring + n_multi
+    n_bad = n_fraud + n_soft
     role = np.full(N, LEGIT, dtype=np.int8)
     role[:n_ring] = RING
     role[n_ring:n_fraud] = MULTI
+    role[n_fraud:n_bad] = SOFT
     group = np.full(N, -1, dtype=np.int64)  # ring index / cluster index / household index, by role
     group[:n_ring] = np.repeat(np.arange(len(ring_sizes)), ring_sizes)
     group[n_ring:n_fraud] = np.repeat(np.arange(len(multi_sizes)), multi_sizes)
+    group[n_fraud:n_bad] = np.repeat(np.arange(len(soft_sizes)), soft_sizes)
     ring_idx = np.arange(n_ring)
     multi_idx = np.arange(n_ring, n_fraud)
-    legit_idx = np.arange(n_fraud, N)
+    soft_idx = np.arange(n_fraud, n_bad)
+    legit_idx = np.arange(n_bad, N)
     nL = legit_idx.size
 
     # ---- households and homes -------------------------------------------------------------------
@@ -172,6 +192,8 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     country[has_home] = home_country[home[has_home]]
     ring_country = rng.choice(COUNTRIES.size, size=max(len(ring_sizes), 1), p=COUNTRY_W)
     country[ring_idx] = ring_country[group[ring_idx]]
+    soft_country = rng_s.choice(COUNTRIES.size, size=max(len(soft_sizes), 1), p=COUNTRY_W)
+    country[soft_idx] = soft_country[group[soft_idx]]
 
     # ---- creation and activity windows ----------------------------------------------------------
     created = np.empty(N, dtype=np.int64)
@@ -185,6 +207,12 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     first_of_cluster = np.r_[0, np.cumsum(multi_sizes)[:-1]].astype(np.int64) if n_clusters else np.zeros(0, np.int64)
     u[first_of_cluster] = 0.0
     created[multi_idx] = multi_start[group[multi_idx]] + (u * multi_span[group[multi_idx]]).astype(np.int64)
+    if n_soft:  # a looser burst than a ring's: days, not hours; after drift start only, when drifting
+        lo = max(T0, T1 - int(p.drift_days * DAY)) if p.drift_days > 0 else T0
+        soft_start = recency_times(rng_s, len(soft_sizes), lo, T1 - HOUR, p.growth)
+        soft_burst = np.clip(lognormal(rng_s, 2 * DAY, 0.8, len(soft_sizes)), 6 * HOUR, 10 * DAY)
+        g = group[soft_idx]
+        created[soft_idx] = soft_start[g] + (rng_s.random(n_soft) * soft_burst[g]).astype(np.int64)
     created = np.minimum(created, T1 - 60)
 
     act_end = np.full(N, T1, dtype=np.int64)
@@ -193,6 +221,7 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     act_end[legit_idx] = np.where(churn, created[legit_idx] + 1 + (rng.random(nL) * span).astype(np.int64), T1)
     act_end[ring_idx] = created[ring_idx] + np.clip(lognormal(rng, 4 * DAY, 0.9, n_ring), 2 * HOUR, 60 * DAY).astype(np.int64)
     act_end[multi_idx] = created[multi_idx] + np.clip(lognormal(rng, 21 * DAY, 0.7, n_multi), DAY, 120 * DAY).astype(np.int64)
+    act_end[soft_idx] = created[soft_idx] + np.clip(lognormal(rng_s, 6 * DAY, 0.9, n_soft), DAY, 60 * DAY).astype(np.int64)
     act_end = np.minimum(act_end, T1)
 
     activity = np.zeros(N)
@@ -200,7 +229,7 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
 
     # ---- account takeover victims: old, valuable legit accounts ---------------------------------
     fraud_start = np.full(N, -1, dtype=np.int64)
-    fraud_start[:n_fraud] = created[:n_fraud]
+    fraud_start[:n_bad] = created[:n_bad]
     eligible = legit_idx[(T1 - created[legit_idx]) >= 120 * DAY]
     n_ato = min(round(p.ato_share * N), eligible.size)
     ato = np.zeros(N, dtype=bool)
@@ -253,6 +282,13 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
         phone[members] = phone[rng.choice(keep, size=members.size)]
     mvirt = np.where(rng.random(n_multi) < 0.4, "US", COUNTRIES[country[multi_idx]])
     phone[multi_idx] = pools["phone"].add(_phones(rng, mvirt.astype(object), used_phone), "secondary_sim")
+    if n_soft:  # soft rings: every member its own throwaway address and virtual number
+        email[soft_idx] = pools["email"].add(_emails(list(random_tokens(rng_s, n_soft, 9)),
+                                                     DISPOSABLE[rng_s.integers(0, DISPOSABLE.size, n_soft)],
+                                                     used_email), "disposable")
+        svirt = np.where(rng_s.random(n_soft) < 0.6, np.where(rng_s.random(n_soft) < 0.5, "US", "GB"),
+                         ccodes[soft_idx])
+        phone[soft_idx] = pools["phone"].add(_phones(rng_s, svirt.astype(object), used_phone), "virtual")
 
     email2 = np.full(N, -1, dtype=np.int64)
     t_email2 = np.full(N, NEVER, dtype=np.int64)
@@ -301,6 +337,9 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
         two = nd >= 2
         dev_alt[ring_idx[two]] = ring_dev_codes[ring_dev_off[g[two]] + rng.integers(0, nd[two])]
         alt_p[ring_idx[two]] = 0.4
+    if n_soft:  # a cheap real phone per member, never passed around
+        v = draw_unique(lambda m: rng_s.integers(-(2**63), 2**63 - 1, size=m, dtype=np.int64), n_soft, used_dev)
+        dev_main[soft_idx] = pools["device"].add(hex_strings(v), "soft_ring_phone")
     person_dev = new_devices(n_clusters, "multi_account_phone")
     person_dev2 = new_devices(n_clusters, "multi_account_phone")
     if n_multi:
@@ -323,6 +362,19 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
         ip_base[members, :nb] = chosen[:nb]
         n_base[members] = nb
 
+    # soft rings: a residential-proxy /24 per ring; each address is also the home line of an honest single
+    for r, s in enumerate(soft_sizes):
+        members = soft_idx[group[soft_idx] == r]
+        block = _ipv4_block(rng_s, int(rng_s.integers(3, 9)), used_ip)
+        codes = pools["ip"].add(ipv4_strings(block), "residential_proxy")
+        nb = np.minimum(rng_s.integers(1, 4, members.size), codes.size)
+        for i, m in zip(members.tolist(), nb.tolist()):
+            ip_base[i, :m] = rng_s.choice(codes, size=m, replace=False)
+            n_base[i] = m
+        homes = singles[rng_s.integers(0, max(singles.size, 1), codes.size)] if singles.size else np.zeros(0, np.int64)
+        keep = rng_s.random(homes.size) < 0.6
+        ip_base[homes[keep], 0] = codes[keep]
+
     nat_total = p.nat_pool_size
     nat_n = np.maximum(3, np.round(nat_total * COUNTRY_W).astype(int))
     ip_nat = np.full((N, 4), -1, dtype=np.int64)
@@ -330,9 +382,11 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     mobile = np.zeros(N, dtype=bool)
     mobile[legit_idx] = rng.random(nL) < p.mobile_share
     mobile[ring_idx] = True
+    mobile[soft_idx] = True
     # carrier-grade NAT rotates egress addresses, so a phone is seen behind several over its life
     k_nat = np.where(mobile, rng.choice([1, 2, 3, 4], size=N, p=[0.15, 0.3, 0.3, 0.25]), 0)
     k_nat[ring_idx] = np.minimum(k_nat[ring_idx], 2)
+    k_nat[soft_idx] = np.minimum(k_nat[soft_idx], 2)
     for ci in range(COUNTRIES.size):
         pool_c = new_ipv4(int(nat_n[ci]), CARRIER_OCTETS, "carrier_nat")
         w = 1.0 / np.arange(1, pool_c.size + 1)
@@ -363,6 +417,7 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     vpn_user = np.zeros(N, dtype=bool)
     vpn_user[legit_idx] = rng.random(nL) < p.vpn_share
     vpn_user[ring_idx] = True
+    vpn_user[soft_idx] = rng_s.random(n_soft) < 0.3
 
     w = np.zeros((N, 5))
     w[legit_idx] = np.column_stack([
@@ -372,6 +427,8 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     w[ring_idx] = [0.75, 0.2, 0.0, 0.05, 0.0]
     w[multi_idx] = np.column_stack([np.full(n_multi, 0.6), 0.4 * mobile[multi_idx], np.zeros(n_multi),
                                     np.zeros(n_multi), np.full(n_multi, 0.02)])
+    w[soft_idx] = np.column_stack([np.full(n_soft, 0.65), np.full(n_soft, 0.3), np.zeros(n_soft),
+                                   0.1 * vpn_user[soft_idx], np.full(n_soft, 0.02)])
     ip_cum = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
 
     # ---- cards ----------------------------------------------------------------------------------
@@ -402,6 +459,16 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
         m = min(pool_r.size, int(rng.integers(2, 6)), K_CARDS)
         card[i, :m] = rng.choice(pool_r, size=m, replace=False)
         card_t[i, :m] = created[i] + np.cumsum(lognormal(rng, 20 * 60, 1.0, m)).astype(np.int64)
+    if n_soft:  # one or two stolen cards of its own per member, loaded minutes after signup
+        k = rng_s.integers(1, 3, n_soft)
+        v = draw_unique(lambda m: rng_s.integers(-(2**63), 2**63 - 1, size=m, dtype=np.int64), int(k.sum()), used_card)
+        codes = pools["card"].add(hex_strings(v, "card_"), "stolen")
+        off = np.r_[0, np.cumsum(k)[:-1]]
+        for j in range(2):
+            has = k > j
+            card[soft_idx[has], j] = codes[off[has] + j]
+            card_t[soft_idx[has], j] = created[soft_idx[has]] + np.clip(
+                lognormal(rng_s, 15 * 60 * (j + 1), 1.0, int(has.sum())), 60, 2 * DAY).astype(np.int64)
     person_card = new_cards(n_clusters, "multi_account_card")
     if n_multi:
         g = group[multi_idx]
@@ -417,9 +484,11 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     type_cum[legit_idx] = [0.55, 0.97]
     type_cum[ring_idx] = [0.5, 0.95]
     type_cum[multi_idx] = [0.7, 0.98]
+    type_cum[soft_idx] = [0.55, 0.96]
     login_email_p = np.full(N, 0.3)
     login_email_p[ring_idx] = 0.8
     login_email_p[multi_idx] = 0.5
+    login_email_p[soft_idx] = 0.6
 
     # ---- attacker kit for each takeover -----------------------------------------------------------
     victims = np.flatnonzero(ato)
@@ -436,7 +505,34 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     pop.att_card = np.where(
         from_ring, ring_card_codes[rng.integers(0, max(ring_card_codes.size, 1), n_ato)] if ring_card_codes.size else fresh, fresh
     )
+    # stealth takeovers keep the victim's email and phone; the attacker's phone is theirs alone
+    stealth = rng_s.random(n_ato) < p.stealth_ato_share
+    if stealth.any():
+        v = draw_unique(lambda m: rng_s.integers(-(2**63), 2**63 - 1, size=m, dtype=np.int64), int(stealth.sum()), used_dev)
+        pop.att_dev[stealth] = pools["device"].add(hex_strings(v), "attacker")
+        pop.att_card[stealth] = fresh[stealth]
+    pop.stealth = stealth
     pop.victims = victims
+
+    # second-hand phones: a churned customer's phone becomes a newer customer's main device
+    resold = np.zeros(0, dtype=np.int64)
+    if p.resold_device_share > 0 and nL:
+        churned = legit_idx[(act_end[legit_idx] < T1 - 30 * DAY) & (dev_main[legit_idx] >= 0) & ~ato[legit_idx]]
+        churned = churned[rng_s.random(churned.size) < p.resold_device_share]
+        order = legit_idx[np.argsort(created[legit_idx], kind="stable")]
+        lo = np.searchsorted(created[order], act_end[churned] + 7 * DAY)
+        pick = lo + rng_s.integers(0, 2_000, churned.size)
+        ok = pick < order.size
+        buyer = order[np.minimum(pick, order.size - 1)]
+        ok &= ~np.isin(buyer, churned) & ~ato[buyer]
+        buyer, seller = buyer[ok], churned[ok]
+        buyer, first = np.unique(buyer, return_index=True)
+        seller = seller[first]
+        dev_main[buyer] = dev_main[seller]
+        dev_rep[buyer] = -1
+        t_rep[buyer] = NEVER
+        resold = buyer
+    pop.resold = resold
     pop.used_ip = used_ip
 
     for name, val in dict(
@@ -446,6 +542,7 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
         tab_p=tab_p, dev_rep=dev_rep, t_rep=t_rep, ip_base=ip_base, n_base=n_base, ip_nat=ip_nat,
         n_nat=n_nat, ip_office=ip_office, ip_cum=ip_cum, vpn_pool=vpn_pool, card=card, card_t=card_t,
         cash_p=cash_p, type_cum=type_cum, login_email_p=login_email_p, ring_sizes=np.asarray(ring_sizes),
+        soft_sizes=np.asarray(soft_sizes, dtype=np.int64),
         multi_sizes=np.asarray(multi_sizes), hh_sizes=np.asarray(hh_sizes), home=home,
     ).items():
         setattr(pop, name, val)

@@ -16,7 +16,7 @@ SIGNUP, LOGIN, ADD_PM, PROFILE, BOOKING = 0, 1, 2, 3, 4
 EVENT_TYPES = np.array(["signup", "login", "add_payment_method", "profile_update", "booking"], dtype=object)
 
 # roles
-LEGIT, RING, MULTI = 0, 1, 2
+LEGIT, RING, MULTI, SOFT = 0, 1, 2, 3  # SOFT: a ring that shares no hard identifier
 
 COUNTRIES = np.array(["AE", "SA", "PK", "EG", "JO"], dtype=object)
 COUNTRY_W = np.array([0.35, 0.30, 0.15, 0.12, 0.08])

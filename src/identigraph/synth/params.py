@@ -54,6 +54,26 @@ class SynthParams(BaseModel):
     multi_account_share: float = Field(0.015, ge=0, le=0.3, description="accounts in promo-abuse clusters")
     ato_share: float = Field(0.004, ge=0, le=0.2, description="old legit accounts taken over")
 
+    # harder fraud and noisier operations (all off by default: the classic world stays as it was;
+    # ``SynthParams.profile("hard")`` turns them on together)
+    soft_ring_share: float = Field(0.0, ge=0, le=0.3, description=(
+        "accounts in rings sharing no hard identifier: own phone, card, email and number each; only a creation "
+        "burst and a residential-proxy /24 (addresses also used by the homes behind them) tie them together"))
+    soft_ring_detection_prob: float = Field(0.35, ge=0, le=1, description=(
+        "chance a soft-ring member is blocked (one by one: the shared-kit rules never fire on them)"))
+    drift_days: float = Field(0.0, ge=0, le=3650, description=(
+        "soft rings appear only in the last drift_days before end (a pattern the training period lacks); "
+        "0 = throughout"))
+    stealth_ato_share: float = Field(0.0, ge=0, le=1, description=(
+        "takeovers whose only trace is edge timing: the attacker keeps email and phone, links a new device and "
+        "card years after the account was created and uses them from a fraud proxy"))
+    household_fp_share: float = Field(0.0, ge=0, le=1, description=(
+        "households a shared-device rule blocks all at once (wrong blocks on neighbours of honest people)"))
+    fraud_lift_rate: float = Field(0.0, ge=0, le=1, description=(
+        "blocked fraudsters who contest and get the block lifted (wrong unblocks), then carry on"))
+    resold_device_share: float = Field(0.0, ge=0, le=1, description=(
+        "churned legit accounts whose phone is resold to a new customer (a device shared years apart)"))
+
     # detection and operations
     detection_prob: float = Field(0.6, ge=0, le=1, description="chance a fraudster is blocked for fraud")
     detection_delay_days: float = Field(10.0, gt=0, le=365, description="median detection delay (heavy tail)")
@@ -62,6 +82,13 @@ class SynthParams(BaseModel):
     unblock_rate: float = Field(0.6, ge=0, le=1, description="contested false positives that get unblocked")
     nonfraud_block_rate: float = Field(0.004, ge=0, le=0.2, description="legit accounts blocked for abuse/other")
     care_contact_rate: float = Field(0.25, ge=0, le=20, description="payment/other care contacts per account-year")
+
+    @classmethod
+    def profile(cls, name: str, **overrides: Any) -> "SynthParams":
+        """A named preset (:data:`PROFILES`) with ``overrides`` on top."""
+        if name not in PROFILES:
+            raise SchemaError(f"profile: unknown synthetic-world profile {name!r}; expected one of {sorted(PROFILES)}")
+        return cls(**{**PROFILES[name], **overrides})
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -97,8 +124,8 @@ class SynthParams(BaseModel):
             raise ValueError("stream_days must be shorter than end - start")
         if self.ring_size_min > self.ring_size_max:
             raise ValueError("ring_size_min must not exceed ring_size_max")
-        if self.ring_share + self.multi_account_share + self.ato_share > 0.5:
-            raise ValueError("ring_share + multi_account_share + ato_share must not exceed 0.5")
+        if self.ring_share + self.soft_ring_share + self.multi_account_share + self.ato_share > 0.5:
+            raise ValueError("ring_share + soft_ring_share + multi_account_share + ato_share must not exceed 0.5")
         return self
 
     # derived values -------------------------------------------------------------------------------
@@ -120,3 +147,17 @@ class SynthParams(BaseModel):
         if self.carrier_nat_ips is not None:
             return self.carrier_nat_ips
         return int(min(200, max(50, self.customers // 250)))
+
+
+# Named worlds. "classic": the defaults, where shared kit gives most fraud away (every model scores ~0.99).
+# "hard": fraud that hides its sharing, takeovers visible only in edge timing, wrong blocks next to honest
+# people, wrong unblocks, and a pattern (soft rings) that appears only in the last 150 days — calibrated in
+# bench/RESULTS.md (bench/model.py section) so that neighbours' blocks alone and the GBDT no longer saturate.
+PROFILES: dict[str, dict[str, Any]] = {
+    "classic": {},
+    "hard": dict(
+        ring_share=0.008, soft_ring_share=0.012, multi_account_share=0.01, ato_share=0.006,
+        stealth_ato_share=0.5, household_fp_share=0.02, fraud_lift_rate=0.05, resold_device_share=0.03,
+        drift_days=150.0, detection_prob=0.5, soft_ring_detection_prob=0.35,
+    ),
+}

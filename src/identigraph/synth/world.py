@@ -20,6 +20,7 @@ from identigraph.synth._util import (
     LEGIT,
     MULTI,
     RING,
+    SOFT,
     fixed_ids,
     lognormal,
     rng_for,
@@ -117,7 +118,7 @@ def generate_world(params: SynthParams) -> World:
     bk = ev["etype"] == BOOKING
     fares = lognormal(rng, 18.0, 0.7, int(bk.sum()))
     ltv = np.bincount(ev["cust"][bk], weights=fares, minlength=N)
-    ltv = np.round(ltv * np.select([pop.role == RING, pop.role == MULTI], [0.1, 0.4], 1.0), 2)
+    ltv = np.round(ltv * np.select([pop.role == RING, pop.role == MULTI, pop.role == SOFT], [0.1, 0.4, 0.1], 1.0), 2)
     country = COUNTRIES[pop.country].astype(object)
     country[rng.random(N) < 0.01] = None  # the platform does not always know
 
@@ -233,9 +234,10 @@ def generate_world(params: SynthParams) -> World:
 
     # ground truth ----------------------------------------------------------------------------------------
     is_fraud = (pop.role != LEGIT) | pop.ato
-    ftype = np.select([pop.role == RING, pop.role == MULTI, pop.ato], ["ring", "multi_account", "ato"], "none")
+    ftype = np.select([pop.role == RING, pop.role == MULTI, pop.role == SOFT, pop.ato],
+                      ["ring", "multi_account", "soft_ring", "ato"], "none")
     gid = np.full(N, None, dtype=object)
-    for r, fmt in ((RING, "ring{:04d}"), (MULTI, "ma{:04d}"), (LEGIT, "hh{:05d}")):
+    for r, fmt in ((RING, "ring{:04d}"), (MULTI, "ma{:04d}"), (SOFT, "sring{:04d}"), (LEGIT, "hh{:05d}")):
         m = np.flatnonzero((pop.role == r) & (pop.group >= 0))
         gid[m] = [fmt.format(x) for x in pop.group[m].tolist()]
     caught = is_fraud & (ops.block_t >= 0) & (ops.reason == "fraud")
@@ -263,6 +265,12 @@ def generate_world(params: SynthParams) -> World:
         "multi_account_clusters": int(pop.multi_sizes.size),
         "multi_accounts": int((pop.role == MULTI).sum()),
         "ato_victims": int(pop.ato.sum()),
+        "stealth_ato_victims": int(pop.stealth.sum()),
+        "soft_rings": int(pop.soft_sizes.size),
+        "soft_ring_accounts": int((pop.role == SOFT).sum()),
+        "resold_devices": int(pop.resold.size),
+        "household_fp_blocks": int(ops.household_fp.sum()),
+        "fraud_lifted": int((is_fraud & (ops.reason == "fraud") & (ops.unblock_t >= 0)).sum()),
         "fraud_accounts": int(is_fraud.sum()),
         "fraud_caught": int(caught.sum()),
         "fraud_blocked_abuse": int((is_fraud & (ops.reason == "abuse")).sum()),
