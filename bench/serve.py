@@ -78,6 +78,15 @@ def _gremlin_pid(settings) -> int | None:
     return None
 
 
+def snapshot_summary(snapshot: Path) -> dict:
+    """The ``_summary.json`` of the run a snapshot location publishes (versioned with ``LATEST``, or plain)."""
+    from identigraph.etl import fs as fsys
+    from identigraph.etl import snapshot as snap
+
+    fs = fsys.PyFS()
+    return json.loads(fsys.read_text(fs, fsys.join(snap.resolve(fs, snapshot).prefix, snap.SUMMARY)))
+
+
 def build(work: Path, settings, customers: int, epochs: int, model: Path | None) -> dict:
     """World → snapshot → graph → model, each step skipped when ``work`` already has it."""
     from identigraph.etl.graph_load import load_snapshot
@@ -97,7 +106,7 @@ def build(work: Path, settings, customers: int, epochs: int, model: Path | None)
         t0 = time.perf_counter()
         run_etl(spark, settings, work / "world", snapshot, PII_KEY.encode(), overwrite=True)
         info["etl_s"] = round(time.perf_counter() - t0, 1)
-    expected = json.loads((snapshot / "_summary.json").read_text())["vertices"]["customer"]
+    expected = snapshot_summary(snapshot)["vertices"]["customer"]
     with GraphClient(settings) as client:
         loaded = queries.counts(client).get("v:customer", 0)
         if loaded != expected:  # a graph file that did not survive a restart is reloaded, never trusted
@@ -317,7 +326,8 @@ def main() -> None:
         print(json.dumps(result["build"]), flush=True)
         if args.build_only:
             return
-        snapshot_as_of = json.loads((work / "snapshot" / "_summary.json").read_text())["as_of"]
+        summary = snapshot_summary(work / "snapshot")
+        snapshot_as_of = summary["as_of"]
         serving = yaml.safe_load(args.serving_config.read_text())
         serving["api_keys"] = [{"id": "bench", "sha256": key_digest(KEY), "scopes": ["score"],
                                 "rate_limit": {"per_second": 100_000, "burst": 100_000}}]
@@ -326,7 +336,6 @@ def main() -> None:
         result["serving_config"] = {k: serving[k] for k in ("neighbourhood", "graph", "max_in_flight")}
         mix = request_mix(work, 300_000)
         model_dir = result["build"]["model_dir"]
-        summary = json.loads((work / "snapshot" / "_summary.json").read_text())
         result["graph"] = {"vertices": summary["vertices"], "edges": summary["edges"]}  # loaded from it
         result["by_workers"] = {}
         for workers in worker_counts:
