@@ -14,8 +14,9 @@ Usage: python bench/serve.py [--customers 50000] [--rates 50,100,200,400] [--wor
    latency from the due time: queueing counts). p50/p99, errors, degraded answers, the server's own stage
    timings from /metrics, CPU seconds per request of the API (all its processes) and of Gremlin Server.
 4. ``--baseline-src DIR`` (a checkout of an older commit's ``src``): the same requests one at a time, and at
-   a low rate, against that version's server on the same graph and model — before/after ratios per stage
-   and per request, measured in this run.
+   a low rate, against that version's server with that version's shipped conf/serving.yaml on the same graph
+   (``--baseline-model``: a model that version can load; the current model format is newer) — before/after
+   ratios per stage and per request, measured in this run.
 5. API vs batch: for known customers scored without identifiers, the API's score against `identigraph
    predict` on the snapshot and against the exact full-graph score (only the customer's own labels hidden):
    Spearman correlation, the share of decisions that differ, and the mean difference (is the API softer?).
@@ -54,6 +55,7 @@ from identigraph.synth import SynthParams, generate_world, write_world
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-scoring-key"
+DETAIL_KEY = "bench-detail-key"
 PII_KEY = "bench-pii-key-0123456789abcdef"
 SEED = 21
 IDENTIFIER_COLUMNS = ("device_id", "ip", "email", "phone", "card_fingerprint")
@@ -236,7 +238,7 @@ async def measure(url: str, rates: list[float], seconds: float, mix: list[dict],
 async def _scores(url: str, customers: list[str]) -> list[dict]:
     """Known customers scored without identifiers, a few at a time (agreement, not load)."""
     sem = asyncio.Semaphore(4)
-    async with aiohttp.ClientSession(base_url=url, headers={"X-API-Key": KEY}) as session:
+    async with aiohttp.ClientSession(base_url=url, headers={"X-API-Key": DETAIL_KEY}) as session:
         async def one(cid: str) -> dict:
             async with sem, session.post("/v1/score", json={"customer_id": cid}) as r:
                 return await r.json()
@@ -289,6 +291,7 @@ def main() -> None:
     ap.add_argument("--serving-config", type=Path, default=REPO / "conf" / "serving.yaml")
     ap.add_argument("--baseline-src", type=Path, default=None, help="src/ of an older checkout to compare with")
     ap.add_argument("--baseline-rate", type=float, default=5.0)
+    ap.add_argument("--baseline-model", type=Path, default=None, help="MODEL_DIR for the baseline (default: --model)")
     ap.add_argument("--agreement", type=int, default=2000, help="customers for the API-vs-batch comparison")
     ap.add_argument("--build-only", action="store_true", help="build the world, graph and model into --work, stop")
     ap.add_argument("--keep-services", action="store_true",
@@ -329,8 +332,12 @@ def main() -> None:
         summary = snapshot_summary(work / "snapshot")
         snapshot_as_of = summary["as_of"]
         serving = yaml.safe_load(args.serving_config.read_text())
-        serving["api_keys"] = [{"id": "bench", "sha256": key_digest(KEY), "scopes": ["score"],
-                                "rate_limit": {"per_second": 100_000, "burst": 100_000}}]
+        bench_key = {"id": "bench", "sha256": key_digest(KEY), "scopes": ["score"],
+                     "rate_limit": {"per_second": 100_000, "burst": 100_000}}
+        # one caller team at up to 400/s: its own concurrency limit sized like the server's admission
+        serving["api_keys"] = [dict(bench_key, max_concurrent=64),  # the load: a login path sees decisions only
+                               dict(bench_key, id="bench-detail", sha256=key_digest(DETAIL_KEY),
+                                    scopes=["score", "identity:read"])]  # agreement reads the neighbourhood
         serving["as_of"] = snapshot_as_of  # the graph's own clock: scores comparable with batch scoring
         (work / "serving.yaml").write_text(yaml.safe_dump(serving))
         result["serving_config"] = {k: serving[k] for k in ("neighbourhood", "graph", "max_in_flight")}
@@ -351,10 +358,12 @@ def main() -> None:
             server.stop()
             servers.remove(server)
         if args.baseline_src:
-            old = dict(serving)
-            old["neighbourhood"] = {k: v for k, v in serving["neighbourhood"].items() if k != "max_links"}
+            old = yaml.safe_load((args.baseline_src.parent / "conf" / "serving.yaml").read_text())
+            old["api_keys"], old["as_of"] = [bench_key], snapshot_as_of
             (work / "serving-baseline.yaml").write_text(yaml.safe_dump(old))
-            server = Server(work, model_dir, ports["baseline"], 1, work / "serving-baseline.yaml", args.baseline_src)
+            result["baseline_model"] = str(args.baseline_model or model_dir)
+            server = Server(work, result["baseline_model"], ports["baseline"], 1, work / "serving-baseline.yaml",
+                            args.baseline_src)
             servers.append(server)
             pids = {"api": server.proc.pid, "gremlin_server": _gremlin_pid(settings)}
             sequential, runs = asyncio.run(measure(server.url, [args.baseline_rate], args.seconds, mix, pids))
