@@ -157,8 +157,9 @@ class Server:
     """One ``identigraph serve`` process (this checkout, or ``src`` of another one for the baseline)."""
 
     def __init__(self, work: Path, model_dir: str, port: int, workers: int, serving_yaml: Path,
-                 src: Path | None = None) -> None:
-        cmd = [str(Path(sys.executable).parent / "identigraph"), "--config", str(work / "identigraph.yaml"), "serve",
+                 src: Path | None = None, settings_yaml: Path | None = None) -> None:
+        settings_yaml = settings_yaml or work / "identigraph.yaml"
+        cmd = [str(Path(sys.executable).parent / "identigraph"), "--config", str(settings_yaml), "serve",
                "--model", model_dir, "--serving-config", str(serving_yaml), "--port", str(port),
                "--workers", str(workers)]
         env = dict(os.environ, PYTHONPATH=str(src)) if src else dict(os.environ)
@@ -362,8 +363,14 @@ def main() -> None:
             old["api_keys"], old["as_of"] = [bench_key], snapshot_as_of
             (work / "serving-baseline.yaml").write_text(yaml.safe_dump(old))
             result["baseline_model"] = str(args.baseline_model or model_dir)
+            # that version's settings schema: its own conf/identigraph.yaml, pointed at the same services
+            old_settings = yaml.safe_load((args.baseline_src.parent / "conf" / "identigraph.yaml").read_text())
+            old_settings["data_dir"], old_settings["pii"]["key"] = str(work / "data"), PII_KEY
+            for name in ("gremlin", "elasticmq"):
+                old_settings["services"][name]["port"] = ports[name]
+            (work / "identigraph-baseline.yaml").write_text(yaml.safe_dump(old_settings))
             server = Server(work, result["baseline_model"], ports["baseline"], 1, work / "serving-baseline.yaml",
-                            args.baseline_src)
+                            args.baseline_src, work / "identigraph-baseline.yaml")
             servers.append(server)
             pids = {"api": server.proc.pid, "gremlin_server": _gremlin_pid(settings)}
             sequential, runs = asyncio.run(measure(server.url, [args.baseline_rate], args.seconds, mix, pids))
@@ -381,9 +388,10 @@ def main() -> None:
             server.stop()
         if not args.keep_services:
             local.down(settings)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {args.out}")
+        if not args.build_only:  # what was measured is kept, even when a later step failed
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"-> {args.out}")
 
 
 if __name__ == "__main__":
