@@ -182,8 +182,13 @@ def _described_job(status: str, reason: str | None = None) -> dict:
 
 
 def test_contract_cli_sagemaker_train_uploads_the_snapshot_and_starts_the_job(tiny_snapshot, monkeypatch):
+    from identigraph.etl import snapshot as snap
+
     name = "identigraph-train-test"
     expected = _job_request(name)
+    monkeypatch.setattr(snap, "new_run_id", lambda: "run-1")  # a plain folder is uploaded under a fresh run id
+    channel = expected["InputDataConfig"][0]["DataSource"]["S3DataSource"]
+    channel["S3Uri"] += "run-1/"  # the job reads the prefix the snapshot went to
     with mock_aws():
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket="ml-bucket", CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -201,5 +206,5 @@ def test_contract_cli_sagemaker_train_uploads_the_snapshot_and_starts_the_job(ti
             assert r.exit_code == 0, r.output
             stub.assert_no_pending_responses()
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="ml-bucket")["Contents"])
-    assert keys == [f"identigraph/jobs/{name}/snapshot/edges/has_device/part-00000.csv",
-                    f"identigraph/jobs/{name}/snapshot/vertices/device/part-00000.csv"]
+    assert keys == [f"identigraph/jobs/{name}/snapshot/run-1/edges/has_device/part-00000.csv",
+                    f"identigraph/jobs/{name}/snapshot/run-1/vertices/device/part-00000.csv"]

@@ -243,9 +243,9 @@ def sagemaker_train_cmd(
     name = job_name or f"identigraph-train-{time.strftime('%Y%m%d-%H%M%S')}"
     run = f"{cfg.s3_uri.rstrip('/')}/jobs/{name}"
     s3 = boto3.client("s3", region_name=cfg.region)
-    upload_snapshot(s3, snapshot, f"{run}/snapshot")
+    snapshot_s3, _ = upload_snapshot(s3, snapshot, f"{run}/snapshot")  # under its run id: the job reads there
     labels_s3 = upload_dir(s3, labels, f"{run}/labels") if labels else None
-    request = training_job_request(name, cfg, instance, f"{run}/snapshot/", labels_s3, target, f"{run}/output",
+    request = training_job_request(name, cfg, instance, f"{snapshot_s3}/", labels_s3, target, f"{run}/output",
                                    sets)
     result = launch_training(boto3.client("sagemaker", region_name=cfg.region), request, wait=wait)
     console.print_json(json.dumps(result, default=str))
