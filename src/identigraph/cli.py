@@ -358,9 +358,10 @@ def serve(
 @app.command("demo")
 def demo(
     customers: int = typer.Option(20_000, "--customers"),
-    keep_running: bool = typer.Option(False, "--keep-running", help="leave the services up afterwards"),
+    keep_running: bool = typer.Option(False, "--keep-running",
+                                      help="serve the API and review console until Ctrl-C; leave the services up"),
 ) -> None:
-    """The whole pipeline on a synthetic world: services, Spark load, labels, stream, train, evaluate, API."""
+    """The whole pipeline on a synthetic world: services, Spark load, labels, stream, train, evaluate, API, review."""
     from identigraph.demo import run_demo
 
     run_demo(settings(), customers=customers, keep_running=keep_running, console=console)

@@ -1,7 +1,8 @@
 """The embedded demo behind ``make demo``: the whole pipeline on a synthetic world, stage by stage.
 
 services → world → Spark historical load → labels → stream → graph → train → evaluation → API decisions
-→ services down. Every stage prints what it produced; ``run_demo`` returns the same as a dict so a test can
+→ review console → services down (``keep_running``: the API and console serve until Ctrl-C, and the services
+stay up after). Every stage prints what it produced; ``run_demo`` returns the same as a dict so a test can
 check each stage on a tiny world.
 """
 
@@ -108,11 +109,14 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
         console.print(Rule("8. the scoring API: a ring member, an account-takeover victim, a household member"))
         from identigraph.demo_api import score_examples
 
-        summary["decisions"] = score_examples(settings, demo_dir, world.truth, console)
+        summary["decisions"], summary["review"] = score_examples(settings, demo_dir, world.truth, console,
+                                                                 keep_running=keep_running)
     finally:
         if not keep_running:
             console.print(Rule("services down"))
             for r in local.down(settings):
                 console.print(f"  {r.name}: {r.detail}")
+        else:
+            console.print("  the local services stay up: `identigraph services down` stops them")
     console.print(f"demo finished in {time.perf_counter() - t_all:.1f}s")
     return summary
