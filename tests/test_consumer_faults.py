@@ -248,9 +248,10 @@ def test_same_event_id_with_another_body_is_counted_and_kept(fresh):
     assert _edge_counts(fresh) == _expected(fresh, bodies)
 
 
-def _consume_process(settings, fault):
+def _consume_process(settings, fault, **stream):
     exe = str(Path(sys.executable).with_name("identigraph"))
-    env = {**os.environ, "IDENTIGRAPH__DATA_DIR": str(settings.data_path),
+    env = {**os.environ, **{f"IDENTIGRAPH__STREAM__{k.upper()}": str(v) for k, v in stream.items()},
+           "IDENTIGRAPH__DATA_DIR": str(settings.data_path),
            "IDENTIGRAPH__SERVICES__GREMLIN__PORT": str(settings.services.gremlin.port),
            "IDENTIGRAPH__SERVICES__ELASTICMQ__PORT": str(settings.services.elasticmq.port),
            "IDENTIGRAPH__QUEUES__VISIBILITY_TIMEOUT_S": str(VISIBILITY),
@@ -279,7 +280,8 @@ def test_killed_after_commit_before_delete_then_restarted_counts_once(fresh):
     bodies = _bodies(19, customers=40)
     sqs, url, _ = _urls(fresh)
     publish(sqs, url, bodies)
-    proc = _consume_process(fresh, "after_commit:2")
+    # small batches: 19 messages received within one batch wait would otherwise be a single commit, never a 2nd
+    proc = _consume_process(fresh, "after_commit:2", batch_max=5)
     assert proc.returncode == -signal.SIGKILL
     time.sleep(2 * VISIBILITY + 1)  # held messages (extended to twice the timeout) become visible again
     with GraphClient(fresh) as client:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from identigraph.config import load_settings
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import stream_faults  # noqa: E402
@@ -34,6 +36,9 @@ def test_short_fault_run_loses_nothing_counts_nothing_twice(tmp_path):
     assert checks["dlq_without_reason"] == 0 and checks["dlq_unexpected_bodies"] == 0
     assert checks["conflict_pairs_without_dlq_copy"] == 0
     assert checks["left_in_queue_visible_inflight"] == [0, 0]
-    # every applied event's queue-to-graph time is noted at its commit; only one applied by a process SIGKILLed in
-    # the instant between its commit and that line (then redelivered as a duplicate) goes unmeasured
-    assert result["latency_all"]["events"] >= 0.97 * result["events"]
+    # every applied event's queue-to-graph time is noted right after its commit; what a process SIGKILLed at a
+    # random instant had committed but not yet noted (at most one batch of batch_max events, then redelivered as
+    # duplicates) goes unmeasured, and so may a few around the graph restarts
+    random_kills = sum(f["kind"] == "kill_consumer" for f in result["faults"])
+    unmeasured = result["events"] - result["latency_all"]["events"]
+    assert unmeasured <= 0.03 * result["events"] + random_kills * load_settings(environ={}).stream.batch_max

@@ -149,12 +149,13 @@ def test_request_has_a_fixed_number_of_steps(graph, pseudo):
 def test_identifier_statistics_follow_edges_blocks_unblocks_and_reviews(graph, pseudo):
     w = StreamWriter(graph, pseudo)
     hub = dict(ip="100.64.0.9")
+    # device ids are canonicalised lower-case: "dA" is device:da
     w.write([_event(1, "a", 0, device_id="dA", **hub), _event(2, "b", 1, **hub)])
     stats = _assert_stats_exact(graph)
     assert stats["ip:100.64.0.9"]["n_customers"] == 2 and stats["ip:100.64.0.9"]["n_blocked"] == 0
     w.write([_event(3, "a", 5, kind="block", reason="fraud", source="rule", rule_name="r1")])
     stats = _assert_stats_exact(graph)
-    assert stats["ip:100.64.0.9"]["n_blocked"] == 1 and stats["device:dA"]["n_blocked"] == 1
+    assert stats["ip:100.64.0.9"]["n_blocked"] == 1 and stats["device:da"]["n_blocked"] == 1
     # a blocked customer's new edge counts as blocked at once; a second block flips nothing
     w.write([_event(4, "a", 6, card_fingerprint="k1"), _event(5, "a", 7, kind="block", reason="abuse", source="manual")])
     stats = _assert_stats_exact(graph)
