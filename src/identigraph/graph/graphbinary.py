@@ -48,15 +48,7 @@ def _read(b: bytes, i: int) -> tuple[Any, int]:
         i += 4
         return b[i:i + n].decode("utf-8"), i + n
     if code == 0x0A:
-        n = _I32(b, i)[0]
-        i += 4
-        out = {}
-        for _ in range(n):
-            k, i = _read(b, i)
-            if isinstance(k, (dict, list, set)):
-                raise _Unsupported("unhashable map key")
-            out[k], i = _read(b, i)
-        return out, i
+        return _bare_map(b, i)
     if code == 0x09 or code == 0x0B:
         n = _I32(b, i)[0]
         i += 4
