@@ -382,7 +382,7 @@ def run(plan: Plan, data: Path | None = None, out: Path | None = None) -> dict[s
                                          f"Python {sys.version.split()[0]}",
                               "plan": plan.__dict__, "events": len(ev["records"]), "published": len(ev["stream"]),
                               "poison": len(ev["poison"]), "conflict_pairs": len(ev["conflicts"]),
-                              "repeats": ev["repeats"]}
+                              "repeats": ev["repeats"], "batch_max": r.settings.stream.batch_max}
     try:
         sqs = sqs_client(r.settings)
         url = sqs.get_queue_url(QueueName=r.settings.queues.events)["QueueUrl"]

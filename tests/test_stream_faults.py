@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from identigraph.config import load_settings
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import stream_faults  # noqa: E402
@@ -41,4 +39,4 @@ def test_short_fault_run_loses_nothing_counts_nothing_twice(tmp_path):
     # duplicates) goes unmeasured, and so may a few around the graph restarts
     random_kills = sum(f["kind"] == "kill_consumer" for f in result["faults"])
     unmeasured = result["events"] - result["latency_all"]["events"]
-    assert unmeasured <= 0.03 * result["events"] + random_kills * load_settings(environ={}).stream.batch_max
+    assert unmeasured <= 0.03 * result["events"] + random_kills * result["batch_max"]
