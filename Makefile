@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench services-up services-down clean
+.PHONY: install demo test lint bench services-up services-down clean
 
 $(STAMP): pyproject.toml scripts/ensure-system-deps.sh src/identigraph/etl/cloud_jars.py
 	bash scripts/ensure-system-deps.sh
@@ -24,6 +24,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# lint: ruff (lint, import order, public docstrings) over the code and tests, mypy over src/
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/upsert.py

@@ -22,7 +22,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from identigraph.services.process import free_port
 from identigraph.config import load_settings
 from identigraph.etl.graph_load import load_snapshot
 from identigraph.etl.job import run_etl
@@ -30,6 +29,7 @@ from identigraph.etl.spark import session
 from identigraph.graph import queries
 from identigraph.graph.client import GraphClient
 from identigraph.services import local
+from identigraph.services.process import free_port
 from identigraph.synth import SynthParams, generate_world, write_world
 
 REPO = Path(__file__).resolve().parents[1]

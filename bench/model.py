@@ -89,7 +89,7 @@ def build_world(spark: Any, settings: Any, root: Path, customers: int, seed: int
 def _mean_sd(values: list[float]) -> dict[str, float]:
     a = np.asarray([v for v in values if v == v], dtype=float)
     return {"mean": float(a.mean()) if len(a) else float("nan"),
-            "sd": float(a.std(ddof=1)) if len(a) > 1 else float("nan"), "n": int(len(a))}
+            "sd": float(a.std(ddof=1)) if len(a) > 1 else float("nan"), "n": len(a)}
 
 
 def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,7 +133,6 @@ def _targets(per_world: dict[str, dict[str, Any]], view: str = "test_unblocked_v
 
 def synthetic(work: Path, customers: int, world_seeds: list[int], train_seeds: list[int], profile: str,
               threads: int) -> dict[str, Any]:
-    from rich.console import Console
 
     from identigraph.config import load_settings
     from identigraph.etl.spark import session
@@ -171,7 +170,7 @@ def synthetic(work: Path, customers: int, world_seeds: list[int], train_seeds: l
                 for m, v in evaluation["views"]["test_unblocked_vs_truth"].items()}}), flush=True)
             world_runs.append(run)
         runs += world_runs
-        worlds[str(ws)] = {"graph": {"nodes": int(len(current.tensors.x)),
+        worlds[str(ws)] = {"graph": {"nodes": len(current.tensors.x),
                                      "directed_edges": int(current.tensors.edge_index.shape[1]),
                                      "relations": len(current.tensors.relations),
                                      "node_features": int(current.tensors.x.shape[1]),

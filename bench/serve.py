@@ -47,10 +47,10 @@ import yaml
 from identigraph.config import load_settings
 from identigraph.graph import queries
 from identigraph.graph.client import GraphClient
-from identigraph.serving.auth import key_digest
-from identigraph.serving.loadgen import gauge, run_open_loop, stage_breakdown, wait_until_ready
 from identigraph.services import local
 from identigraph.services.process import free_port
+from identigraph.serving.auth import key_digest
+from identigraph.serving.loadgen import gauge, run_open_loop, stage_breakdown, wait_until_ready
 from identigraph.synth import SynthParams, generate_world, write_world
 
 REPO = Path(__file__).resolve().parents[1]

@@ -72,11 +72,11 @@ def main() -> None:
     from identigraph.config import load_settings
     from identigraph.graph import pseudonym, queries
     from identigraph.graph.client import GraphClient
+    from identigraph.services import local
+    from identigraph.services.process import free_port
     from identigraph.serving.app import create_app
     from identigraph.serving.auth import key_digest
     from identigraph.serving.config import ServingConfig
-    from identigraph.services import local
-    from identigraph.services.process import free_port
     from identigraph.synth import SynthParams, generate_world
 
     work = args.work.resolve()
@@ -228,9 +228,9 @@ def probe(settings, config_cls, serving: dict, model_dir: Path, mix: list[dict],
     import httpx
     import uvicorn
 
+    from identigraph.services.process import free_port
     from identigraph.serving.app import create_app
     from identigraph.serving.auth import key_digest
-    from identigraph.services.process import free_port
 
     serving = dict(serving, api_keys=[{"id": n, "sha256": key_digest(f"{n}-secret"), "scopes": sc, "rate_limit": rl}
                                       for n, (sc, rl) in PROBE_KEYS.items()])

@@ -19,7 +19,6 @@ cores, ElasticMQ and Gremlin Server included; the graph is cleared between phase
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -27,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import types
 import urllib.request

@@ -92,7 +92,7 @@ def compare(work: Path, snap: Path, labels: Path | None, target: str | None, tru
                 "best_epoch": metrics["best_epoch"]}
 
     return {"training_target": "labels (labeling job)" if labels else target, "split": prepared.targets.kind,
-            "nodes": int(len(prepared.tensors.x)), "prepare_seconds": prepare_s,
+            "nodes": len(prepared.tensors.x), "prepare_seconds": prepare_s,
             "budget": {"trials": args.trials, "min_epochs": args.min_epochs, "max_epochs": args.max_epochs,
                        "reduction_factor": tcfg.reduction_factor, "objective": tcfg.objective},
             "default": {**figures("default", default), "train_seconds": default_s},

@@ -19,23 +19,23 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from identigraph.services.process import free_port
+from gremlin_python.process.traversal import T
+
 from identigraph.config import BatchLimits, load_settings
 from identigraph.graph import queries
 from identigraph.graph.client import GraphClient
 from identigraph.graph.pseudonym import Pseudonymiser
 from identigraph.graph.records import aggregate, customer_vertex, event_edges
-from gremlin_python.process.traversal import T
-
 from identigraph.graph.upsert import (
     Upserter,
-    edge_rows,
     _edge_traversal,
     _endpoint_traversal,
     _vertex_rows,
     _vertex_traversal,
+    edge_rows,
 )
 from identigraph.services import local
+from identigraph.services.process import free_port
 from identigraph.synth import SynthParams, generate_world
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from identigraph.services.process import free_port
 from identigraph.config import Settings, load_settings
 from identigraph.graph.client import GraphClient
 from identigraph.graph.pseudonym import Pseudonymiser
 from identigraph.services import local
-
+from identigraph.services.process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
+from identigraph.etl.snapshot import EDGE_COLUMNS
 from identigraph.graph.schema import CUSTOMER_PROPERTY_TYPES, IDENTIFIER_PROPERTY_TYPES, IDENTIFIERS
 from identigraph.model.frame import GraphFrame
-from identigraph.etl.snapshot import EDGE_COLUMNS
 
 AS_OF = datetime(2026, 6, 30, tzinfo=timezone.utc)
 

@@ -69,9 +69,8 @@ def test_ascii_spellings_are_unchanged_by_canonicalisation():
 
 @pytest.mark.services
 def test_the_etl_the_stream_and_the_api_map_every_spelling_to_one_vertex(spark, graph, settings, tmp_path):
-    from test_serving_api import REVIEWER, serving_config
-
     from identigraph.serving.app import create_app
+    from test_serving_api import REVIEWER, serving_config
 
     pseudo = pseudonym.from_settings(settings)
     cases = _cases()

@@ -4,9 +4,9 @@ import time
 
 import pytest
 from botocore.credentials import Credentials
+from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import P
-from gremlin_python.driver.protocol import GremlinServerError
 
 from identigraph.errors import GraphError, GraphTimeout
 from identigraph.graph.client import GraphClient, is_transient, neptune_iam_headers

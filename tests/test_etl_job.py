@@ -12,8 +12,8 @@ import pytest
 
 from identigraph.errors import SchemaError
 from identigraph.etl import snapshot
-from identigraph.etl.fs import LocalFS
 from identigraph.etl.export import export_snapshot
+from identigraph.etl.fs import LocalFS
 from identigraph.etl.graph_load import load_snapshot
 from identigraph.etl.job import run_etl
 from identigraph.graph import queries

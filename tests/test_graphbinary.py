@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import gremlin_python.driver.protocol as protocol
 import pytest
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 from gremlin_python.statics import long
 
-import gremlin_python.driver.protocol as protocol
 from identigraph.graph import queries
 from identigraph.graph.graphbinary import FastGraphBinarySerializer, _Unsupported
 from identigraph.graph.schema import EdgeRecord, VertexRecord, customer_id, identifier_id

@@ -29,8 +29,7 @@ from identigraph.model.frame import read_snapshot
 from identigraph.model.pipeline import run_train
 from identigraph.serving.app import create_app
 from lifecycle_helpers import mlflow_registry
-from test_serving_api import (  # noqa: F401 — fixtures shared with the API tests
-    SCORER, serving_config, serving_model, serving_world, world_counts, world_graph)
+from test_serving_api import SCORER, serving_config, serving_model, serving_world, world_counts, world_graph  # noqa: F401 — fixtures shared with the API tests
 
 pytestmark = pytest.mark.services
 SCORER_KEY = SCORER["X-API-Key"]
@@ -48,7 +47,7 @@ class Api:
                                                     access_log=False, lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "Api":
+    def __enter__(self) -> Api:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started and time.monotonic() < deadline:
@@ -102,11 +101,11 @@ class Load:
                     body = r.json()
                     self.seen.append((time.monotonic(), r.status_code, body.get("model_version"),
                                       bool(body.get("degraded"))))
-                except Exception as exc:  # noqa: BLE001 — a refused or dropped connection is an error too
+                except Exception as exc:
                     self.seen.append((time.monotonic(), type(exc).__name__, None, False))
                 i += 3
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self.threads:
             t.start()
         return self

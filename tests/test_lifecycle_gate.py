@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import yaml
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from identigraph.cli import app

@@ -4,7 +4,6 @@ leave a legitimate household alone, and give finite scores on awkward graphs."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest

@@ -19,7 +19,7 @@ from identigraph.model.frame import read_snapshot
 from identigraph.model.metrics import recall_at_precision, summary, threshold_for_precision
 from identigraph.model.nets import FraudGNN, RelationalConv, _plan
 from identigraph.model.train import predict, train
-from model_graphs import AS_OF, customer, link, make_frame
+from model_graphs import customer, link, make_frame
 
 LABEL_COLS = {"customer": ["n_blocks", "last_block_at", "last_block_reason", "last_block_source",
                            "last_block_rule", "blocked", "last_unblock_at", "n_block_reviews", "last_care_at"]}

@@ -2,8 +2,9 @@
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torch_geometric", "lightgbm", "sklearn", "mlflow", "sagemaker", "optuna", "fastapi", "uvicorn")

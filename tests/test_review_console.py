@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from console_helpers import HUB_CUSTOMERS, HUB_IP, SEED_DEVICE, console_config, review_queue, wait_for, write_world
-from test_serving_api import LiveServer
 from identigraph.etl.export import export_snapshot
 from identigraph.graph import pseudonym
 from identigraph.serving.app import create_app
 from identigraph.serving.console.store import ConsoleStore
+from test_serving_api import LiveServer
 
 pytestmark = pytest.mark.services
 REPO = Path(__file__).resolve().parents[1]

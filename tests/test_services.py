@@ -8,13 +8,12 @@ from pathlib import Path
 import boto3
 import pytest
 
+from conftest import REPO, make_settings
 from identigraph.errors import JavaNotFoundError, PortInUseError
 from identigraph.graph.client import GraphClient
 from identigraph.graph.schema import VertexRecord
 from identigraph.graph.upsert import Upserter
 from identigraph.services import local
-
-from conftest import REPO, make_settings
 
 pytestmark = pytest.mark.services
 

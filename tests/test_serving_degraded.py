@@ -10,7 +10,16 @@ import pytest
 
 from conftest import free_port
 from test_serving_api import (  # noqa: F401 — fixtures shared with the API tests
-    SCORER, _audit, _drain_review, _truth, make_client, serving_model, serving_world, world_counts, world_graph)
+    SCORER,
+    _audit,
+    _drain_review,
+    _truth,
+    make_client,
+    serving_model,
+    serving_world,
+    world_counts,
+    world_graph,
+)
 
 pytestmark = pytest.mark.services
 

@@ -12,7 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from test_serving_api import (  # noqa: F401 — fixtures shared with the API tests
-    ADMIN, REVIEWER, SCORER, _truth, make_client, serving_model, serving_world, world_counts, world_graph)
+    ADMIN,
+    REVIEWER,
+    SCORER,
+    _truth,
+    make_client,
+    serving_model,
+    serving_world,
+    world_counts,
+    world_graph,
+)
 
 pytestmark = pytest.mark.services
 _EXCEPTION_WORDS = ("Error", "Exception", "Errno", "Traceback")

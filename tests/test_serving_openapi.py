@@ -16,18 +16,26 @@ import shutil
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
-from hypothesis.errors import Unsatisfiable
 from hypothesis import settings as examples
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.testclient import TestClient
 
-from test_serving_api import (  # noqa: F401 — fixtures shared with the API tests
-    ADMIN, IDENTIFIER_COLUMNS, SCORER, serving_config, serving_model, serving_world, world_counts, world_graph)
 from identigraph.serving.app import create_app
+from test_serving_api import (  # noqa: F401 — fixtures shared with the API tests
+    ADMIN,
+    IDENTIFIER_COLUMNS,
+    SCORER,
+    serving_config,
+    serving_model,
+    serving_world,
+    world_counts,
+    world_graph,
+)
 
 pytestmark = pytest.mark.services
 _RUN = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)

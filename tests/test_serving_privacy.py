@@ -9,8 +9,18 @@ import logging
 import pytest
 
 from test_serving_api import (  # noqa: F401 — fixtures shared with the API tests
-    IDENTIFIER_COLUMNS, REVIEWER, SCORER, _drain_review, _identifiers_of, _truth, make_client, serving_model,
-    serving_world, world_counts, world_graph)
+    IDENTIFIER_COLUMNS,
+    REVIEWER,
+    SCORER,
+    _drain_review,
+    _identifiers_of,
+    _truth,
+    make_client,
+    serving_model,
+    serving_world,
+    world_counts,
+    world_graph,
+)
 
 pytestmark = pytest.mark.services
 

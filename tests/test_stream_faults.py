@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-import stream_faults  # noqa: E402
+import stream_faults
 
 pytestmark = pytest.mark.services
 

@@ -9,7 +9,7 @@ from identigraph.config import BatchLimits
 from identigraph.graph import queries
 from identigraph.graph.records import as_utc
 from identigraph.graph.schema import EdgeRecord, VertexRecord, customer_id, identifier_id
-from identigraph.graph.upsert import Upserter, count_steps, _edge_traversal, edge_rows
+from identigraph.graph.upsert import Upserter, _edge_traversal, count_steps, edge_rows
 
 pytestmark = pytest.mark.services
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

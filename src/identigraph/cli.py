@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -29,7 +28,7 @@ err = Console(stderr=True)
 
 
 class _State:
-    config_path: Optional[Path] = None
+    config_path: Path | None = None
 
 
 def settings() -> Settings:
@@ -38,7 +37,7 @@ def settings() -> Settings:
 
 @app.callback()
 def main(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: $IDENTIGRAPH_CONFIG "
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (default: $IDENTIGRAPH_CONFIG "
                                           "or conf/identigraph.yaml); IDENTIGRAPH__SECTION__KEY env vars override it."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log retries and other details"),
 ) -> None:
@@ -90,7 +89,7 @@ def services_install() -> None:
 
 
 @services_app.command("up")
-def services_up(names: Optional[list[str]] = typer.Argument(None, help="gremlin-server, elasticmq (default both)")) -> None:
+def services_up(names: list[str] | None = typer.Argument(None, help="gremlin-server, elasticmq (default both)")) -> None:
     """Start the local services (idempotent); waits until each answers a real request."""
     from identigraph.services import local
 
@@ -98,7 +97,7 @@ def services_up(names: Optional[list[str]] = typer.Argument(None, help="gremlin-
 
 
 @services_app.command("down")
-def services_down(names: Optional[list[str]] = typer.Argument(None)) -> None:
+def services_down(names: list[str] | None = typer.Argument(None)) -> None:
     """Stop the local services; Gremlin Server writes its graph to the data directory on the way down."""
     from identigraph.services import local
 
@@ -106,7 +105,7 @@ def services_down(names: Optional[list[str]] = typer.Argument(None)) -> None:
 
 
 @services_app.command("status")
-def services_status(names: Optional[list[str]] = typer.Argument(None)) -> None:
+def services_status(names: list[str] | None = typer.Argument(None)) -> None:
     from identigraph.services import local
 
     reports = local.status(settings(), names)
@@ -161,11 +160,11 @@ def graph_identity(customer_id: str) -> None:
 
 @app.command("etl")
 def etl(
-    input_dir: Optional[str] = typer.Option(None, "--input", help="folder (path or URI: s3a://, s3://) of the input contract's files"),
-    input_table: Optional[list[str]] = typer.Option(None, "--input-table", help="Hive: a database, or db.table / "
+    input_dir: str | None = typer.Option(None, "--input", help="folder (path or URI: s3a://, s3://) of the input contract's files"),
+    input_table: list[str] | None = typer.Option(None, "--input-table", help="Hive: a database, or db.table / "
                                                     "NAME=db.table per contract table (repeat)"),
     snapshot_dir: str = typer.Option(..., "--snapshot", help="snapshot location (path or URI): versioned runs + LATEST"),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 cut-off (default: latest valid event)"),
+    as_of: str | None = typer.Option(None, "--as-of", help="ISO-8601 cut-off (default: latest valid event)"),
     incremental: bool = typer.Option(False, "--incremental", help="merge only what is newer than the published "
                                      "watermark into the published run (a full load when nothing is published)"),
     load_graph: bool = typer.Option(False, "--load-graph", help="then load the snapshot into the configured graph"),
@@ -183,12 +182,12 @@ def etl(
 def label(
     snapshot_dir: str = typer.Option(..., "--snapshot", help="graph snapshot location (etl output; path or URI)"),
     out: str = typer.Option(..., "--out", help="output folder (path or URI): labels.csv and report.json"),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="ISO-8601 (default and latest: the snapshot's as-of)"),
+    as_of: str | None = typer.Option(None, "--as-of", help="ISO-8601 (default and latest: the snapshot's as-of)"),
     rules: Path = typer.Option(Path("conf/labeling.yaml"), "--config", help="labeling policy: windows and rules"),
-    truth: Optional[Path] = typer.Option(None, "--truth", exists=True, dir_okay=False,
+    truth: Path | None = typer.Option(None, "--truth", exists=True, dir_okay=False,
                                          help="ground truth (synthetic truth.csv): adds precision/recall to the report"),
     overwrite: bool = typer.Option(False, "--overwrite"),
-    verdicts: Optional[Path] = typer.Option(None, "--verdicts", exists=True, dir_okay=False,
+    verdicts: Path | None = typer.Option(None, "--verdicts", exists=True, dir_okay=False,
                                             help="the review console's store (sqlite): reviewers' verdicts "
                                                  "override maturity and correction"),
 ) -> None:
@@ -227,7 +226,7 @@ def graph_export(
 @app.command("neptune-load")
 def neptune_load(
     snapshot_dir: str = typer.Option(..., "--snapshot", help="snapshot location: s3://… is loaded in place, a local one uploaded"),
-    s3_uri: Optional[str] = typer.Option(None, "--s3", help="s3://bucket/prefix to upload a local snapshot under (one "
+    s3_uri: str | None = typer.Option(None, "--s3", help="s3://bucket/prefix to upload a local snapshot under (one "
                                          "fresh prefix per run)"),
     iam_role_arn: str = typer.Option(..., "--iam-role-arn", help="role Neptune assumes to read the bucket"),
 ) -> None:
@@ -250,8 +249,8 @@ def neptune_load(
 @app.command("consume")
 def consume(
     until_empty: bool = typer.Option(False, "--until-empty", help="stop when the queue has nothing left"),
-    max_messages: Optional[int] = typer.Option(None, "--max-messages", min=1),
-    latency_log: Optional[Path] = typer.Option(None, "--latency-log",
+    max_messages: int | None = typer.Option(None, "--max-messages", min=1),
+    latency_log: Path | None = typer.Option(None, "--latency-log",
                                                help="append 'sent_ms commit_ms' per event (benchmarks)"),
 ) -> None:
     """Run the stream consumer: SQS events into the graph, exactly once in effect (SIGTERM drains)."""
@@ -279,7 +278,7 @@ def consume(
 @stream_app.command("publish")
 def stream_publish(
     events: Path = typer.Option(..., "--events", exists=True, dir_okay=False, help="JSONL, one message body a line"),
-    rate: Optional[float] = typer.Option(None, "--rate", min=0.1, help="messages per second (default: as fast as possible)"),
+    rate: float | None = typer.Option(None, "--rate", min=0.1, help="messages per second (default: as fast as possible)"),
 ) -> None:
     """Replay a JSONL stream into the events queue (lines are sent as they are, poison included)."""
     from identigraph.etl.publish import publish_file
@@ -339,9 +338,9 @@ def config_show() -> None:
 
 @app.command("serve")
 def serve(
-    model_dir: Optional[Path] = typer.Option(None, "--model", exists=True, file_okay=False,
+    model_dir: Path | None = typer.Option(None, "--model", exists=True, file_okay=False,
                                              help="MODEL_DIR to serve (without one every decision is a degraded review)"),
-    serving_config: Optional[Path] = typer.Option(None, "--serving-config", exists=True, dir_okay=False,
+    serving_config: Path | None = typer.Option(None, "--serving-config", exists=True, dir_okay=False,
                                                   help="keys, policy, caps (default: $IDENTIGRAPH_SERVING_CONFIG "
                                                        "or conf/serving.yaml)"),
     host: str = typer.Option("127.0.0.1", "--host"),

@@ -55,7 +55,7 @@ class GraphConfig(_Strict):
     retry: RetryPolicy = RetryPolicy()
 
     @model_validator(mode="after")
-    def _neptune_needs_host(self) -> "GraphConfig":
+    def _neptune_needs_host(self) -> GraphConfig:
         if self.kind == "neptune" and not self.host:
             raise ValueError("graph.host is required when graph.kind is 'neptune'")
         if self.iam_auth and not self.region:
@@ -166,7 +166,7 @@ class Settings(_Strict):
     pii: PiiConfig = PiiConfig()
 
     @model_validator(mode="after")
-    def _production_is_explicit(self) -> "Settings":
+    def _production_is_explicit(self) -> Settings:
         if self.profile == "production" and self.graph.host is None:
             raise ValueError("graph.host must be set in the production profile (no local server there)")
         return self

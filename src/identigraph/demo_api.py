@@ -18,8 +18,8 @@ import httpx
 import pandas as pd
 from rich.console import Console
 
-from identigraph.services.process import free_port
 from identigraph.config import Settings
+from identigraph.services.process import free_port
 
 LOCAL_EVIDENCE_KEY = "local-admin-key"  # score + identity:read; published in conf/serving.yaml, refused in production
 LOCAL_SCORING_KEY = "local-scoring-key"  # score only; published the same way

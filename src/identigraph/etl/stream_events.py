@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
 
 from identigraph.errors import IdentigraphError, SchemaError
-from identigraph.graph.pseudonym import normalise_email, normalise_phone
 from identigraph.graph.canonical import canonical_card, canonical_device
+from identigraph.graph.pseudonym import normalise_email, normalise_phone
 from identigraph.graph.schema import STREAM_EVENT_TYPES, normalise_ip, strip_ascii
 
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
@@ -110,7 +110,7 @@ class CareContact(_Event):
 
 
 StreamEvent = Annotated[
-    Union[IdentityEvent, CustomerCreated, Block, Unblock, CareContact], Field(discriminator="event_type")
+    IdentityEvent | CustomerCreated | Block | Unblock | CareContact, Field(discriminator="event_type")
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(StreamEvent)
 

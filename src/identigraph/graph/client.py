@@ -13,8 +13,8 @@ import itertools
 import logging
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal
 
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
@@ -164,7 +164,7 @@ class GraphClient:
                 finally:
                     self._conn, self._g = None, None
 
-    def __enter__(self) -> "GraphClient":
+    def __enter__(self) -> GraphClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from identigraph.config import Settings
 from identigraph.errors import PiiKeyError, SchemaError
+
 # the normalisation before hashing is the canonical one every writer shares (graph.canonical)
-from identigraph.graph.canonical import normalise_email, normalise_phone  # noqa: F401 — re-exported
+from identigraph.graph.canonical import normalise_email, normalise_phone
 
 _DIGEST_HEX = 32  # 128 bits: collision-free at any realistic customer base, half the id length
 _MIN_KEY_BYTES = 16

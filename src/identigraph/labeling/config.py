@@ -60,7 +60,7 @@ class MaturityConfig(_Strict):
     unconfirmed_blocks: UnconfirmedBlocks | None = None
 
     @model_validator(mode="after")
-    def _windows(self) -> "MaturityConfig":
+    def _windows(self) -> MaturityConfig:
         if self.appeal_days > self.maturity_days:
             # otherwise a block could become a fraud label and be contested afterwards, inside its appeal window
             raise ValueError(f"maturity.appeal_days ({self.appeal_days:g}) must not exceed "
@@ -91,7 +91,7 @@ class Rule(_Strict):
     promote_from: list[Status] | None = Field(None, min_length=1, description="overrides the top-level list")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Rule":
+    def _consistent(self) -> Rule:
         if self.min_fraud is None and self.burst is None:
             raise ValueError(f"rule {self.name}: needs min_fraud or burst (a rule without either promotes everyone)")
         if self.fraud_created_within_hours is not None and self.min_fraud is None:
@@ -118,7 +118,7 @@ class LabelingConfig(_Strict):
     rules: list[Rule] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique(self) -> "LabelingConfig":
+    def _unique(self) -> LabelingConfig:
         names = [r.name for r in self.rules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -44,6 +44,7 @@ from identigraph.etl import fs as fsys
 from identigraph.etl import snapshot
 from identigraph.etl.job import _parse_as_of, _write_csv
 from identigraph.graph import schema
+from identigraph.labeling import verdicts as reviewed
 from identigraph.labeling.config import (
     DEFAULT_LABELING_CONFIG,
     FRAUD_STATUSES,
@@ -54,7 +55,6 @@ from identigraph.labeling.config import (
 )
 from identigraph.labeling.maturity import label_of, statuses
 from identigraph.labeling.rules import corrections
-from identigraph.labeling import verdicts as reviewed
 
 LABELS_FILE = "labels.csv"
 REPORT_FILE = "report.json"

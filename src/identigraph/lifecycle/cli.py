@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -29,7 +29,7 @@ _SNAP = typer.Option(None, "--snapshot", exists=True, file_okay=False,
 _URL = typer.Option(None, "--staging-url", help="staging API (default: promotion.staging_check.staging_url)")
 
 
-def _lifecycle(config: Optional[Path], backend: Optional[str]):
+def _lifecycle(config: Path | None, backend: str | None):
     from identigraph.cli import settings
     from identigraph.lifecycle.config import load_lifecycle_config
     from identigraph.lifecycle.flow import Lifecycle
@@ -65,12 +65,12 @@ def _versions(rows: list) -> None:
 @model_app.command("register")
 def register_cmd(model_dir: Path = typer.Argument(..., exists=True, file_okay=False),
                  description: str = typer.Option("", "--description"),
-                 lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = _BACKEND) -> None:
+                 lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Register MODEL_DIR (pending approval) only if it clears the bar and is not worse than production."""
     lc = _lifecycle(lifecycle_config, backend)
     try:
         mv, verdict = lc.register(model_dir, description)
-    except Exception as exc:  # noqa: BLE001 — shown as a table, then re-raised for the exit code
+    except Exception as exc:
         _refused(exc, f"registration bar: {model_dir}")
     _checks(verdict.checks, f"registration bar: {model_dir}")
     console.print(f"registered version [bold]{mv.version}[/] (model {mv.model_version}) in {lc.registry.name}: "
@@ -79,7 +79,7 @@ def register_cmd(model_dir: Path = typer.Argument(..., exists=True, file_okay=Fa
 
 @model_app.command("gate")
 def gate_cmd(model_dir: Path = typer.Argument(..., exists=True, file_okay=False),
-             lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = _BACKEND) -> None:
+             lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Only check MODEL_DIR against the registration bar (exit 1 if it would be refused)."""
     verdict = _lifecycle(lifecycle_config, backend).gate(model_dir)
     _checks(verdict.checks, f"registration bar: {model_dir}")
@@ -88,8 +88,8 @@ def gate_cmd(model_dir: Path = typer.Argument(..., exists=True, file_okay=False)
 
 
 @model_app.command("list")
-def list_cmd(as_json: bool = typer.Option(False, "--json"), lifecycle_config: Optional[Path] = _LC,
-             backend: Optional[str] = _BACKEND) -> None:
+def list_cmd(as_json: bool = typer.Option(False, "--json"), lifecycle_config: Path | None = _LC,
+             backend: str | None = _BACKEND) -> None:
     """Registered versions with status, stages and hold-out figures."""
     rows = _lifecycle(lifecycle_config, backend).registry.list()
     if as_json:
@@ -99,8 +99,8 @@ def list_cmd(as_json: bool = typer.Option(False, "--json"), lifecycle_config: Op
 
 
 @model_app.command("approve")
-def approve_cmd(version: str, by: Optional[str] = _BY, note: str = typer.Option("", "--note"),
-                lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = _BACKEND) -> None:
+def approve_cmd(version: str, by: str | None = _BY, note: str = typer.Option("", "--note"),
+                lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Approve a registered version (a person's decision; it can then be promoted)."""
     mv = _lifecycle(lifecycle_config, backend).approve(version, by, note)
     console.print(f"version {mv.version} (model {mv.model_version}): {mv.status}")
@@ -108,8 +108,8 @@ def approve_cmd(version: str, by: Optional[str] = _BY, note: str = typer.Option(
 
 @model_app.command("reject")
 def reject_cmd(version: str, reason: str = typer.Option(..., "--reason", help="why (kept in the registry)"),
-               by: Optional[str] = _BY, lifecycle_config: Optional[Path] = _LC,
-               backend: Optional[str] = _BACKEND) -> None:
+               by: str | None = _BY, lifecycle_config: Path | None = _LC,
+               backend: str | None = _BACKEND) -> None:
     """Reject a registered version (it can no longer be promoted)."""
     mv = _lifecycle(lifecycle_config, backend).reject(version, by, reason)
     console.print(f"version {mv.version} (model {mv.model_version}): {mv.status}")
@@ -117,13 +117,13 @@ def reject_cmd(version: str, reason: str = typer.Option(..., "--reason", help="w
 
 @model_app.command("promote")
 def promote_cmd(version: str, to: str = typer.Option(..., "--to", help="staging | production"),
-                staging_url: Optional[str] = _URL, snapshot: Optional[Path] = _SNAP,
-                lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = _BACKEND) -> None:
+                staging_url: str | None = _URL, snapshot: Path | None = _SNAP,
+                lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Deploy an approved version to a stage; production also needs it in staging and the staging check."""
     lc = _lifecycle(lifecycle_config, backend)
     try:
         mv, report = lc.promote(version, to, staging_url, snapshot)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _refused(exc, f"promotion of version {version} to {to}")
     if "staging_check" in report:
         _checks(report["staging_check"]["checks"], "staging check")
@@ -131,8 +131,8 @@ def promote_cmd(version: str, to: str = typer.Option(..., "--to", help="staging 
 
 
 @model_app.command("check")
-def check_cmd(version: str, staging_url: Optional[str] = _URL, snapshot: Optional[Path] = _SNAP,
-              lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = _BACKEND) -> None:
+def check_cmd(version: str, staging_url: str | None = _URL, snapshot: Path | None = _SNAP,
+              lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """The staging check alone: behaviour scenarios + latency against the staging API (exit 1 on failure)."""
     verdict, figures = _lifecycle(lifecycle_config, backend).check(version, staging_url, snapshot)
     _checks(verdict.checks, f"staging check of version {version}")
@@ -143,7 +143,7 @@ def check_cmd(version: str, staging_url: Optional[str] = _URL, snapshot: Optiona
 
 
 @model_app.command("status")
-def status_cmd(lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = _BACKEND) -> None:
+def status_cmd(lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """What each stage's deployment serves, and what the registry marks."""
     lc = _lifecycle(lifecycle_config, backend)
     table = Table("stage", "registry version", "registry model", "deployed model", "path")
@@ -155,19 +155,19 @@ def status_cmd(lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = 
 
 
 @model_app.command("sync")
-def sync_cmd(lifecycle_config: Optional[Path] = _LC, backend: Optional[str] = _BACKEND) -> None:
+def sync_cmd(lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Point each stage's deployment at the version the registry marks (new serving host, lost volume)."""
     for stage, version in _lifecycle(lifecycle_config, backend).sync().items():
         console.print(f"{stage}: {version or 'nothing marked'}")
 
 
-def _sagemaker_config(lifecycle_config: Optional[Path], **given: Optional[str]):
+def _sagemaker_config(lifecycle_config: Path | None, **given: str | None):
     from identigraph.lifecycle.config import load_lifecycle_config
 
     return load_lifecycle_config(lifecycle_config, {f"sagemaker.{k}": v for k, v in given.items() if v})
 
 
-def _instance(snapshot: Optional[Path], instance_type: Optional[str], sets: Optional[list[str]]):
+def _instance(snapshot: Path | None, instance_type: str | None, sets: list[str] | None):
     from identigraph.lifecycle.sagemaker_jobs import Instance, instance_for
 
     if instance_type:
@@ -192,14 +192,14 @@ _SET = typer.Option(None, "--set", help="model config override for training, e.g
 
 
 @sagemaker_app.command("pipeline")
-def pipeline_cmd(out: Optional[Path] = typer.Option(None, "--out", help="write the definition JSON here"),
-                 snapshot: Optional[Path] = typer.Option(None, "--snapshot", exists=True, file_okay=False,
+def pipeline_cmd(out: Path | None = typer.Option(None, "--out", help="write the definition JSON here"),
+                 snapshot: Path | None = typer.Option(None, "--snapshot", exists=True, file_okay=False,
                                                          help="representative snapshot to size the GPU instance"),
-                 instance_type: Optional[str] = _ITYPE,
-                 target: Optional[str] = typer.Option(None, "--target", help="train on LABEL.PROPERTY, no labeling"),
+                 instance_type: str | None = _ITYPE,
+                 target: str | None = typer.Option(None, "--target", help="train on LABEL.PROPERTY, no labeling"),
                  upsert: bool = typer.Option(False, "--upsert", help="create or update the pipeline in SageMaker"),
-                 role_arn: Optional[str] = _ROLE, image_uri: Optional[str] = _IMAGE, s3_uri: Optional[str] = _S3,
-                 lifecycle_config: Optional[Path] = _LC) -> None:
+                 role_arn: str | None = _ROLE, image_uri: str | None = _IMAGE, s3_uri: str | None = _S3,
+                 lifecycle_config: Path | None = _LC) -> None:
     """Emit the SageMaker Pipelines definition: prepare → train (GPU) → evaluate → quality bar → register."""
     from identigraph.lifecycle.sagemaker_pipeline import build_pipeline, pipeline_session
 
@@ -221,13 +221,13 @@ def pipeline_cmd(out: Optional[Path] = typer.Option(None, "--out", help="write t
 def sagemaker_train_cmd(
     snapshot: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False,
                                   help="local snapshot: sizes the instance, then uploaded"),
-    labels: Optional[Path] = typer.Option(None, "--labels", exists=True, file_okay=False),
-    target: Optional[str] = typer.Option(None, "--target"),
-    instance_type: Optional[str] = _ITYPE, sets: Optional[list[str]] = _SET,
-    job_name: Optional[str] = typer.Option(None, "--job-name"),
+    labels: Path | None = typer.Option(None, "--labels", exists=True, file_okay=False),
+    target: str | None = typer.Option(None, "--target"),
+    instance_type: str | None = _ITYPE, sets: list[str] | None = _SET,
+    job_name: str | None = typer.Option(None, "--job-name"),
     wait: bool = typer.Option(False, "--wait", help="poll until the job ends"),
-    role_arn: Optional[str] = _ROLE, image_uri: Optional[str] = _IMAGE, s3_uri: Optional[str] = _S3,
-    lifecycle_config: Optional[Path] = _LC,
+    role_arn: str | None = _ROLE, image_uri: str | None = _IMAGE, s3_uri: str | None = _S3,
+    lifecycle_config: Path | None = _LC,
 ) -> None:
     """Launch one SageMaker training job of `identigraph train` on a GPU instance sized for the snapshot."""
     import time
@@ -254,17 +254,17 @@ def sagemaker_train_cmd(
 def tune_cmd(
     snapshot: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False),
     out: Path = typer.Option(..., "--out", help="model directory for the best configuration (tables beside it)"),
-    labels: Optional[Path] = typer.Option(None, "--labels", exists=True, file_okay=False),
-    target: Optional[str] = typer.Option(None, "--target", help="LABEL.PROPERTY, e.g. customer.blocked"),
-    trials: Optional[int] = typer.Option(None, "--trials", min=1),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", min=2),
+    labels: Path | None = typer.Option(None, "--labels", exists=True, file_okay=False),
+    target: str | None = typer.Option(None, "--target", help="LABEL.PROPERTY, e.g. customer.blocked"),
+    trials: int | None = typer.Option(None, "--trials", min=1),
+    max_epochs: int | None = typer.Option(None, "--max-epochs", min=2),
     time_objective: bool = typer.Option(False, "--time-objective",
                                         help="second objective: training seconds (Pareto front, no pruning)"),
     device: str = typer.Option("cpu", "--device"),
-    tune_config: Optional[Path] = typer.Option(None, "--tune-config", exists=True, dir_okay=False,
+    tune_config: Path | None = typer.Option(None, "--tune-config", exists=True, dir_okay=False,
                                                help="search space and budget (default conf/tune.yaml)"),
-    model_config: Optional[Path] = typer.Option(None, "--model-config", help="base model YAML"),
-    sets: Optional[list[str]] = _SET,
+    model_config: Path | None = typer.Option(None, "--model-config", help="base model YAML"),
+    sets: list[str] | None = _SET,
 ) -> None:
     """Multi-fidelity search (Optuna, Hyperband pruning on per-epoch validation AUPRC); trains the best."""
     from identigraph.lifecycle.config import load_tune_config

@@ -34,7 +34,7 @@ class Deployments:
         """The model version the stage's path resolves to now, or None."""
         try:
             return read_model_dir(self.path(stage))[0]
-        except Exception:  # noqa: BLE001 — no deployment yet reads as "nothing"
+        except Exception:
             return None
 
     def install(self, registry: Registry, mv: ModelVersion) -> Path:

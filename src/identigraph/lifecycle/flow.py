@@ -41,7 +41,7 @@ class Lifecycle:
 
     @classmethod
     def from_config(cls, cfg: LifecycleConfig, data_path: Path, backend: str | None = None,
-                    log: Callable[[str], None] = lambda _: None) -> "Lifecycle":
+                    log: Callable[[str], None] = lambda _: None) -> Lifecycle:
         from identigraph.lifecycle.registry import open_registry
 
         return cls(cfg, open_registry(cfg, data_path, backend), Deployments(Path(data_path) / cfg.deploy.dir), log)

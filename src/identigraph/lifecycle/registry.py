@@ -139,7 +139,7 @@ class MlflowRegistry(Registry):
         self.artifact_root = artifact_root
 
     @classmethod
-    def local(cls, root: Path, model_name: str) -> "MlflowRegistry":
+    def local(cls, root: Path, model_name: str) -> MlflowRegistry:
         root = Path(root).resolve()
         root.mkdir(parents=True, exist_ok=True)
         return cls(f"sqlite:///{root / 'registry.db'}", model_name, root / "artifacts")

@@ -26,7 +26,7 @@ import os
 from typing import Any
 
 from identigraph.lifecycle.config import LifecycleConfig
-from identigraph.lifecycle.sagemaker_jobs import CHANNELS, MODEL_OUT, Instance, train_arguments, train_entry
+from identigraph.lifecycle.sagemaker_jobs import MODEL_OUT, Instance, train_arguments, train_entry
 from identigraph.lifecycle.sagemaker_registry import CONTENT_TYPES
 
 PROC = "/opt/ml/processing"

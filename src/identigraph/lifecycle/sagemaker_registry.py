@@ -20,7 +20,16 @@ from typing import Any
 
 from identigraph.etl.neptune_bulk import parse_s3
 from identigraph.lifecycle.gate import LifecycleError, flat_metrics
-from identigraph.lifecycle.registry import APPROVED, PENDING, REJECTED, ModelVersion, Registry, now, read_model_dir, user
+from identigraph.lifecycle.registry import (
+    APPROVED,
+    PENDING,
+    REJECTED,
+    ModelVersion,
+    Registry,
+    now,
+    read_model_dir,
+    user,
+)
 
 _STATUS = {"PendingManualApproval": PENDING, "Approved": APPROVED, "Rejected": REJECTED}
 _TO_SAGEMAKER = {v: k for k, v in _STATUS.items()}

@@ -15,8 +15,8 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ class LoadedModel:
     path: Path
 
     @classmethod
-    def load(cls, model_dir: Path, threads: int | None = 1) -> "LoadedModel":
+    def load(cls, model_dir: Path, threads: int | None = 1) -> LoadedModel:
         """``threads``: torch intra-op threads for this process (None leaves them alone).
 
         Scoring runs on neighbourhoods of a few hundred nodes, where one thread is several times faster

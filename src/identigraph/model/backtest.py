@@ -107,5 +107,5 @@ def run_backtest(past: Any, current: GraphFrame, cfg: ModelConfig, conv: str = "
             lead[name][f"precision_vs_{target}"] = float(y[f].mean()) if f.any() else float("nan")
     current_as_of = _utc(current.as_of)
     return {"scored_at": scored_at.isoformat(), "current_as_of": current_as_of.isoformat(),
-            "horizon_days": (current_as_of - scored_at).total_seconds() / DAY_S, "scored": int(len(nodes)),
+            "horizon_days": (current_as_of - scored_at).total_seconds() / DAY_S, "scored": len(nodes),
             "views": views, "lead_time": lead, "thresholds": thresholds}

@@ -65,7 +65,7 @@ class GBDTBaseline:
                                         random_state=cfg.training.seed, n_jobs=2, verbose=-1)
 
     def fit(self, t: GraphTensors, train_nodes: np.ndarray, y: np.ndarray, val_nodes: np.ndarray,
-            y_val: np.ndarray) -> "GBDTBaseline":
+            y_val: np.ndarray) -> GBDTBaseline:
         xt, _ = graph_features(t, train_nodes)
         xv, _ = graph_features(t, val_nodes)
         pos = max(float(y.sum()), 1.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -16,7 +15,7 @@ _CONFIG = typer.Option(None, "--model-config", help="model YAML (default conf/mo
 _SET = typer.Option(None, "--set", help="override a model config value, e.g. --set training.epochs=20")
 
 
-def _cfg(path: Optional[Path], sets: Optional[list[str]]):
+def _cfg(path: Path | None, sets: list[str] | None):
     from identigraph.errors import ConfigError
     from identigraph.model.config import load_model_config
 
@@ -33,15 +32,15 @@ def _cfg(path: Optional[Path], sets: Optional[list[str]]):
 
 def train_cmd(
     snapshot: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False, help="snapshot directory"),
-    out: Optional[Path] = typer.Option(None, "--out", help="model directory to write"),
-    labels: Optional[Path] = typer.Option(None, "--labels", exists=True, file_okay=False,
+    out: Path | None = typer.Option(None, "--out", help="model directory to write"),
+    labels: Path | None = typer.Option(None, "--labels", exists=True, file_okay=False,
                                           help="labels directory from `identigraph label`"),
-    target: Optional[str] = typer.Option(None, "--target", help="LABEL.PROPERTY as target, e.g. customer.blocked"),
+    target: str | None = typer.Option(None, "--target", help="LABEL.PROPERTY as target, e.g. customer.blocked"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     conv: str = typer.Option("edge", "--conv", help="edge (edge-aware RGCN) | rgcn (plain, the ablation)"),
     do_estimate: bool = typer.Option(False, "--estimate", help="only print expected memory, time and instance"),
-    model_config: Optional[Path] = _CONFIG,
-    sets: Optional[list[str]] = _SET,
+    model_config: Path | None = _CONFIG,
+    sets: list[str] | None = _SET,
 ) -> None:
     """Train the edge-aware relational GCN on a snapshot; write weights, encoders, threshold, metrics, card."""
     cfg = _cfg(model_config, sets)
@@ -74,8 +73,8 @@ def predict_cmd(
     snapshot: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False),
     model: Path = typer.Option(..., "--model", exists=True, file_okay=False),
     out: Path = typer.Option(..., "--out", help="CSV: id, <label>_id, score"),
-    model_config: Optional[Path] = _CONFIG,
-    sets: Optional[list[str]] = _SET,
+    model_config: Path | None = _CONFIG,
+    sets: list[str] | None = _SET,
 ) -> None:
     """Score every target vertex of a snapshot (each with its own label-derived inputs hidden)."""
     from identigraph.model.pipeline import run_predict
@@ -87,18 +86,18 @@ def predict_cmd(
 def evaluate_cmd(
     snapshot: Path = typer.Option(..., "--snapshot", exists=True, file_okay=False),
     model: Path = typer.Option(..., "--model", exists=True, file_okay=False),
-    labels: Optional[Path] = typer.Option(None, "--labels", exists=True, file_okay=False),
-    target: Optional[str] = typer.Option(None, "--target"),
-    truth: Optional[Path] = typer.Option(None, "--truth", exists=True, dir_okay=False,
+    labels: Path | None = typer.Option(None, "--labels", exists=True, file_okay=False),
+    target: str | None = typer.Option(None, "--target"),
+    truth: Path | None = typer.Option(None, "--truth", exists=True, dir_okay=False,
                                          help="ground truth CSV (customer_id,is_fraud,…) as synth writes"),
-    backtest_snapshot: Optional[Path] = typer.Option(
+    backtest_snapshot: Path | None = typer.Option(
         None, "--backtest-snapshot", exists=True, file_okay=False,
         help="snapshot of an earlier as-of (e.g. `etl --as-of` 60 days back): temporal back-test against what "
              "the platform confirmed since"),
-    backtest_labels: Optional[Path] = typer.Option(None, "--backtest-labels", exists=True, file_okay=False,
+    backtest_labels: Path | None = typer.Option(None, "--backtest-labels", exists=True, file_okay=False,
                                                    help="labels built from --backtest-snapshot"),
-    model_config: Optional[Path] = _CONFIG,
-    sets: Optional[list[str]] = _SET,
+    model_config: Path | None = _CONFIG,
+    sets: list[str] | None = _SET,
 ) -> None:
     """AUROC, AUPRC, recall at precision 0.85/0.90, precision at recall 0.5: model vs ablation vs GBDT vs the
     neighbour-block rule; with --backtest-*, the temporal back-test and lead times."""

@@ -69,7 +69,7 @@ class ModelConfig(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
     @model_validator(mode="after")
-    def _fractions(self) -> "ModelConfig":
+    def _fractions(self) -> ModelConfig:
         if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) <= 0:
             raise ValueError("split_fractions must be three positive numbers summing to 1")
         if len(self.training.num_neighbors) != self.network.layers:

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from identigraph.graph.schema import IDENTIFIER_PROPS, IDENTIFIERS
-from identigraph.model.frame import NUMERIC, GraphFrame, Relation
+from identigraph.model.frame import NUMERIC, GraphFrame
 
 DAY_NS = 86_400 * 10**9
 REV = "rev_"
@@ -185,7 +185,7 @@ class FeatureEncoder:
         cats = [c for c, n in counts.items() if n >= max(2, 0.005 * len(values))][: self.max_categories]
         return _Column(name, "cat", categories=[str(c) for c in cats])
 
-    def fit(self, frame: GraphFrame) -> "FeatureEncoder":
+    def fit(self, frame: GraphFrame) -> FeatureEncoder:
         self.type_names = sorted(frame.vertices)
         self.vertex_types = {label: dict(frame.types.get(label, {})) for label in self.type_names}
         rels = sorted(frame.edges)
@@ -257,7 +257,7 @@ class FeatureEncoder:
                 out.append(miss.astype(float)); binary.append(True); names.append(f"{c.name}:missing")
         return out, binary, names
 
-    def _raw(self, frame: GraphFrame) -> "_Encoded":
+    def _raw(self, frame: GraphFrame) -> _Encoded:
         as_of = pd.Timestamp(frame.as_of)
         as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
         node_ids, node_type, offsets = self._node_order(frame)
@@ -526,7 +526,7 @@ class FeatureEncoder:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureEncoder":
+    def from_dict(cls, d: dict[str, Any]) -> FeatureEncoder:
         enc = cls(d["label_columns"], d["max_categories"], d.get("hub_degree"),  # older models: no hub cut,
                   d.get("shortcuts", False))                                     # no shortcut relations
         for key in ("pair_mean", "pair_std"):

@@ -36,10 +36,10 @@ def summary(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
     y = np.asarray(y).astype(int)
     score = np.asarray(score, dtype=float)
     if y.min() == y.max():
-        return {"n": int(len(y)), "positives": int(y.sum()), "auroc": float("nan"), "auprc": float("nan"),
+        return {"n": len(y), "positives": int(y.sum()), "auroc": float("nan"), "auprc": float("nan"),
                 "recall_at_p85": float("nan"), "recall_at_p90": float("nan"), "precision_at_r50": float("nan")}
     return {
-        "n": int(len(y)), "positives": int(y.sum()),
+        "n": len(y), "positives": int(y.sum()),
         "auroc": float(roc_auc_score(y, score)), "auprc": float(average_precision_score(y, score)),
         "recall_at_p85": recall_at_precision(y, score, 0.85),
         "recall_at_p90": recall_at_precision(y, score, 0.90),

@@ -66,7 +66,7 @@ def _slog(values: np.ndarray) -> np.ndarray:
 
 
 def _number(value: Any) -> float:
-    if value is None or isinstance(value, str) and not value:
+    if value is None or (isinstance(value, str) and not value):
         return math.nan
     try:
         return float(value)

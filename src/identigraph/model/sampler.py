@@ -9,7 +9,7 @@ and over fanout slots, never over nodes.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -31,8 +31,8 @@ class TorchNeighborSampler(BaseSampler):
     generator state, so with workers > 0 determinism holds per worker, not globally.
     """
 
-    def __init__(self, data: Data, num_neighbors: Sequence[int], seed: Optional[int] = None,
-                 disjoint: bool = False, time_attr: Optional[str] = None) -> None:
+    def __init__(self, data: Data, num_neighbors: Sequence[int], seed: int | None = None,
+                 disjoint: bool = False, time_attr: str | None = None) -> None:
         # Refuse loudly rather than silently sample a different distribution than the caller asked for.
         if disjoint:
             raise NotImplementedError("TorchNeighborSampler: disjoint sampling is not implemented")

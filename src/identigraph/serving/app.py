@@ -22,8 +22,8 @@ from identigraph.config import Settings
 from identigraph.errors import ConfigError, SchemaError
 from identigraph.serving.auth import Authenticator, Forbidden, RateLimited, TooCostly, Unauthorized
 from identigraph.serving.config import ServingConfig
-from identigraph.serving.guard import Admission
 from identigraph.serving.console import router as console
+from identigraph.serving.guard import Admission
 from identigraph.serving.routers import identity, ops, problem, safe_errors, sagemaker, scoring
 from identigraph.serving.service import GraphUnavailable, ModelFailure, ScoringService
 

@@ -209,7 +209,7 @@ class ServingConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _unique_keys(self) -> "ServingConfig":
+    def _unique_keys(self) -> ServingConfig:
         for attr in ("id", "sha256"):
             seen = [getattr(k, attr) for k in self.api_keys]
             if len(set(seen)) != len(seen):
@@ -219,7 +219,7 @@ class ServingConfig(_Strict):
     def key_by_digest(self) -> dict[str, ApiKey]:
         return {k.sha256: k for k in self.api_keys}
 
-    def per_worker(self, workers: int) -> "ServingConfig":
+    def per_worker(self, workers: int) -> ServingConfig:
         """This config's shared limits as one of ``workers`` server processes enforces them.
 
         Every process keeps its own buckets and counters (nothing crosses processes on the request path),

@@ -118,7 +118,7 @@ class ReviewQueue:
                         self.sent += 1
                         self.metrics.review_cases.labels(outcome="sent").inc()
                         break
-                    except Exception as exc:  # noqa: BLE001 — a queue outage must not kill the sender
+                    except Exception as exc:
                         self._url = None
                         if attempt == self.attempts:
                             log.warning(json.dumps({"event": "review_send_failed", "request_id": case.get("request_id"),
@@ -126,7 +126,7 @@ class ReviewQueue:
                             self._keep_unsent(case, f"send failed {attempt} times")
                         else:
                             time.sleep(self.backoff_s * attempt)
-            except Exception as exc:  # noqa: BLE001 — even the file failing must not kill the sender
+            except Exception as exc:
                 log.error(json.dumps({"event": "review_case_lost", "request_id": case and case.get("request_id"),
                                       "error": type(exc).__name__}))
             finally:

@@ -13,28 +13,28 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from identigraph.config import Settings
 from identigraph.errors import GraphError, GraphTimeout, IdentigraphError
-from identigraph.model.request_path import RequestGraph
 from identigraph.graph import pseudonym, queries
 from identigraph.graph.client import GraphClient, is_connection_error
 from identigraph.graph.pseudonym import Pseudonymiser
 from identigraph.graph.records import as_utc
 from identigraph.graph.schema import CUSTOMER, customer_id
+from identigraph.model.request_path import RequestGraph
 from identigraph.serving import explain, policy
 from identigraph.serving.audit import AuditLog
 from identigraph.serving.config import ServingConfig
-from identigraph.serving.records import connections_for_record, evidence_for_record, identifier_ref
-from identigraph.serving.review import QUEUED, ReviewGate, ReviewQueue
 from identigraph.serving.metrics import ServingMetrics
 from identigraph.serving.neighbourhood import Fetched, fetch, identifier_ids
+from identigraph.serving.records import connections_for_record, evidence_for_record, identifier_ref
+from identigraph.serving.review import QUEUED, ReviewGate, ReviewQueue
 
 log = logging.getLogger("identigraph.serving")
 T = TypeVar("T")
@@ -142,7 +142,7 @@ class ModelHolder:
                     version = json.loads((path / "metrics.json").read_text()).get("version")
                     if current is not None and version and version != current.version:
                         self.reload(path)
-                except Exception as exc:  # noqa: BLE001 — a bad promotion must not stop the server
+                except Exception as exc:
                     log.warning(json.dumps({"event": "model_watch_failed", "path": str(path),
                                             "error": f"{type(exc).__name__}: {str(exc)[:200]}"}))
 
@@ -351,7 +351,7 @@ class ScoringService:
     def _model_call(self, model: Any, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 — whatever it is, it is the model's, not the caller's
+        except Exception as exc:
             log.error(json.dumps({"event": "model_failed", "version": model.version, "error": type(exc).__name__,
                                   "message": str(exc)[:300]}))
             raise ModelFailure(model.version) from exc

@@ -133,7 +133,7 @@ def behaviour_events(p: SynthParams, pop: Pop, pools: dict[str, Pool]) -> dict[s
     slot = np.argmax(np.cumsum(added, axis=1) > pick[:, None], axis=1)
     paid = (cnt > 0) & (rng.random(bk.size) >= pop.cash_p[cust[bk]])
     card[bk[paid]] = pop.card[cust[bk[paid]], slot[paid]]
-    assert K_CARDS == pop.card.shape[1]
+    assert pop.card.shape[1] == K_CARDS
 
     out = dict(cust=cust, t=t, etype=etype, dev=dev, ip=ip, email=email, phone=phone, card=card)
     att = _takeover_events(p, pop, rng)
@@ -164,7 +164,7 @@ def _takeover_events(p: SynthParams, pop: Pop, rng: np.random.Generator) -> dict
     n = idx.size
     ip = pop.att_ip[idx]
     ip = np.where(rng.random(n) < 0.25, pop.vpn_pool[rng.integers(0, max(pop.vpn_pool.size, 1), n)], ip)
-    old_email = np.where(T >= pop.t_email2[v], pop.email2[v], pop.email[v])
+    old_email = np.where(pop.t_email2[v] <= T, pop.email2[v], pop.email[v])
     email = np.where(t >= t_prof[idx], pop.att_email[idx], old_email[idx])
     email = np.where((etype == LOGIN) & (rng.random(n) < 0.5) & (t > T[idx]), -1, email)
     phone = np.where(etype == PROFILE, pop.att_phone[idx], -1)

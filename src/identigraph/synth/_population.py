@@ -321,7 +321,7 @@ def build_population(p: SynthParams) -> tuple[Pop, dict[str, Pool]]:
     rep = legit_idx[rng.random(nL) < 0.15]
     dev_rep[rep] = new_devices(rep.size, "phone")
     t_rep[rep] = created[rep] + (rng.random(rep.size) * (act_end[rep] - created[rep])).astype(np.int64)
-    tablet_hh = np.flatnonzero((rng.random(n_hh) < 0.35))
+    tablet_hh = np.flatnonzero(rng.random(n_hh) < 0.35)
     tab_codes = np.full(max(n_hh, 1), -1, dtype=np.int64)
     tab_codes[tablet_hh] = new_devices(tablet_hh.size, "tablet")
     dev_tab[in_hh] = tab_codes[group[in_hh]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,18 +31,8 @@ PHONE_FMT = {
     "GB": ("44", "7", 9),
 }
 
-FIRST = (
-    "ahmed mohammed ali omar youssef khalid hassan ibrahim mahmoud tariq faisal saeed rashid hamza bilal "
-    "usman imran zain karim nabil samir walid adel fahad sultan majid nasser salman yasir irfan "
-    "fatima aisha mariam sara noor layla huda amina hana rania dina salma zainab yasmin rana lina "
-    "reem maha nadia sana ayesha hira mehwish farah lubna ghada john david michael priya rahul anjali"
-).split()
-LAST = (
-    "khan ahmed ali hussain hassan ibrahim mahmoud saleh haddad nasser rahman malik qureshi siddiqui "
-    "shaikh chaudhry butt farouk mansour hamdan khalil aziz said sharif kamal fahmy mostafa abdallah "
-    "othman yousef zaidi rizvi mirza baig awan abbasi hashmi alnaqbi almansoori alshamsi alharbi "
-    "alotaibi alqahtani alghamdi alzahrani ghanem obeidat tamimi smith patel sharma nair menon"
-).split()
+FIRST = ["ahmed", "mohammed", "ali", "omar", "youssef", "khalid", "hassan", "ibrahim", "mahmoud", "tariq", "faisal", "saeed", "rashid", "hamza", "bilal", "usman", "imran", "zain", "karim", "nabil", "samir", "walid", "adel", "fahad", "sultan", "majid", "nasser", "salman", "yasir", "irfan", "fatima", "aisha", "mariam", "sara", "noor", "layla", "huda", "amina", "hana", "rania", "dina", "salma", "zainab", "yasmin", "rana", "lina", "reem", "maha", "nadia", "sana", "ayesha", "hira", "mehwish", "farah", "lubna", "ghada", "john", "david", "michael", "priya", "rahul", "anjali"]
+LAST = ["khan", "ahmed", "ali", "hussain", "hassan", "ibrahim", "mahmoud", "saleh", "haddad", "nasser", "rahman", "malik", "qureshi", "siddiqui", "shaikh", "chaudhry", "butt", "farouk", "mansour", "hamdan", "khalil", "aziz", "said", "sharif", "kamal", "fahmy", "mostafa", "abdallah", "othman", "yousef", "zaidi", "rizvi", "mirza", "baig", "awan", "abbasi", "hashmi", "alnaqbi", "almansoori", "alshamsi", "alharbi", "alotaibi", "alqahtani", "alghamdi", "alzahrani", "ghanem", "obeidat", "tamimi", "smith", "patel", "sharma", "nair", "menon"]
 DOMAINS = np.array(
     ["gmail.com", "hotmail.com", "yahoo.com", "outlook.com", "icloud.com", "live.com", "emirates.net.ae"],
     dtype=object,

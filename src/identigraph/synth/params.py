@@ -84,7 +84,7 @@ class SynthParams(BaseModel):
     care_contact_rate: float = Field(0.25, ge=0, le=20, description="payment/other care contacts per account-year")
 
     @classmethod
-    def profile(cls, name: str, **overrides: Any) -> "SynthParams":
+    def profile(cls, name: str, **overrides: Any) -> SynthParams:
         """A named preset (:data:`PROFILES`) with ``overrides`` on top."""
         if name not in PROFILES:
             raise SchemaError(f"profile: unknown synthetic-world profile {name!r}; expected one of {sorted(PROFILES)}")
@@ -97,7 +97,7 @@ class SynthParams(BaseModel):
             raise SchemaError(describe_validation(exc)) from None
 
     @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> "SynthParams":  # type: ignore[override]
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> SynthParams:  # type: ignore[override]
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
@@ -112,7 +112,7 @@ class SynthParams(BaseModel):
         return v.replace(microsecond=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SynthParams":
+    def _consistent(self) -> SynthParams:
         if self.start.year < 1971:
             raise ValueError("start must be in 1971 or later")
         if self.end <= self.start:

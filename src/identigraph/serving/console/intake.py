@@ -46,7 +46,7 @@ class CaseIntake:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "CaseIntake":
+    def start(self) -> CaseIntake:
         self._thread = threading.Thread(target=self._run, name="review-intake", daemon=True)
         self._thread.start()
         return self
@@ -76,7 +76,7 @@ class CaseIntake:
         while not self._stop.is_set():
             try:
                 self.poll_once()
-            except Exception as exc:  # noqa: BLE001 — a queue or disk outage must not stop the intake for good
+            except Exception as exc:
                 self._url = None
                 log.warning(json.dumps({"event": "review_intake_failed", "error": type(exc).__name__}))
                 self._stop.wait(1.0)

@@ -82,7 +82,7 @@ class Console:
                 lambda g: g.V(f"customer:{customer}").values("blocked"), "one_or_none", deadline=deadline),
                 self.service.config.reads.timeout_s)
             outcome = apply_verdicts.apply(self.writer, verdict, verdict_id, customer, blocked is True, self.cfg)
-        except Exception as exc:  # noqa: BLE001 — the verdict is stored; the graph change is retried on start
+        except Exception as exc:
             log.warning(json.dumps({"event": "review_verdict_not_applied", "verdict_id": verdict_id,
                                     "error": type(exc).__name__}))
             outcome = "failed: graph unavailable, retried when the console starts"

@@ -87,7 +87,7 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
             outcome(404, "not a model directory", error=type(exc).__name__, message=str(exc)[:300])
             return problem(request, 404, f"{body.model_dir} is not a model directory (model.pt, encoder.json, "
                                          f"metrics.json); still serving {serving}")
-        except Exception as exc:  # noqa: BLE001 — whatever is wrong with it, the old model keeps serving
+        except Exception as exc:
             outcome(409, "did not load", error=type(exc).__name__, message=str(exc)[:300])
             return problem(request, 409, f"the model at {body.model_dir} did not load (the reason is in the "
                                          f"server's log); still serving {serving}")

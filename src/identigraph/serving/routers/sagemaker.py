@@ -20,8 +20,17 @@ from starlette.concurrency import run_in_threadpool
 from identigraph.serving import schemas as s
 from identigraph.serving.config import ApiKey, ServingConfig
 from identigraph.serving.guard import SCORING, Rule
-from identigraph.serving.routers import (RESPONSES, _api_key, _bearer, charge, json_response, problem, require,
-                                         safe_errors, sees_identities)
+from identigraph.serving.routers import (
+    RESPONSES,
+    _api_key,
+    _bearer,
+    charge,
+    json_response,
+    problem,
+    require,
+    safe_errors,
+    sees_identities,
+)
 from identigraph.serving.routers.scoring import batch_models, prepare_all
 from identigraph.serving.service import NO_MODEL, UNKNOWN_CUSTOMER, ScoringService
 
