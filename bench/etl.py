@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from identigraph.config import load_settings
+from identigraph.config_loader import packaged_default
 from identigraph.etl.graph_load import load_snapshot
 from identigraph.etl.job import run_etl
 from identigraph.etl.spark import session
@@ -132,7 +133,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="identigraph-bench-etl-"))
     # IDENTIGRAPH__... variables still apply (to compare writer counts, batch sizes)
-    settings = load_settings(REPO / "conf" / "identigraph.yaml", overrides={
+    settings = load_settings(packaged_default("identigraph.yaml"), overrides={
         "data_dir": str(work / "data"),
         "services": {"gremlin": {"port": free_port(), "heap": "6g"}, "elasticmq": {"port": free_port()}},
     })

@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from identigraph.config import load_settings
+from identigraph.config_loader import packaged_default
 from identigraph.etl.job import run_etl
 from identigraph.etl.spark import session
 from identigraph.labeling.config import load_labeling_config
@@ -30,7 +31,7 @@ from identigraph.labeling.job import print_report, run_labeling
 from identigraph.synth import SynthParams, generate_world, write_world
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "conf" / "labeling.yaml"
+CONFIG = packaged_default("labeling.yaml")
 TARGETS = {"matured_precision": 0.97, "corrections_gain": 0.30, "corrections_precision": 0.90}
 
 
@@ -89,7 +90,7 @@ def main() -> None:
 
     console = Console(stderr=True)
     root = Path(tempfile.mkdtemp(prefix="identigraph-bench-labels-"))
-    settings = load_settings(REPO / "conf" / "identigraph.yaml", overrides={"data_dir": str(root / "data")})
+    settings = load_settings(packaged_default("identigraph.yaml"), overrides={"data_dir": str(root / "data")})
     spark = session(settings, app_name="identigraph-bench-labels")
     runs = []
     for i, seed in enumerate(args.seeds):

@@ -45,6 +45,7 @@ import psutil
 import yaml
 
 from identigraph.config import load_settings
+from identigraph.config_loader import packaged_default
 from identigraph.graph import queries
 from identigraph.graph.client import GraphClient
 from identigraph.services import local
@@ -124,7 +125,7 @@ def build(work: Path, settings, customers: int, epochs: int, model: Path | None)
         from identigraph.model.config import load_model_config
         from identigraph.model.pipeline import run_train
 
-        cfg = load_model_config(REPO / "conf" / "model.yaml", {"training.epochs": epochs})
+        cfg = load_model_config(packaged_default("model.yaml"), {"training.epochs": epochs})
         t0 = time.perf_counter()
         run_train(work / "snapshot", model_dir, cfg, target="customer.blocked", device="cpu", log=print)
         info["train_s"] = round(time.perf_counter() - t0, 1)
@@ -256,7 +257,7 @@ def agreement(work: Path, url: str, model_dir: Path, n: int) -> dict:
     from identigraph.model.pipeline import run_predict
 
     preds = work / "predict.csv"
-    run_predict(work / "snapshot", model_dir, preds, load_model_config(REPO / "conf" / "model.yaml"))
+    run_predict(work / "snapshot", model_dir, preds, load_model_config(packaged_default("model.yaml")))
     batch = pd.read_csv(preds, dtype={"customer_id": str}).set_index("customer_id")["score"]
     rng = np.random.default_rng(SEED)
     customers = sorted(rng.choice(batch.index.to_numpy(), size=min(n, len(batch)), replace=False).tolist())
@@ -280,6 +281,12 @@ def agreement(work: Path, url: str, model_dir: Path, n: int) -> dict:
             "vs_identigraph_predict": compare(batch), "vs_exact_full_graph": compare(exact)}
 
 
+def _shipped(src: Path, name: str) -> Path:
+    """A version's own default file: packaged (src/identigraph/defaults) since issue 18, conf/ before."""
+    packaged = src / "identigraph" / "defaults" / name
+    return packaged if packaged.exists() else src.parent / "conf" / name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=50_000)
@@ -289,7 +296,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="worker counts to measure, e.g. 1,2")
     ap.add_argument("--work", type=Path, default=None, help="keep world, snapshot, graph and model here")
     ap.add_argument("--model", type=Path, default=None, help="serve this MODEL_DIR instead of training one")
-    ap.add_argument("--serving-config", type=Path, default=REPO / "conf" / "serving.yaml")
+    ap.add_argument("--serving-config", type=Path, default=packaged_default("serving.yaml"))
     ap.add_argument("--baseline-src", type=Path, default=None, help="src/ of an older checkout to compare with")
     ap.add_argument("--baseline-rate", type=float, default=5.0)
     ap.add_argument("--baseline-model", type=Path, default=None, help="MODEL_DIR for the baseline (default: --model)")
@@ -313,7 +320,7 @@ def main() -> None:
     overrides = {"data_dir": str(work / "data"), "pii": {"key": PII_KEY},
                  "services": {"gremlin": {"port": ports["gremlin"], "heap": "4g"},
                               "elasticmq": {"port": ports["elasticmq"]}}}
-    settings = load_settings(REPO / "conf" / "identigraph.yaml", environ={}, overrides=overrides)
+    settings = load_settings(packaged_default("identigraph.yaml"), environ={}, overrides=overrides)
     (work / "identigraph.yaml").write_text(yaml.safe_dump(settings.model_dump(mode="json")))
 
     result: dict = {
@@ -359,12 +366,12 @@ def main() -> None:
             server.stop()
             servers.remove(server)
         if args.baseline_src:
-            old = yaml.safe_load((args.baseline_src.parent / "conf" / "serving.yaml").read_text())
+            old = yaml.safe_load(_shipped(args.baseline_src, "serving.yaml").read_text())
             old["api_keys"], old["as_of"] = [bench_key], snapshot_as_of
             (work / "serving-baseline.yaml").write_text(yaml.safe_dump(old))
             result["baseline_model"] = str(args.baseline_model or model_dir)
-            # that version's settings schema: its own conf/identigraph.yaml, pointed at the same services
-            old_settings = yaml.safe_load((args.baseline_src.parent / "conf" / "identigraph.yaml").read_text())
+            # that version's settings schema: its own identigraph.yaml, pointed at the same services
+            old_settings = yaml.safe_load(_shipped(args.baseline_src, "identigraph.yaml").read_text())
             old_settings["data_dir"], old_settings["pii"]["key"] = str(work / "data"), PII_KEY
             for name in ("gremlin", "elasticmq"):
                 old_settings["services"][name]["port"] = ports[name]

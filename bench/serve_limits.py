@@ -70,6 +70,7 @@ def main() -> None:
 
     import identigraph
     from identigraph.config import load_settings
+    from identigraph.config_loader import packaged_default
     from identigraph.graph import pseudonym, queries
     from identigraph.graph.client import GraphClient
     from identigraph.services import local
@@ -85,7 +86,7 @@ def main() -> None:
     ports = json.loads(ports_file.read_text()) if ports_file.exists() else {"gremlin": free_port(),
                                                                            "elasticmq": free_port()}
     ports_file.write_text(json.dumps(ports))
-    settings = load_settings(REPO / "conf" / "identigraph.yaml", environ={}, overrides={
+    settings = load_settings(packaged_default("identigraph.yaml"), environ={}, overrides={
         "data_dir": str(work / "data"), "pii": {"key": "bench-limits-pii-key-0123456789"},
         "services": {"gremlin": {"port": ports["gremlin"], "heap": "1g"}, "elasticmq": {"port": ports["elasticmq"]}}})
     params = SynthParams(customers=args.customers, seed=5, ring_share=0.06, multi_account_share=0.03, ato_share=0.02)
@@ -112,12 +113,12 @@ def main() -> None:
                 summary = json.loads((work / "snapshot" / "_summary.json").read_text())
                 summary["as_of"] = pd.Timestamp(params.end).strftime("%Y-%m-%dT%H:%M:%SZ")
                 (work / "snapshot" / "_summary.json").write_text(json.dumps(summary))
-                cfg = load_model_config(REPO / "conf" / "model.yaml", {
+                cfg = load_model_config(packaged_default("model.yaml"), {
                     "training.epochs": 30, "training.patience": 10, "split": "stratified", "network.hidden": 32})
                 run_train(work / "snapshot", model_dir, cfg, target="customer.blocked", device="cpu",
                           log=lambda _: None)
 
-        serving = yaml.safe_load((REPO / "conf" / "serving.yaml").read_text())
+        serving = yaml.safe_load((packaged_default("serving.yaml")).read_text())
         serving = {k: v for k, v in serving.items() if k in ServingConfig.model_fields}  # an older checkout's keys
         serving["api_keys"] = [{"id": name, "sha256": key_digest(f"{name}-secret"), "scopes": scopes,
                                 "rate_limit": {"per_second": 100_000, "burst": 100_000}}

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from identigraph.config import load_settings
+from identigraph.config_loader import packaged_default
 from identigraph.etl.consumer import Consumer
 from identigraph.etl.publish import publish, sqs_client
 from identigraph.graph import queries
@@ -248,7 +249,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="identigraph-bench-stream-"))
-    settings = load_settings(REPO / "conf" / "identigraph.yaml", environ={}, overrides={
+    settings = load_settings(packaged_default("identigraph.yaml"), environ={}, overrides={
         "data_dir": str(work), "pii": {"key": PII_KEY},
         "services": {"gremlin": {"port": free_port()}, "elasticmq": {"port": free_port()}},
         "stream": {"wait_s": 1, "health_port": 0},

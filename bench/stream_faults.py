@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from identigraph.config import Settings, load_settings
+from identigraph.config_loader import packaged_default
 from identigraph.etl.publish import publish, sqs_client
 from identigraph.etl.stream_events import TABLE_COLUMNS, as_tables, parse_message
 from identigraph.graph import queries
@@ -95,7 +96,7 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def _settings(data: Path, plan: Plan) -> Settings:
-    return load_settings(REPO / "conf" / "identigraph.yaml", environ={}, overrides={
+    return load_settings(packaged_default("identigraph.yaml"), environ={}, overrides={
         "data_dir": str(data),
         "services": {"gremlin": {"port": free_port(), "heap": plan.heap,
                                  "checkpoint_interval_s": plan.checkpoint_interval_s},

@@ -22,6 +22,7 @@ from pathlib import Path
 from gremlin_python.process.traversal import T
 
 from identigraph.config import BatchLimits, load_settings
+from identigraph.config_loader import packaged_default
 from identigraph.graph import queries
 from identigraph.graph.client import GraphClient
 from identigraph.graph.pseudonym import Pseudonymiser
@@ -93,7 +94,7 @@ def main() -> None:
     args = ap.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="identigraph-bench-"))
-    settings = load_settings(REPO / "conf" / "identigraph.yaml", environ={}, overrides={
+    settings = load_settings(packaged_default("identigraph.yaml"), environ={}, overrides={
         "data_dir": str(data),
         "services": {"gremlin": {"port": free_port()}, "elasticmq": {"port": free_port()}},
     })

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from identigraph.config import Settings, load_settings
+from identigraph.config_loader import packaged_default
 from identigraph.graph.client import GraphClient
 from identigraph.graph.pseudonym import Pseudonymiser
 from identigraph.services import local
@@ -28,7 +29,7 @@ def make_settings(data_dir: Path, **extra) -> Settings:
     }
     overrides.update(extra)
     # The repository's own conf/identigraph.yaml underneath: tests exercise the shipped config.
-    return load_settings(path=REPO / "conf" / "identigraph.yaml", environ={}, overrides=overrides)
+    return load_settings(path=packaged_default("identigraph.yaml"), environ={}, overrides=overrides)
 
 
 @pytest.fixture(scope="session")

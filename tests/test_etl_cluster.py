@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from identigraph.config_loader import packaged_default
 from identigraph.etl import cloud_jars, job, snapshot
 from identigraph.etl.fs import LocalFS, PyFS
 from identigraph.etl.job import run_etl
@@ -289,7 +290,7 @@ def test_a_flat_layout_gremlin_csv_trains_and_predicts(local_snap, tmp_path):
         assert frame.drop(columns=list(mine.columns)).isna().all().all()
         pd.testing.assert_frame_equal(mine.loc[frame.index], frame[list(mine.columns)])
     cust = ours.vertices["customer"]
-    cfg = load_model_config(Path(__file__).parents[1] / "conf" / "model.yaml", {
+    cfg = load_model_config(packaged_default("model.yaml"), {
         "training.epochs": 3, "training.patience": 3, "split": "stratified", "network.hidden": 16})
     run_train(flat, tmp_path / "model", cfg, target="customer.blocked", device="cpu", log=lambda _: None)
     n = run_predict(flat, tmp_path / "model", tmp_path / "scores.csv", cfg)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from identigraph.config_loader import packaged_default
 from identigraph.errors import ConfigError
 from identigraph.labeling.config import load_labeling_config, parse_labeling_config
 
@@ -12,7 +13,7 @@ RULE = {"name": "r", "confidence": 0.9, "comment": "c", "via": ["device"], "max_
 
 
 def test_shipped_config_loads_and_explains_every_rule():
-    cfg = load_labeling_config(REPO / "conf" / "labeling.yaml")
+    cfg = load_labeling_config(packaged_default("labeling.yaml"))
     assert cfg.maturity.appeal_days <= cfg.maturity.maturity_days
     assert cfg.rules and all(len(r.comment) > 40 for r in cfg.rules)
     assert "contested" not in cfg.promote_from and "lifted" not in cfg.promote_from
@@ -21,11 +22,11 @@ def test_shipped_config_loads_and_explains_every_rule():
 @pytest.mark.parametrize("data, message", [
     ({"maturity": {"maturity_days": 10, "appeal_days": 14}},
      "appeal_days (14) must not exceed maturity.maturity_days (10)"),
-    ({"maturity": {"maturity_day": 10}}, "maturity.maturity_day: unknown field"),
+    ({"maturity": {"maturity_day": 10}}, "maturity.maturity_day: unknown key"),
     ({"maturity": {"legit_min_age_days": -1}}, "maturity.legit_min_age_days"),
     ({"rules": [{**RULE, "min_fraud": None}]}, "rule r: needs min_fraud or burst"),
     ({"rules": [{**RULE, "via": ["imei"]}]}, "rules.0.via.0"),
-    ({"rules": [{**RULE, "max_customer": 5}]}, "rules.0.max_customer: unknown field"),
+    ({"rules": [{**RULE, "max_customer": 5}]}, "rules.0.max_customer: unknown key"),
     ({"rules": [{k: v for k, v in RULE.items() if k != "max_customers"}]}, "rules.0.max_customers: Field required"),
     ({"rules": [{**RULE, "fraud_created_within_hours": 5, "min_fraud": None, "burst": {"min_accounts": 3,
                                                                                        "within_days": 1}}]},

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from identigraph.cli import app
+from identigraph.config_loader import packaged_default
 from identigraph.errors import SchemaError
 from identigraph.etl import snapshot
 from identigraph.etl.fs import LocalFS
@@ -20,7 +21,7 @@ from identigraph.labeling.job import BLOCK_COLUMNS, LABEL_COLUMNS, run_labeling,
 from identigraph.synth import SynthParams, generate_world, write_world
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "conf" / "labeling.yaml"
+CONFIG = packaged_default("labeling.yaml")
 KEY = b"labeling-test-key-0123456789abcdef"
 
 
@@ -40,7 +41,7 @@ def worlds(spark, settings, tmp_path_factory):
     }
     # the T1 snapshot's labels through the CLI: the command a person runs
     result = CliRunner().invoke(app, ["label", "--snapshot", str(root / "snap_t1"), "--out", str(root / "labels_t1"),
-                                      "--config", str(CONFIG)])
+                                      "--labeling-config", str(CONFIG)])
     assert result.exit_code == 0, result.output
     return root, t1, t2, reports
 

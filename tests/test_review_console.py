@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from console_helpers import HUB_CUSTOMERS, HUB_IP, SEED_DEVICE, console_config, review_queue, wait_for, write_world
+from identigraph.config_loader import packaged_default
 from identigraph.etl.export import export_snapshot
 from identigraph.graph import pseudonym
 from identigraph.serving.app import create_app
@@ -144,7 +145,7 @@ def test_reviewer_works_a_case_in_the_browser(settings, world, browser, spark, t
 
     export_snapshot(world, tmp_path / "snapshot")
     report = run_labeling(spark, tmp_path / "snapshot", tmp_path / "labels", as_of=datetime.now(timezone.utc),
-                          config=REPO / "conf" / "labeling.yaml", verdicts=store_path)
+                          config=packaged_default("labeling.yaml"), verdicts=store_path)
     with open(tmp_path / "labels" / "labels.csv", newline="") as fh:
         labels = {r["customer_id"]: r for r in csv.DictReader(fh)}
     assert (labels["rc-seed"]["status"], labels["rc-seed"]["label"]) == ("reviewed_legit", "0")

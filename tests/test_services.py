@@ -8,7 +8,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import REPO, make_settings
+from conftest import make_settings
+from identigraph.config_loader import packaged_default
 from identigraph.errors import JavaNotFoundError, PortInUseError
 from identigraph.graph.client import GraphClient
 from identigraph.graph.schema import VertexRecord
@@ -167,7 +168,7 @@ def test_auto_heap_is_sized_for_the_graph_between_floor_and_cap(tmp_path):
     assert local.gremlin_heap(s) == ("4096m", "auto: 32 × 200 MB graph file (cap)")
     bigger = make_settings(tmp_path / "data", services={"gremlin": {"heap": "auto", "heap_max": "8g"}})
     assert local.gremlin_heap(bigger)[0] == "6144m"
-    env = load_settings(path=REPO / "conf" / "identigraph.yaml", overrides={"data_dir": str(tmp_path / "data")},
+    env = load_settings(path=packaged_default("identigraph.yaml"), overrides={"data_dir": str(tmp_path / "data")},
                         environ={"IDENTIGRAPH__SERVICES__GREMLIN__HEAP": "5g"})
     assert local.gremlin_heap(env) == ("5g", "configured")
     with pytest.raises(Exception, match="heap"):

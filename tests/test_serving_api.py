@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import free_port
+from identigraph.config_loader import packaged_default
 from identigraph.etl.export import export_snapshot
 from identigraph.etl.publish import sqs_client
 from identigraph.etl.stream_events import parse_message
@@ -104,7 +105,7 @@ def serving_model(settings, session_client, serving_world, world_counts, tmp_pat
     summary = json.loads((root / "snapshot" / "_summary.json").read_text())
     summary["as_of"] = _iso(WORLD.end)  # the world's clock, not the export's
     (root / "snapshot" / "_summary.json").write_text(json.dumps(summary))
-    cfg = load_model_config(Path(__file__).parents[1] / "conf" / "model.yaml", {
+    cfg = load_model_config(packaged_default("model.yaml"), {
         "training.epochs": 30, "training.patience": 10, "split": "stratified", "network.hidden": 32})
     run_train(root / "snapshot", root / "model", cfg, target="customer.blocked", device="cpu", log=lambda _: None)
     return root / "model", WORLD.end

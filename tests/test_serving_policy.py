@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from identigraph.config_loader import packaged_default
 from identigraph.errors import ConfigError
 from identigraph.model.request_path import RequestGraph
 from identigraph.serving import explain
@@ -58,7 +59,7 @@ def _config(**over) -> dict:
 
 
 def test_shipped_config_loads_and_errors_name_the_field(tmp_path):
-    shipped = load_serving_config(REPO / "conf" / "serving.yaml")
+    shipped = load_serving_config(packaged_default("serving.yaml"))
     assert shipped.neighbourhood.hops <= 2 and shipped.max_batch >= 1 and shipped.api_keys
     bad = tmp_path / "serving.yaml"
     bad.write_text("api_keys: []\npolicy: {treshold: 0.5, lifetime_value_boundary: -1}\nneighbourhood: {hops: 3}\n")

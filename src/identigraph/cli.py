@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from identigraph.config import Settings, load_settings
+from identigraph.config import Settings, SettingsFile
 from identigraph.errors import IdentigraphError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -27,27 +27,27 @@ console = Console()
 err = Console(stderr=True)
 
 
-class _State:
-    config_path: Path | None = None
-
-
-def settings() -> Settings:
-    return load_settings(_State.config_path)
+def settings(ctx: typer.Context) -> Settings:
+    """The settings the global ``--config`` names, loaded when a command needs them (not for ``--help``)."""
+    return ctx.ensure_object(SettingsFile).load()
 
 
 @app.callback()
 def main(
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (default: $IDENTIGRAPH_CONFIG "
-                                          "or conf/identigraph.yaml); IDENTIGRAPH__SECTION__KEY env vars override it."),
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", "-c", help="settings YAML (default: $IDENTIGRAPH_CONFIG "
+                                          "or the packaged identigraph.yaml); IDENTIGRAPH__SECTION__KEY env vars "
+                                          "override it."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log retries and other details"),
 ) -> None:
+    """Global options: the settings file goes on the context, where every command finds it."""
     import logging
 
     from rich.logging import RichHandler
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err, show_path=False)])
-    _State.config_path = config
+    ctx.obj = SettingsFile(config)
 
 
 def run() -> None:
@@ -80,86 +80,89 @@ def _service_table(reports: list) -> Table:
 
 
 @services_app.command("install")
-def services_install() -> None:
+def services_install(ctx: typer.Context) -> None:
     """Fetch Gremlin Server and ElasticMQ from Maven Central into the cache (idempotent)."""
     from identigraph.services import artifacts
 
-    for key, value in artifacts.install(settings()).items():
+    for key, value in artifacts.install(settings(ctx)).items():
         console.print(f"{key}: {value}")
 
 
 @services_app.command("up")
-def services_up(names: list[str] | None = typer.Argument(None, help="gremlin-server, elasticmq (default both)")) -> None:
+def services_up(ctx: typer.Context, names: list[str] | None = typer.Argument(None, help="gremlin-server, elasticmq (default both)")) -> None:
     """Start the local services (idempotent); waits until each answers a real request."""
     from identigraph.services import local
 
-    console.print(_service_table(local.up(settings(), names)))
+    console.print(_service_table(local.up(settings(ctx), names)))
 
 
 @services_app.command("down")
-def services_down(names: list[str] | None = typer.Argument(None)) -> None:
+def services_down(ctx: typer.Context, names: list[str] | None = typer.Argument(None)) -> None:
     """Stop the local services; Gremlin Server writes its graph to the data directory on the way down."""
     from identigraph.services import local
 
-    console.print(_service_table(local.down(settings(), names)))
+    console.print(_service_table(local.down(settings(ctx), names)))
 
 
 @services_app.command("status")
-def services_status(names: list[str] | None = typer.Argument(None)) -> None:
+def services_status(ctx: typer.Context, names: list[str] | None = typer.Argument(None)) -> None:
+    """Each local service's state (exit 1 unless all run): what scripts wait on."""
     from identigraph.services import local
 
-    reports = local.status(settings(), names)
+    reports = local.status(settings(ctx), names)
     console.print(_service_table(reports))
     if not all(r.running for r in reports):
         raise typer.Exit(1)
 
 
 @services_app.command("logs")
-def services_logs(name: str = typer.Argument(..., help="gremlin-server or elasticmq"),
+def services_logs(ctx: typer.Context, name: str = typer.Argument(..., help="gremlin-server or elasticmq"),
                   lines: int = typer.Option(50, "--lines", "-n")) -> None:
+    """The last lines of a service's log: where a failed start says why."""
     from identigraph.services import local
 
-    console.print(local.logs(settings(), name, lines), markup=False, highlight=False)
+    console.print(local.logs(settings(ctx), name, lines), markup=False, highlight=False)
 
 
-def _client():
+def _client(ctx: typer.Context):
     from identigraph.graph.client import GraphClient
 
-    return GraphClient(settings())
+    return GraphClient(settings(ctx))
 
 
 @graph_app.command("counts")
-def graph_counts() -> None:
+def graph_counts(ctx: typer.Context) -> None:
     """Vertices and edges per label."""
     from identigraph.graph import queries
 
-    with _client() as client:
+    with _client(ctx) as client:
         console.print_json(json.dumps(queries.counts(client)))
 
 
 @graph_app.command("clear")
-def graph_clear(yes: bool = typer.Option(False, "--yes", help="Required: this deletes the whole graph.")) -> None:
+def graph_clear(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", help="Required: this deletes the whole graph.")) -> None:
     """Empty the configured graph (refuses without --yes, and refuses Neptune unless the config allows it)."""
     from identigraph.graph import queries
 
     if not yes:
         err.print("refusing to clear the graph without --yes")
         raise typer.Exit(2)
-    with _client() as client:
+    with _client(ctx) as client:
         console.print(f"dropped {queries.clear(client)} vertices (and their edges)")
 
 
 @graph_app.command("identity")
-def graph_identity(customer_id: str) -> None:
+def graph_identity(ctx: typer.Context, customer_id: str) -> None:
     """A customer's identifiers (emails and phones pseudonymised) with first/last seen and counts."""
     from identigraph.graph import queries
 
-    with _client() as client:
+    with _client(ctx) as client:
         console.print_json(json.dumps(queries.customer_identity(client, customer_id), default=str))
 
 
 @app.command("etl")
 def etl(
+    ctx: typer.Context,
     input_dir: str | None = typer.Option(None, "--input", help="folder (path or URI: s3a://, s3://) of the input contract's files"),
     input_table: list[str] | None = typer.Option(None, "--input-table", help="Hive: a database, or db.table / "
                                                     "NAME=db.table per contract table (repeat)"),
@@ -174,16 +177,21 @@ def etl(
     from identigraph.etl.job import run_job
 
     err.print(f"[bold]etl[/] {input_dir or ', '.join(input_table or [])} → {snapshot_dir}")
-    run_job(settings(), input_dir, snapshot_dir, as_of, load_graph, overwrite, console=err, summary_console=console,
+    run_job(settings(ctx), input_dir, snapshot_dir, as_of, load_graph, overwrite, console=err, summary_console=console,
             incremental=incremental, input_tables=input_table or None)
 
 
 @app.command("label")
 def label(
+    ctx: typer.Context,
     snapshot_dir: str = typer.Option(..., "--snapshot", help="graph snapshot location (etl output; path or URI)"),
     out: str = typer.Option(..., "--out", help="output folder (path or URI): labels.csv and report.json"),
     as_of: str | None = typer.Option(None, "--as-of", help="ISO-8601 (default and latest: the snapshot's as-of)"),
-    rules: Path = typer.Option(Path("conf/labeling.yaml"), "--config", help="labeling policy: windows and rules"),
+    labeling_config: Path | None = typer.Option(None, "--labeling-config", exists=True, dir_okay=False,
+                                                help="labeling policy: windows and rules (default: "
+                                                     "$IDENTIGRAPH_LABELING_CONFIG or the packaged labeling.yaml)"),
+    old_config: Path | None = typer.Option(None, "--config", exists=True, dir_okay=False, hidden=True,
+                                           help="deprecated: --labeling-config"),
     truth: Path | None = typer.Option(None, "--truth", exists=True, dir_okay=False,
                                          help="ground truth (synthetic truth.csv): adds precision/recall to the report"),
     overwrite: bool = typer.Option(False, "--overwrite"),
@@ -194,23 +202,27 @@ def label(
     """Training labels (Spark): label maturity, then heuristic correction of uncaught fraud, with evidence."""
     from identigraph.labeling.job import run_job as run_labeling_job
 
+    if old_config is not None:  # `label --config` read like the global --config (settings), so it was renamed
+        err.print("[yellow]warning:[/] `label --config` is deprecated: use --labeling-config")
+        labeling_config = labeling_config or old_config
     err.print(f"[bold]label[/] {snapshot_dir} → {out}")
-    run_labeling_job(settings(), snapshot_dir, out, as_of, rules, truth, overwrite, console=err, summary_console=console,
+    run_labeling_job(settings(ctx), snapshot_dir, out, as_of, labeling_config, truth, overwrite, console=err, summary_console=console,
                      verdicts=verdicts)
 
 
 @graph_app.command("load")
-def graph_load(snapshot_dir: str = typer.Option(..., "--snapshot", help="snapshot location or Gremlin CSV folder (path or URI)")) -> None:
+def graph_load(ctx: typer.Context, snapshot_dir: str = typer.Option(..., "--snapshot", help="snapshot location or Gremlin CSV folder (path or URI)")) -> None:
     """Load a snapshot (ours or anyone's in the same format) into the configured graph with batched upserts."""
     from identigraph.etl.graph_load import load_and_report
     from identigraph.etl.spark import session
 
-    cfg = settings()
+    cfg = settings(ctx)
     load_and_report(session(cfg), cfg, snapshot_dir, console=err, summary_console=console)
 
 
 @graph_app.command("export")
 def graph_export(
+    ctx: typer.Context,
     snapshot_dir: Path = typer.Option(..., "--snapshot", help="output directory"),
     page: int = typer.Option(10_000, "--page", help="elements fetched per request"),
     overwrite: bool = typer.Option(False, "--overwrite"),
@@ -218,13 +230,14 @@ def graph_export(
     """Write the current graph to the snapshot format (Neptune CSV), paging through the server."""
     from identigraph.etl.export import export_snapshot
 
-    with _client() as client:
+    with _client(ctx) as client:
         summary = export_snapshot(client, snapshot_dir, page=page, overwrite=overwrite)
     console.print_json(json.dumps(summary))
 
 
 @app.command("neptune-load")
 def neptune_load(
+    ctx: typer.Context,
     snapshot_dir: str = typer.Option(..., "--snapshot", help="snapshot location: s3://… is loaded in place, a local one uploaded"),
     s3_uri: str | None = typer.Option(None, "--s3", help="s3://bucket/prefix to upload a local snapshot under (one "
                                          "fresh prefix per run)"),
@@ -235,7 +248,7 @@ def neptune_load(
 
     from identigraph.etl.neptune_bulk import bulk_load
 
-    cfg = settings()
+    cfg = settings(ctx)
     if cfg.graph.kind != "neptune":
         err.print("neptune-load needs graph.kind: neptune (and graph.host, graph.region) in the config")
         raise typer.Exit(2)
@@ -248,6 +261,7 @@ def neptune_load(
 
 @app.command("consume")
 def consume(
+    ctx: typer.Context,
     until_empty: bool = typer.Option(False, "--until-empty", help="stop when the queue has nothing left"),
     max_messages: int | None = typer.Option(None, "--max-messages", min=1),
     latency_log: Path | None = typer.Option(None, "--latency-log",
@@ -258,12 +272,12 @@ def consume(
 
     from identigraph.etl.consumer import Consumer, serve_health
 
-    cfg = settings()
+    cfg = settings(ctx)
     consumer = Consumer(cfg)
     consumer.install_signal_handlers()
     server = serve_health(consumer, cfg.stream.health_port) if cfg.stream.health_port else None
     if latency_log:
-        consumer.latency_log = open(latency_log, "a")
+        consumer.latency_log = open(latency_log, "a")  # noqa: SIM115 — closed in the finally below, with the consumer
     try:
         stats = consumer.run(until_empty=until_empty, max_messages=max_messages)
     finally:
@@ -277,13 +291,14 @@ def consume(
 
 @stream_app.command("publish")
 def stream_publish(
+    ctx: typer.Context,
     events: Path = typer.Option(..., "--events", exists=True, dir_okay=False, help="JSONL, one message body a line"),
     rate: float | None = typer.Option(None, "--rate", min=0.1, help="messages per second (default: as fast as possible)"),
 ) -> None:
     """Replay a JSONL stream into the events queue (lines are sent as they are, poison included)."""
     from identigraph.etl.publish import publish_file
 
-    report = publish_file(settings(), events, rate=rate)
+    report = publish_file(settings(ctx), events, rate=rate)
     console.print(f"sent {report.sent:,} messages in {report.seconds:.1f}s "
                   f"({report.sent / report.seconds if report.seconds else 0:,.0f}/s), {report.resent} re-sent")
 
@@ -327,9 +342,9 @@ _register_lifecycle_commands(app)  # model (registry), sagemaker, tune
 
 
 @config_app.command("show")
-def config_show() -> None:
+def config_show(ctx: typer.Context) -> None:
     """The resolved configuration (file + environment), secrets masked."""
-    cfg = settings()
+    cfg = settings(ctx)
     data = cfg.model_dump(mode="json")
     if data["pii"].get("key"):
         data["pii"]["key"] = "***"
@@ -338,11 +353,12 @@ def config_show() -> None:
 
 @app.command("serve")
 def serve(
+    ctx: typer.Context,
     model_dir: Path | None = typer.Option(None, "--model", exists=True, file_okay=False,
                                              help="MODEL_DIR to serve (without one every decision is a degraded review)"),
     serving_config: Path | None = typer.Option(None, "--serving-config", exists=True, dir_okay=False,
                                                   help="keys, policy, caps (default: $IDENTIGRAPH_SERVING_CONFIG "
-                                                       "or conf/serving.yaml)"),
+                                                       "or the packaged serving.yaml)"),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="8080 is what SageMaker hosting calls"),
     workers: int = typer.Option(1, "--workers", min=1, help="server processes (each loads the model)"),
@@ -351,11 +367,14 @@ def serve(
     """The scoring and identity API (FastAPI): neighbourhood from the graph, model in-process, policy, audit."""
     from identigraph.serving.app import run_server
 
-    run_server(_State.config_path, serving_config, model_dir, host, port, workers, access_log)
+    settings_file = ctx.ensure_object(SettingsFile)
+
+    run_server(settings_file.path, serving_config, model_dir, host, port, workers, access_log)
 
 
 @app.command("demo")
 def demo(
+    ctx: typer.Context,
     customers: int = typer.Option(20_000, "--customers"),
     keep_running: bool = typer.Option(False, "--keep-running",
                                       help="serve the API and review console until Ctrl-C; leave the services up"),
@@ -363,4 +382,4 @@ def demo(
     """The whole pipeline on a synthetic world: services, Spark load, labels, stream, train, evaluate, API, review."""
     from identigraph.demo import run_demo
 
-    run_demo(settings(), customers=customers, keep_running=keep_running, console=console)
+    run_demo(settings(ctx), customers=customers, keep_running=keep_running, console=console)

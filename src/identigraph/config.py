@@ -1,28 +1,30 @@
 """One typed configuration tree for every stage.
 
-Sources, later wins: the YAML file (``--config``, ``$IDENTIGRAPH_CONFIG`` or ``conf/identigraph.yaml``),
-then environment variables ``IDENTIGRAPH__SECTION__KEY=value`` (values parsed as YAML scalars).
-Unknown keys — in the file or in the environment — are rejected, because a mistyped key that is
-silently ignored is how a production job ends up running with a default nobody chose.
+Sources, later wins: the YAML file (``--config``, ``$IDENTIGRAPH_CONFIG`` or the packaged
+``identigraph/defaults/identigraph.yaml``), then environment variables ``IDENTIGRAPH__SECTION__KEY=value``
+(values parsed as YAML scalars). Read like every other configuration (``identigraph.config_loader``):
+unknown keys — in the file or in the environment — are rejected, because a mistyped key that is silently
+ignored is how a production job ends up running with a default nobody chose.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from identigraph.errors import ConfigError
+from identigraph.config_loader import SETTINGS, StrictModel, load_config
 
-ENV_PREFIX = "IDENTIGRAPH__"
-DEFAULT_CONFIG = Path("conf/identigraph.yaml")
+ENV_PREFIX = SETTINGS.env_prefix
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Strict(StrictModel):
+    """The settings tree checks assignments too: jobs adjust a copy of it (tests, benchmarks) and stay valid."""
+
+    model_config = ConfigDict(validate_assignment=True)
 
 
 class BatchLimits(_Strict):
@@ -34,6 +36,8 @@ class BatchLimits(_Strict):
 
 
 class RetryPolicy(_Strict):
+    """Backoff for the graph's transient errors (concurrent modification, throttling): bounded, then it fails."""
+
     attempts: int = Field(12, ge=1)
     initial_backoff_s: float = Field(0.05, gt=0)
     max_backoff_s: float = Field(2.0, gt=0)
@@ -75,6 +79,8 @@ _JVM_SIZE = r"^[1-9][0-9]*[kKmMgG]$"
 
 
 class GremlinServerConfig(_JavaServiceConfig):
+    """The local graph: a TinkerGraph in Gremlin Server, checkpointed so a restart keeps what was acknowledged."""
+
     version: str = "3.7.5"
     port: int = Field(8182, ge=1, le=65535)
     heap: str = Field("auto", pattern=r"^([1-9][0-9]*[kKmMgG]|auto)$", description="-Xmx: a JVM size (4g, 3072m) or "
@@ -89,12 +95,16 @@ class GremlinServerConfig(_JavaServiceConfig):
 
 
 class ElasticMQConfig(_JavaServiceConfig):
+    """The local SQS: ElasticMQ, so the stream runs the same code locally as against AWS."""
+
     version: str = "1.6.16"
     port: int = Field(9324, ge=1, le=65535)
     heap: str = "512m"
 
 
 class ServicesConfig(_Strict):
+    """The local Java services and where their downloads are cached (outside the clone, reused by CI)."""
+
     java: str = "java"
     mvn: str = "mvn"
     cache_dir: Path = Path("~/.cache/identigraph")
@@ -156,6 +166,8 @@ class PiiConfig(_Strict):
 
 
 class Settings(_Strict):
+    """The platform tree every stage shares: one profile decides what "local" means for all of them."""
+
     profile: Literal["local", "production"] = "local"
     data_dir: Path = Path("var")
     graph: GraphConfig = GraphConfig()
@@ -197,72 +209,25 @@ class Settings(_Strict):
         return self.services.cache_dir.expanduser().resolve()
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
-        if not path:
-            continue
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"environment variable {name} conflicts with another override")
-        try:
-            node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"environment variable {name}: cannot parse value: {exc}") from None
-    return tree
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _describe(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  {field}: unknown key")
-        else:
-            lines.append(f"  {field}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def load_settings(
     path: str | Path | None = None,
-    environ: dict[str, str] | None = None,
-    overrides: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Build the settings tree; raises ConfigError naming every bad field."""
-    environ = dict(os.environ if environ is None else environ)
-    explicit = path or environ.get("IDENTIGRAPH_CONFIG")
-    cfg_path = Path(explicit) if explicit else DEFAULT_CONFIG
-    data: dict[str, Any] = {}
-    if cfg_path.exists():
-        try:
-            loaded = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{cfg_path}: top level must be a mapping, got {type(loaded).__name__}")
-        data = loaded
-    elif explicit:
-        raise ConfigError(f"configuration file not found: {cfg_path}")
-    data = _deep_merge(data, _env_overrides(environ))
-    if overrides:
-        data = _deep_merge(data, overrides)
-    source = f"{cfg_path if cfg_path.exists() else 'defaults'} + environment"
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+    """Build the settings tree; ``overrides`` is a nested tree merged over file and environment.
+
+    Raises ConfigError naming the file and every bad key."""
+    return load_config(SETTINGS, Settings, path, environ=environ, merge=overrides)
+
+
+@dataclass(frozen=True)
+class SettingsFile:
+    """The CLI's global ``--config``, carried on the typer context (``ctx.obj``) to every command.
+
+    Commands load the settings only when they need them, so one that needs none (``--help``) never fails on a
+    bad file, and no command module has to import the CLI's entry module to find them."""
+
+    path: Path | None = None
+
+    def load(self) -> Settings:
+        return load_settings(self.path)

@@ -1,24 +1,25 @@
-"""The labeling job's configuration (``conf/labeling.yaml``): maturity windows and the correction rules.
+"""The labeling job's configuration (``labeling.yaml``): maturity windows and the correction rules.
 
 Kept apart from the platform's settings tree because it is a *labeling policy*: the people who own label
 quality change it, it is versioned with the labels it produced, and a report names the file it came from.
 Unknown keys are errors naming the key, for the same reason as in ``identigraph.config``: a mistyped
-``max_customer`` that silently fell back to a default would unleash a rule on carrier NAT hubs.
+``max_customer`` that silently fell back to a default would unleash a rule on carrier NAT hubs. Read like
+every other configuration (``identigraph.config_loader``): ``--labeling-config``,
+``$IDENTIGRAPH_LABELING_CONFIG`` or the packaged default, then ``IDENTIGRAPH_LABELING__SECTION__KEY``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from identigraph.errors import ConfigError
+from identigraph.config_loader import LABELING, FrozenModel, load_config, packaged_default, validate
 from identigraph.graph import schema
-from identigraph.synth.params import describe_validation
 
-DEFAULT_LABELING_CONFIG = Path("conf/labeling.yaml")
+DEFAULT_LABELING_CONFIG = packaged_default(LABELING.default_file)
 
 Status = Literal[
     "matured_fraud", "corrected_fraud", "immature_block", "unconfirmed_block", "contested", "lifted",
@@ -35,11 +36,7 @@ IdentifierType = Literal["device", "ip", "email", "phone", "card"]
 assert set(IdentifierType.__args__) == set(schema.IDENTIFIERS)  # type: ignore[attr-defined]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class UnconfirmedBlocks(_Strict):
+class UnconfirmedBlocks(FrozenModel):
     """Automated fraud blocks on accounts that were already established when blocked.
 
     Rule engines fire on young accounts where fraud lives; when one fires on an account with a long clean
@@ -51,7 +48,9 @@ class UnconfirmedBlocks(_Strict):
     min_account_age_days: float = Field(30.0, gt=0, description="account age at the block, in days")
 
 
-class MaturityConfig(_Strict):
+class MaturityConfig(FrozenModel):
+    """When a block has lasted long enough, uncontested, to be believed as a fraud label."""
+
     maturity_days: float = Field(30.0, ge=0, description="a fraud block is a label only when at least this old")
     appeal_days: float = Field(14.0, ge=0, description="a block_review contact this soon after a block contests it")
     legit_min_age_days: float = Field(60.0, ge=0, description="never-blocked accounts younger than this are unknown")
@@ -68,12 +67,14 @@ class MaturityConfig(_Strict):
         return self
 
 
-class Burst(_Strict):
+class Burst(FrozenModel):
+    """Many accounts created on one identifier in a short time: how rings sign up."""
+
     min_accounts: int = Field(ge=2, description="accounts on the identifier, this one included")
     within_days: float = Field(gt=0, description="of this account's creation")
 
 
-class Rule(_Strict):
+class Rule(FrozenModel):
     """One heuristic: conditions on each identifier of the customer; it fires when enough qualify."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
@@ -105,16 +106,20 @@ class Rule(_Strict):
         return self
 
 
-def _check_promote_from(statuses: list[str], where: str) -> None:
+def _check_promote_from(statuses: Sequence[str], where: str) -> None:
     bad = sorted(set(statuses) & set(NEVER_PROMOTED))
     if bad:
         raise ValueError(f"{where}: {', '.join(bad)} can never be promoted")
 
 
-class LabelingConfig(_Strict):
+_PROMOTED_BY_DEFAULT: tuple[Status, ...] = ("matured_legit", "too_new", "immature_block")
+
+
+class LabelingConfig(FrozenModel):
+    """The whole labeling policy; a report names the file it came from, so labels can be traced to it."""
+
     maturity: MaturityConfig = MaturityConfig()
-    promote_from: list[Status] = Field(default_factory=lambda: ["matured_legit", "too_new", "immature_block"],
-                                       min_length=1)
+    promote_from: list[Status] = Field(default_factory=lambda: list(_PROMOTED_BY_DEFAULT), min_length=1)
     rules: list[Rule] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -130,22 +135,11 @@ class LabelingConfig(_Strict):
         return list(rule.promote_from or self.promote_from)
 
 
-def parse_labeling_config(data: Any, source: str = "labeling config") -> LabelingConfig:
-    try:
-        return LabelingConfig.model_validate(data or {})
-    except ValidationError as exc:
-        raise ConfigError(describe_validation(exc, source)) from None
+def parse_labeling_config(data: Any, source: str = "given data") -> LabelingConfig:
+    """Check a policy that is already data (tests, a report's copy); ConfigError names every bad key."""
+    return validate(LabelingConfig, data or {}, LABELING.title, source)
 
 
-def load_labeling_config(path: str | Path | None = None) -> LabelingConfig:
-    """Read and check the YAML; raises ConfigError naming every bad field."""
-    cfg_path = Path(path) if path else DEFAULT_LABELING_CONFIG
-    if not cfg_path.exists():
-        raise ConfigError(f"labeling configuration file not found: {cfg_path}")
-    try:
-        data = yaml.safe_load(cfg_path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{cfg_path}: top level must be a mapping, got {type(data).__name__}")
-    return parse_labeling_config(data, f"labeling config {cfg_path}")
+def load_labeling_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> LabelingConfig:
+    """Read and check the YAML; raises ConfigError naming the file and every bad key."""
+    return load_config(LABELING, LabelingConfig, path, environ=environ)

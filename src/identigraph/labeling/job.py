@@ -2,7 +2,7 @@
 
 ::
 
-    identigraph label --snapshot SNAP --out LABELS [--as-of TS] [--config conf/labeling.yaml] [--truth truth.csv]
+    identigraph label --snapshot SNAP --out LABELS [--as-of TS] [--labeling-config FILE] [--truth truth.csv]
 
 One row per customer that existed at as-of: ``customer_id`` (raw id), ``label`` (1 fraud, 0 legitimate,
 empty = unknown), ``status``, ``evidence`` (JSON: the block and care facts that decided the status, and for a
@@ -39,6 +39,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from rich.console import Console
 from rich.table import Table
 
+from identigraph.config_loader import LABELING, config_path
 from identigraph.errors import SchemaError
 from identigraph.etl import fs as fsys
 from identigraph.etl import snapshot
@@ -46,7 +47,6 @@ from identigraph.etl.job import _parse_as_of, _write_csv
 from identigraph.graph import schema
 from identigraph.labeling import verdicts as reviewed
 from identigraph.labeling.config import (
-    DEFAULT_LABELING_CONFIG,
     FRAUD_STATUSES,
     LEGIT_STATUSES,
     STATUSES,
@@ -295,7 +295,7 @@ def run_labeling(
 def _config_name(config: LabelingConfig | str | Path | None) -> str:
     if isinstance(config, LabelingConfig):
         return "<in memory>"
-    return str(config or DEFAULT_LABELING_CONFIG)
+    return str(config_path(LABELING, config))
 
 
 def _write_labels(fs: fsys.FS, frame: DataFrame, cut: datetime, tmp: str) -> None:

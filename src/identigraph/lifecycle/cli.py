@@ -21,7 +21,7 @@ model_app = typer.Typer(no_args_is_help=True, help="Model registry: register beh
 sagemaker_app = typer.Typer(no_args_is_help=True, help="SageMaker: the model-build pipeline and training jobs.")
 
 _LC = typer.Option(None, "--lifecycle-config", exists=True, dir_okay=False,
-                   help="lifecycle YAML (default conf/lifecycle.yaml)")
+                   help="lifecycle YAML (default: $IDENTIGRAPH_LIFECYCLE_CONFIG or the packaged lifecycle.yaml)")
 _BACKEND = typer.Option(None, "--backend", help="mlflow | sagemaker (default: registry.backend)")
 _BY = typer.Option(None, "--by", help="who decides (default: the OS user)")
 _SNAP = typer.Option(None, "--snapshot", exists=True, file_okay=False,
@@ -29,12 +29,13 @@ _SNAP = typer.Option(None, "--snapshot", exists=True, file_okay=False,
 _URL = typer.Option(None, "--staging-url", help="staging API (default: promotion.staging_check.staging_url)")
 
 
-def _lifecycle(config: Path | None, backend: str | None):
-    from identigraph.cli import settings
+def _lifecycle(ctx: typer.Context, config: Path | None, backend: str | None):
+    from identigraph.config import SettingsFile
     from identigraph.lifecycle.config import load_lifecycle_config
     from identigraph.lifecycle.flow import Lifecycle
 
-    return Lifecycle.from_config(load_lifecycle_config(config), settings().data_path, backend, log=err.print)
+    settings = ctx.ensure_object(SettingsFile).load()  # the global --config, put there by identigraph.cli
+    return Lifecycle.from_config(load_lifecycle_config(config), settings.data_path, backend, log=err.print)
 
 
 def _checks(checks: list[dict[str, Any]], title: str) -> None:
@@ -63,11 +64,11 @@ def _versions(rows: list) -> None:
 
 
 @model_app.command("register")
-def register_cmd(model_dir: Path = typer.Argument(..., exists=True, file_okay=False),
+def register_cmd(ctx: typer.Context, model_dir: Path = typer.Argument(..., exists=True, file_okay=False),
                  description: str = typer.Option("", "--description"),
                  lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Register MODEL_DIR (pending approval) only if it clears the bar and is not worse than production."""
-    lc = _lifecycle(lifecycle_config, backend)
+    lc = _lifecycle(ctx, lifecycle_config, backend)
     try:
         mv, verdict = lc.register(model_dir, description)
     except Exception as exc:
@@ -78,20 +79,20 @@ def register_cmd(model_dir: Path = typer.Argument(..., exists=True, file_okay=Fa
 
 
 @model_app.command("gate")
-def gate_cmd(model_dir: Path = typer.Argument(..., exists=True, file_okay=False),
+def gate_cmd(ctx: typer.Context, model_dir: Path = typer.Argument(..., exists=True, file_okay=False),
              lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Only check MODEL_DIR against the registration bar (exit 1 if it would be refused)."""
-    verdict = _lifecycle(lifecycle_config, backend).gate(model_dir)
+    verdict = _lifecycle(ctx, lifecycle_config, backend).gate(model_dir)
     _checks(verdict.checks, f"registration bar: {model_dir}")
     if not verdict.ok:
         raise typer.Exit(1)
 
 
 @model_app.command("list")
-def list_cmd(as_json: bool = typer.Option(False, "--json"), lifecycle_config: Path | None = _LC,
+def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"), lifecycle_config: Path | None = _LC,
              backend: str | None = _BACKEND) -> None:
     """Registered versions with status, stages and hold-out figures."""
-    rows = _lifecycle(lifecycle_config, backend).registry.list()
+    rows = _lifecycle(ctx, lifecycle_config, backend).registry.list()
     if as_json:
         console.print_json(json.dumps([r.as_dict() for r in rows]))
     else:
@@ -99,28 +100,28 @@ def list_cmd(as_json: bool = typer.Option(False, "--json"), lifecycle_config: Pa
 
 
 @model_app.command("approve")
-def approve_cmd(version: str, by: str | None = _BY, note: str = typer.Option("", "--note"),
+def approve_cmd(ctx: typer.Context, version: str, by: str | None = _BY, note: str = typer.Option("", "--note"),
                 lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Approve a registered version (a person's decision; it can then be promoted)."""
-    mv = _lifecycle(lifecycle_config, backend).approve(version, by, note)
+    mv = _lifecycle(ctx, lifecycle_config, backend).approve(version, by, note)
     console.print(f"version {mv.version} (model {mv.model_version}): {mv.status}")
 
 
 @model_app.command("reject")
-def reject_cmd(version: str, reason: str = typer.Option(..., "--reason", help="why (kept in the registry)"),
+def reject_cmd(ctx: typer.Context, version: str, reason: str = typer.Option(..., "--reason", help="why (kept in the registry)"),
                by: str | None = _BY, lifecycle_config: Path | None = _LC,
                backend: str | None = _BACKEND) -> None:
     """Reject a registered version (it can no longer be promoted)."""
-    mv = _lifecycle(lifecycle_config, backend).reject(version, by, reason)
+    mv = _lifecycle(ctx, lifecycle_config, backend).reject(version, by, reason)
     console.print(f"version {mv.version} (model {mv.model_version}): {mv.status}")
 
 
 @model_app.command("promote")
-def promote_cmd(version: str, to: str = typer.Option(..., "--to", help="staging | production"),
+def promote_cmd(ctx: typer.Context, version: str, to: str = typer.Option(..., "--to", help="staging | production"),
                 staging_url: str | None = _URL, snapshot: Path | None = _SNAP,
                 lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Deploy an approved version to a stage; production also needs it in staging and the staging check."""
-    lc = _lifecycle(lifecycle_config, backend)
+    lc = _lifecycle(ctx, lifecycle_config, backend)
     try:
         mv, report = lc.promote(version, to, staging_url, snapshot)
     except Exception as exc:
@@ -131,10 +132,10 @@ def promote_cmd(version: str, to: str = typer.Option(..., "--to", help="staging 
 
 
 @model_app.command("check")
-def check_cmd(version: str, staging_url: str | None = _URL, snapshot: Path | None = _SNAP,
+def check_cmd(ctx: typer.Context, version: str, staging_url: str | None = _URL, snapshot: Path | None = _SNAP,
               lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """The staging check alone: behaviour scenarios + latency against the staging API (exit 1 on failure)."""
-    verdict, figures = _lifecycle(lifecycle_config, backend).check(version, staging_url, snapshot)
+    verdict, figures = _lifecycle(ctx, lifecycle_config, backend).check(version, staging_url, snapshot)
     _checks(verdict.checks, f"staging check of version {version}")
     if figures.get("latency"):
         console.print_json(json.dumps(figures["latency"]))
@@ -143,9 +144,9 @@ def check_cmd(version: str, staging_url: str | None = _URL, snapshot: Path | Non
 
 
 @model_app.command("status")
-def status_cmd(lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
+def status_cmd(ctx: typer.Context, lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """What each stage's deployment serves, and what the registry marks."""
-    lc = _lifecycle(lifecycle_config, backend)
+    lc = _lifecycle(ctx, lifecycle_config, backend)
     table = Table("stage", "registry version", "registry model", "deployed model", "path")
     for stage, deployed in lc.deploy.status().items():
         mv = lc.registry.current(stage)
@@ -155,9 +156,9 @@ def status_cmd(lifecycle_config: Path | None = _LC, backend: str | None = _BACKE
 
 
 @model_app.command("sync")
-def sync_cmd(lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
+def sync_cmd(ctx: typer.Context, lifecycle_config: Path | None = _LC, backend: str | None = _BACKEND) -> None:
     """Point each stage's deployment at the version the registry marks (new serving host, lost volume)."""
-    for stage, version in _lifecycle(lifecycle_config, backend).sync().items():
+    for stage, version in _lifecycle(ctx, lifecycle_config, backend).sync().items():
         console.print(f"{stage}: {version or 'nothing marked'}")
 
 
@@ -174,10 +175,11 @@ def _instance(snapshot: Path | None, instance_type: str | None, sets: list[str] 
         return Instance(instance_type, 1, 0, "given with --instance-type")
     if snapshot is None:
         return Instance("ml.g5.xlarge", 1, 24, "not sized (no --snapshot): the smallest GPU instance")
-    from identigraph.model.cli import _cfg
+    from identigraph.config_loader import parse_sets
+    from identigraph.model.config import load_model_config
     from identigraph.model.pipeline import estimate
 
-    est = estimate(snapshot, _cfg(None, sets))
+    est = estimate(snapshot, load_model_config(None, parse_sets(sets)))
     inst = instance_for(est)
     err.print(f"sized from {snapshot}: {est['nodes']:,} nodes, {est['directed_edges']:,} edges, peak "
               f"{est['peak_memory_gib']:.2f} GiB → {inst.type} ({inst.why})")
@@ -262,22 +264,23 @@ def tune_cmd(
                                         help="second objective: training seconds (Pareto front, no pruning)"),
     device: str = typer.Option("cpu", "--device"),
     tune_config: Path | None = typer.Option(None, "--tune-config", exists=True, dir_okay=False,
-                                               help="search space and budget (default conf/tune.yaml)"),
+                                               help="search space and budget (default: $IDENTIGRAPH_TUNE_CONFIG or the packaged tune.yaml)"),
     model_config: Path | None = typer.Option(None, "--model-config", help="base model YAML"),
     sets: list[str] | None = _SET,
 ) -> None:
     """Multi-fidelity search (Optuna, Hyperband pruning on per-epoch validation AUPRC); trains the best."""
+    from identigraph.config_loader import parse_sets
     from identigraph.lifecycle.config import load_tune_config
     from identigraph.lifecycle.tune import run_tune
-    from identigraph.model.cli import _cfg
+    from identigraph.model.config import load_model_config
 
     if (labels is None) == (target is None):
         raise typer.BadParameter("give exactly one of --labels or --target")
-    overrides = {k: v for k, v in (("trials", trials), ("max_epochs", max_epochs)) if v}
+    overrides: dict[str, Any] = {k: v for k, v in (("trials", trials), ("max_epochs", max_epochs)) if v}
     if time_objective:
         overrides["second_objective"] = "train_seconds"
     tcfg = load_tune_config(tune_config, overrides)
-    result, metrics = run_tune(snapshot, out, _cfg(model_config, sets), tcfg, labels, target, device,
+    result, metrics = run_tune(snapshot, out, load_model_config(model_config, parse_sets(sets)), tcfg, labels, target, device,
                                log=err.print)
     s = result.summary()
     console.print(f"{s['trials']} trials, {s['pruned']} pruned, {s['epochs_trained']} epochs in {s['seconds']} s; "
@@ -287,6 +290,7 @@ def tune_cmd(
 
 
 def register_commands(app: typer.Typer) -> None:
+    """Called by identigraph.cli, so this module never imports the entry module (no import cycle)."""
     app.add_typer(model_app, name="model")
     app.add_typer(sagemaker_app, name="sagemaker")
     app.command("tune")(tune_cmd)

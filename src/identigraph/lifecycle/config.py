@@ -1,30 +1,28 @@
-"""Typed lifecycle and tuning configuration (conf/lifecycle.yaml, conf/tune.yaml).
+"""Typed lifecycle and tuning configuration (``lifecycle.yaml``, ``tune.yaml``).
 
 Strict like every other tree here: a mistyped bar (``test.auprc`` vs ``test.aurpc``) silently falling back
 to "no bar" would register anything, so unknown keys and unknown metric names are errors that name them.
+Read like every other configuration (``identigraph.config_loader``): ``--lifecycle-config`` /
+``--tune-config``, ``$IDENTIGRAPH_LIFECYCLE_CONFIG`` / ``$IDENTIGRAPH_TUNE_CONFIG`` or the packaged
+defaults, then ``IDENTIGRAPH_LIFECYCLE__…`` / ``IDENTIGRAPH_TUNE__…`` variables, then dotted overrides.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from identigraph.config import _describe
+from identigraph.config_loader import LIFECYCLE, TUNE, StrictModel, load_config
 from identigraph.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[3] / "conf"
 Stage = Literal["staging", "production"]
 STAGES: tuple[str, ...] = ("staging", "production")
 # what metrics.json holds per split (identigraph.model.metrics.summary)
 _SPLIT_METRICS = ("auroc", "auprc", "recall_at_p85", "recall_at_p90", "precision_at_r50")
 GATE_METRICS = tuple(f"{split}.{m}" for split in ("val", "test") for m in _SPLIT_METRICS)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def _known_metrics(bars: dict[str, float]) -> dict[str, float]:
@@ -34,13 +32,17 @@ def _known_metrics(bars: dict[str, float]) -> dict[str, float]:
     return bars
 
 
-class RegistryConfig(_Strict):
+class RegistryConfig(StrictModel):
+    """Where versions are registered: MLflow locally, SageMaker's Model Registry in AWS."""
+
     backend: Literal["mlflow", "sagemaker"] = "mlflow"
     model_name: str = Field("identigraph-fraud", pattern=r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")
     mlflow_uri: str | None = None
 
 
-class GateConfig(_Strict):
+class GateConfig(StrictModel):
+    """The registration bar: absolute minimums and the drop allowed against what production serves."""
+
     min: dict[str, float] = Field(default_factory=lambda: {"test.recall_at_p85": 0.3, "test.auprc": 0.4})
     threshold_reached: bool = True
     max_drop_vs_production: dict[str, float] = Field(default_factory=dict)
@@ -51,9 +53,14 @@ class GateConfig(_Strict):
         return _known_metrics(bars)
 
 
-class StagingCheckConfig(_Strict):
-    behaviour: list[Literal["fresh_ring", "household", "awkward_graphs"]] = Field(
-        default_factory=lambda: ["fresh_ring", "household", "awkward_graphs"])
+Behaviour = Literal["fresh_ring", "household", "awkward_graphs"]
+_ALL_BEHAVIOURS: tuple[Behaviour, ...] = ("fresh_ring", "household", "awkward_graphs")
+
+
+class StagingCheckConfig(StrictModel):
+    """What a version must show on the staging API before it may go to production."""
+
+    behaviour: list[Behaviour] = Field(default_factory=lambda: list(_ALL_BEHAVIOURS))
     snapshot: Path | None = None
     staging_url: str = "http://127.0.0.1:8081"
     api_key_env: str = "IDENTIGRAPH_STAGING_API_KEY"
@@ -62,19 +69,25 @@ class StagingCheckConfig(_Strict):
     max_error_rate: float = Field(0.0, ge=0, le=1)
 
 
-class PromotionConfig(_Strict):
+class PromotionConfig(StrictModel):
+    """A person approves; a machine checks staging: both stand between a model and production."""
+
     require_approval: bool = True
     staging_check: StagingCheckConfig = Field(default_factory=StagingCheckConfig)
 
 
-class DeployConfig(_Strict):
+class DeployConfig(StrictModel):
+    """Where each stage's model directory lives and who hears about a promotion."""
+
     dir: Path = Path("deploy")
     keep: int = Field(5, ge=0)
     notify: dict[Stage, list[str]] = Field(default_factory=dict)
     admin_key_env: str = "IDENTIGRAPH_ADMIN_API_KEY"
 
 
-class SageMakerConfig(_Strict):
+class SageMakerConfig(StrictModel):
+    """The AWS side of the lifecycle; nothing here is needed to run it locally."""
+
     region: str = "eu-west-1"
     role_arn: str | None = None
     image_uri: str | None = None
@@ -90,11 +103,13 @@ class SageMakerConfig(_Strict):
     def need(self, *names: str) -> None:
         missing = [n for n in names if not getattr(self, n)]
         if missing:
-            raise ConfigError(f"sagemaker.{', sagemaker.'.join(missing)} must be set (conf/lifecycle.yaml or the "
+            raise ConfigError(f"sagemaker.{', sagemaker.'.join(missing)} must be set (the lifecycle configuration or the "
                               f"command's options)")
 
 
-class LifecycleConfig(_Strict):
+class LifecycleConfig(StrictModel):
+    """Registry, bar, promotion and deployment: one file for the path from a trained model to production."""
+
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
@@ -102,7 +117,9 @@ class LifecycleConfig(_Strict):
     sagemaker: SageMakerConfig = Field(default_factory=SageMakerConfig)
 
 
-class SearchParam(_Strict):
+class SearchParam(StrictModel):
+    """One hyperparameter's range, as Optuna samples it."""
+
     type: Literal["int", "float", "categorical"]
     low: float | None = None
     high: float | None = None
@@ -110,7 +127,9 @@ class SearchParam(_Strict):
     choices: list[Any] | None = None
 
 
-class TuneConfig(_Strict):
+class TuneConfig(StrictModel):
+    """The tuning budget and search space: epochs are the fidelity Hyperband prunes on."""
+
     objective: Literal["val_auprc", "val_recall_at_p85"] = "val_auprc"
     second_objective: Literal["train_seconds"] | None = None
     trials: int = Field(20, ge=1)
@@ -122,34 +141,13 @@ class TuneConfig(_Strict):
     space: dict[str, SearchParam] = Field(default_factory=dict)
 
 
-T = TypeVar("T", bound=BaseModel)
+def load_lifecycle_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                          environ: Mapping[str, str] | None = None) -> LifecycleConfig:
+    """``overrides``: dotted keys (``{"gate.min": {...}}``) that replace what file and environment say."""
+    return load_config(LIFECYCLE, LifecycleConfig, path, environ=environ, sets=overrides)
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """``data["a"]["b"] = value`` for ``"a.b"``, creating the levels that are missing."""
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        data = data.setdefault(p, {})
-    data[leaf] = value
-
-
-def _load(model: type[T], path: Path, overrides: dict[str, Any] | None) -> T:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(path))) from None
-
-
-def load_lifecycle_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> LifecycleConfig:
-    """``overrides``: dotted keys (``{"gate.min": {...}}``) applied over the file."""
-    return _load(LifecycleConfig, Path(path) if path else CONF / "lifecycle.yaml", overrides)
-
-
-def load_tune_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TuneConfig:
-    return _load(TuneConfig, Path(path) if path else CONF / "tune.yaml", overrides)
+def load_tune_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                     environ: Mapping[str, str] | None = None) -> TuneConfig:
+    """The search space and budget; ``overrides`` as for :func:`load_lifecycle_config`."""
+    return load_config(TUNE, TuneConfig, path, environ=environ, sets=overrides)

@@ -30,7 +30,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from identigraph.lifecycle.config import SearchParam, TuneConfig, set_dotted
+from identigraph.config_loader import set_dotted
+from identigraph.lifecycle.config import SearchParam, TuneConfig
 from identigraph.model.config import ModelConfig
 
 Log = Callable[[str], None]

@@ -4,30 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from identigraph.model.config import ModelConfig
+
 console = Console()
 
-_CONFIG = typer.Option(None, "--model-config", help="model YAML (default conf/model.yaml)")
+_CONFIG = typer.Option(None, "--model-config", help="model YAML (default: $IDENTIGRAPH_MODEL_CONFIG or the "
+                       "packaged model.yaml); IDENTIGRAPH_MODEL__SECTION__KEY env vars override it")
 _SET = typer.Option(None, "--set", help="override a model config value, e.g. --set training.epochs=20")
 
 
-def _cfg(path: Path | None, sets: list[str] | None):
-    from identigraph.errors import ConfigError
+def model_config_for(path: Path | None, sets: list[str] | None) -> ModelConfig:
+    """The model configuration a command runs with: the file, the environment, then its ``--set`` options."""
+    from identigraph.config_loader import parse_sets
     from identigraph.model.config import load_model_config
 
-    overrides = {}
-    for item in sets or []:
-        if "=" not in item:
-            raise ConfigError(f"--set needs KEY=VALUE, not {item!r}")
-        key, value = item.split("=", 1)
-        import yaml
-
-        overrides[key] = yaml.safe_load(value)
-    return load_model_config(path, overrides)
+    return load_model_config(path, parse_sets(sets))
 
 
 def train_cmd(
@@ -43,7 +41,7 @@ def train_cmd(
     sets: list[str] | None = _SET,
 ) -> None:
     """Train the edge-aware relational GCN on a snapshot; write weights, encoders, threshold, metrics, card."""
-    cfg = _cfg(model_config, sets)
+    cfg = model_config_for(model_config, sets)
     if do_estimate:
         from identigraph.model.pipeline import estimate
 
@@ -60,7 +58,7 @@ def train_cmd(
 
         log = console.print if rank == 0 else (lambda _: None)
         target_out = out if rank == 0 else out.with_name(f".{out.name}.rank{rank}")
-        version, metrics = run_train(snapshot, target_out, cfg, labels, target, device, conv, log)
+        _version, _metrics = run_train(snapshot, target_out, cfg, labels, target, device, conv, log)
         if rank != 0:
             import shutil
 
@@ -79,7 +77,7 @@ def predict_cmd(
     """Score every target vertex of a snapshot (each with its own label-derived inputs hidden)."""
     from identigraph.model.pipeline import run_predict
 
-    n = run_predict(snapshot, model, out, _cfg(model_config, sets))
+    n = run_predict(snapshot, model, out, model_config_for(model_config, sets))
     console.print(f"scored {n:,} vertices → {out}")
 
 
@@ -104,7 +102,7 @@ def evaluate_cmd(
     from identigraph.errors import SchemaError
     from identigraph.model.pipeline import prepare, run_evaluate
 
-    cfg = _cfg(model_config, sets)
+    cfg = model_config_for(model_config, sets)
     if (backtest_snapshot is None) != (backtest_labels is None):
         raise SchemaError("--backtest-snapshot and --backtest-labels go together")
     past = None
@@ -116,6 +114,7 @@ def evaluate_cmd(
 
 
 def print_evaluation(results: dict, out: Console = console) -> None:
+    """The evaluation tables; shared with the demo so both read the same."""
     for view, rows in results["views"].items():
         table = Table(title=view.replace("_", " "))
         for col in ("", "n", "positives", "AUROC", "AUPRC", "R@P0.85", "R@P0.90", "P@R0.5"):
@@ -133,6 +132,7 @@ def print_evaluation(results: dict, out: Console = console) -> None:
 
 
 def print_backtest(bt: dict, out: Console = console) -> None:
+    """The back-test and lead-time tables: what the model would have caught before the platform did."""
     out.print(f"back-test: trained as of {bt['scored_at'][:10]}, {bt['scored']:,} customers not blocked then, "
               f"judged {bt['horizon_days']:.0f} days later ({bt['current_as_of'][:10]})")
     for view, rows in bt["views"].items():

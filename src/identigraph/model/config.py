@@ -1,29 +1,34 @@
-"""Typed model configuration (conf/model.yaml): unknown keys are errors, and errors name the field."""
+"""Typed model configuration (``model.yaml``): unknown keys are errors, and errors name the file and the key.
+
+Read like every other configuration (``identigraph.config_loader``): ``--model-config``,
+``$IDENTIGRAPH_MODEL_CONFIG`` or the packaged default, then ``IDENTIGRAPH_MODEL__SECTION__KEY`` variables,
+then ``--set`` dotted overrides.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from identigraph.errors import ConfigError
+from identigraph.config_loader import MODEL, StrictModel, load_config, packaged_default
 
-DEFAULT_PATH = Path(__file__).resolve().parents[3] / "conf" / "model.yaml"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+DEFAULT_PATH = packaged_default(MODEL.default_file)
 
 
-class NetworkConfig(_Strict):
+class NetworkConfig(StrictModel):
+    """The relational GCN's size: small by default, because the graph, not depth, carries the signal."""
+
     hidden: int = Field(64, ge=4, le=1024)
     layers: int = Field(2, ge=1, le=4)
     dropout: float = Field(0.2, ge=0, lt=1)
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
+    """How the network is trained: early stopping on validation AUPRC, with label and relation dropout."""
+
     lr: float = Field(0.005, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     epochs: int = Field(150, ge=1)
@@ -46,14 +51,18 @@ class TrainingConfig(_Strict):
     threads: int = Field(0, ge=0, description="CPU intra-op threads; 0 = 1 for small graphs, else torch's default")
 
 
-class BaselineConfig(_Strict):
+class BaselineConfig(StrictModel):
+    """The GBDT baseline the model must beat on the same features."""
+
     n_estimators: int = Field(400, ge=1)
     learning_rate: float = Field(0.05, gt=0)
     num_leaves: int = Field(31, ge=2)
     min_child_samples: int = Field(20, ge=1)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
+    """What to classify, how to split it and how to train: one file travels with every model directory."""
+
     target_label: str = "customer"
     label_columns: dict[str, list[str]] = Field(default_factory=dict)
     time_property: str | None = "created_at"
@@ -77,23 +86,7 @@ class ModelConfig(_Strict):
         return self
 
 
-def load_model_config(path: Path | None = None, overrides: dict | None = None) -> ModelConfig:
-    path = Path(path) if path else DEFAULT_PATH
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read model config {path}: {exc}") from None
-    for key, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    try:
-        return ModelConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"invalid model config {path}:"]
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {'unknown field' if err['type'] == 'extra_forbid' else err['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+def load_model_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                      environ: Mapping[str, str] | None = None) -> ModelConfig:
+    """``overrides``: dotted keys (``{"training.epochs": 20}``) that replace what file and environment say."""
+    return load_config(MODEL, ModelConfig, path, environ=environ, sets=overrides)

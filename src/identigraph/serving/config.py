@@ -1,30 +1,30 @@
-"""The serving configuration (``conf/serving.yaml``): who may call, how fast, and how scores become decisions.
+"""The serving configuration (``serving.yaml``): who may call, how fast, and how scores become decisions.
 
 Kept apart from the platform tree (``config.Settings``) because it changes on a different rhythm and by
 different people: fraud operations tune thresholds and rules, platform teams add API keys, and neither
 should need a redeploy of the graph or the stream. Same discipline as the platform tree: every key typed,
 unknown keys are errors that name the key, because a mistyped threshold silently falling back to a default
-is how a fraud service ends up blocking (or allowing) everybody.
+is how a fraud service ends up blocking (or allowing) everybody. Read like every other configuration
+(``identigraph.config_loader``): ``--serving-config``, ``$IDENTIGRAPH_SERVING_CONFIG`` or the packaged
+default, then ``IDENTIGRAPH_SERVING__SECTION__KEY`` variables.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from identigraph.config import _describe
-from identigraph.errors import ConfigError
+from identigraph.config_loader import SERVING, FrozenModel, load_config, packaged_default
 from identigraph.graph.schema import IDENTITY_EVENT_TYPES
 from identigraph.serving.console.config import ConsoleConfig
 
-DEFAULT_SERVING_CONFIG = Path("conf/serving.yaml")
+DEFAULT_SERVING_CONFIG = packaged_default(SERVING.default_file)
 
 Scope = Literal["score", "identity:read", "model:admin", "review"]
 Decision = Literal["allow", "review", "block"]
@@ -32,18 +32,14 @@ IdentifierLabel = Literal["device", "ip", "email", "phone", "card"]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RateLimit(_Strict):
+class RateLimit(FrozenModel):
     """Token bucket: ``per_second`` sustained, ``burst`` at once (a team's retry storm stays its own problem)."""
 
     per_second: float = Field(50.0, gt=0, le=100_000)
     burst: int = Field(100, ge=1, le=1_000_000)
 
 
-class ApiKey(_Strict):
+class ApiKey(FrozenModel):
     """One consuming team's key. Only the SHA-256 of the key is stored: the config file is not a secret.
 
     ``rate_limit`` counts scorings (a batch of 50 costs 50 tokens) and identity reads by their cost
@@ -67,7 +63,7 @@ class ApiKey(_Strict):
         return value
 
 
-class HardRule(_Strict):
+class HardRule(FrozenModel):
     """A graph fact that forces a decision up whatever the model says (the rules fraud teams already trust).
 
     "Shares a device with >= 2 blocked accounts" is ``identifier: device, min_blocked: 2``. ``at_least:
@@ -80,12 +76,14 @@ class HardRule(_Strict):
     at_least: Literal["review", "block"] = "review"
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(FrozenModel):
+    """How a score becomes allow, review or block: fraud operations tune this, not the model."""
+
     threshold: float | None = Field(None, ge=0.0, le=1.0,
                                     description="score at or above it is fraud; null: the model's own threshold")
     lifetime_value_boundary: float = Field(
         200.0, ge=0, description="fraud below this lifetime value is blocked automatically, at or above it reviewed")
-    hard_rules: list[HardRule] = []
+    hard_rules: list[HardRule] = Field(default_factory=list)
 
     @field_validator("hard_rules")
     @classmethod
@@ -97,7 +95,7 @@ class PolicyConfig(_Strict):
         return rules
 
 
-class NeighbourhoodCaps(_Strict):
+class NeighbourhoodCaps(FrozenModel):
     """Bounds of the graph reads. Scoring fetches each identifier's customers only up to the model's own
     ``hub_degree`` (what it was trained to see; ``fanout_cap`` for a model without one) and at most
     ``max_links`` of the customer's links; ``hops``/``fanout_cap``/``max_customers`` bound the connections read."""
@@ -108,7 +106,7 @@ class NeighbourhoodCaps(_Strict):
     max_links: int = Field(100, ge=1, le=1000, description="a scored customer's links read at most")
 
 
-class GraphAccess(_Strict):
+class GraphAccess(FrozenModel):
     """How long a request may wait for the graph before it is answered degraded (review, never block)."""
 
     timeout_s: float = Field(1.0, gt=0, le=30)
@@ -116,7 +114,7 @@ class GraphAccess(_Strict):
     pool_size: int = Field(8, ge=1, le=64)
 
 
-class HttpLimits(_Strict):
+class HttpLimits(FrozenModel):
     """What a connection may cost before and while it is authenticated: bounded bytes and bounded time.
 
     The key is checked as soon as the headers are in, before a byte of the body is read; bodies are capped
@@ -131,7 +129,7 @@ class HttpLimits(_Strict):
     max_csv_line: int = Field(256, ge=16, le=4096, description="bytes per /invocations text/csv line")
 
 
-class Costs(_Strict):
+class Costs(FrozenModel):
     """Rate-limit tokens per call beyond scoring's one per scoring: reads cost what they read."""
 
     identity: int = Field(1, ge=1, le=1000)
@@ -139,7 +137,7 @@ class Costs(_Strict):
     connections_depth_2: int = Field(10, ge=1, le=1000)
 
 
-class ReadCapacity(_Strict):
+class ReadCapacity(FrozenModel):
     """Identity reads run on graph capacity of their own: their own connection pool, their own bound on
     requests at once and their own deadline, so no read traffic can take what scoring needs."""
 
@@ -148,7 +146,7 @@ class ReadCapacity(_Strict):
     timeout_s: float = Field(2.0, gt=0, le=30)
 
 
-class ReviewRouting(_Strict):
+class ReviewRouting(FrozenModel):
     """Which review decisions become cases for people, and how many: the queue is people's time.
 
     Every decision is answered and audited. A case is queued once per customer per window; degraded
@@ -164,14 +162,18 @@ class ReviewRouting(_Strict):
     unsent_file: Path = Field(Path("serving/review-unsent.jsonl"), description="JSON lines; relative to data_dir")
 
 
-class ExplainConfig(_Strict):
+class ExplainConfig(FrozenModel):
+    """How much explanation a decision carries: the attribution costs a backward pass, so it runs where read."""
+
     top_k: int = Field(5, ge=1, le=50)
     model_attribution: Literal["flagged", "always", "never"] = Field(
         "flagged", description="when the model's gradient×input attribution runs: for review and block "
                                "decisions (default), on every request, or never")
 
 
-class ServingConfig(_Strict):
+class ServingConfig(FrozenModel):
+    """Everything ``identigraph serve`` enforces; kept out of the settings so policy changes need no redeploy."""
+
     api_keys: list[ApiKey] = Field(min_length=1)
     policy: PolicyConfig = PolicyConfig()
     neighbourhood: NeighbourhoodCaps = NeighbourhoodCaps()
@@ -239,17 +241,7 @@ class ServingConfig(_Strict):
         return self.model_copy(update={"api_keys": keys, "review": review, "reads": reads})
 
 
-def load_serving_config(path: str | Path | None = None, overrides: dict | None = None) -> ServingConfig:
-    """Read and validate; raises ConfigError naming every bad field."""
-    explicit = path or os.environ.get("IDENTIGRAPH_SERVING_CONFIG")
-    cfg_path = Path(explicit) if explicit else DEFAULT_SERVING_CONFIG
-    if not cfg_path.exists():
-        raise ConfigError(f"serving configuration file not found: {cfg_path}")
-    try:
-        data = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
-    try:  # a top level that is not a mapping fails validation at <root>, named like any other field
-        return ServingConfig.model_validate({**data, **(overrides or {})} if isinstance(data, dict) else data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(cfg_path))) from None
+def load_serving_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                        environ: Mapping[str, str] | None = None) -> ServingConfig:
+    """Read and validate; ``overrides`` are (dotted) keys that replace. Raises ConfigError naming every bad key."""
+    return load_config(SERVING, ServingConfig, path, environ=environ, sets=overrides)

@@ -1,17 +1,17 @@
-"""``console:`` in ``conf/serving.yaml``: where the review console keeps its cases and how long things last."""
+"""``console:`` in ``serving.yaml``: where the review console keeps its cases and how long things last."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from identigraph.config_loader import FrozenModel
 
 
-class ConsoleConfig(BaseModel):
+class ConsoleConfig(FrozenModel):
     """Off by default in code so that an app built for scoring alone never takes cases off the review queue;
-    the shipped ``conf/serving.yaml`` turns it on for ``identigraph serve``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    the shipped ``serving.yaml`` turns it on for ``identigraph serve``."""
 
     enabled: bool = Field(False, description="serve /review and take cases off queues.review into the store")
     store_file: Path = Field(Path("serving/review-console.sqlite"), description="sqlite file; relative to data_dir")
