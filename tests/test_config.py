@@ -198,3 +198,21 @@ def test_cli_carries_the_settings_on_the_context(tmp_path):
     # the lifecycle commands import nothing from identigraph.cli (no import cycle)
     source = (Path(__file__).resolve().parents[1] / "src/identigraph/lifecycle/cli.py").read_text()
     assert "identigraph.cli " not in source and "from identigraph.cli import" not in source
+
+
+def test_the_defaults_are_package_data_so_a_plain_install_carries_them():
+    import fnmatch
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["identigraph"]
+    package = root / "src" / "identigraph"
+    for kind in KINDS:
+        shipped = packaged_default(kind.default_file)
+        assert shipped.resolve().is_relative_to(package.resolve()), shipped
+        relative = shipped.resolve().relative_to(package.resolve()).as_posix()
+        assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative
+    # the image installs without -e: nothing there may depend on the checkout's layout
+    dockerfile = (root / "deploy" / "Dockerfile").read_text()
+    assert "pip install" in dockerfile and " -e " not in dockerfile
