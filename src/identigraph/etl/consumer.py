@@ -40,9 +40,9 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from identigraph.config import Settings
-from identigraph.errors import GraphError, GraphTimeout
+from identigraph.errors import GraphError, GraphTimeout, PoisonMessage
 from identigraph.etl.publish import SQS_BATCH, sqs_client
-from identigraph.etl.stream_events import PoisonMessage, parse_message
+from identigraph.etl.stream_events import parse_message
 from identigraph.etl.stream_writer import CONFLICT, DUPLICATE, FLOOR, NEW, StreamWriter
 from identigraph.graph.client import GraphClient, is_connection_error, is_transient
 

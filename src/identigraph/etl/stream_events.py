@@ -13,17 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
 
-from identigraph.errors import IdentigraphError, SchemaError
+from identigraph.errors import PoisonMessage, SchemaError
 from identigraph.graph.canonical import canonical_card, canonical_device
 from identigraph.graph.pseudonym import normalise_email, normalise_phone
 from identigraph.graph.schema import STREAM_EVENT_TYPES, normalise_ip, strip_ascii
 
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
 Optional = Annotated[StrictStr | None, Field(default=None)]
-
-
-class PoisonMessage(IdentigraphError):
-    """A message that no retry can make valid; goes to the dead-letter queue with this reason."""
 
 
 class _Event(BaseModel):

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from identigraph.errors import Forbidden, RateLimited, TooCostly, Unauthorized
 from identigraph.serving.config import ApiKey, RateLimit, ServingConfig
 
 
@@ -46,26 +47,6 @@ class TokenBucket:
                 self.tokens -= n
                 return 0.0
             return (n - self.tokens) / self.rate
-
-
-class Unauthorized(Exception):
-    """No key, or one that matches nothing: 401."""
-
-
-class Forbidden(Exception):
-    """A valid key without the scope the route needs: 403."""
-
-
-class RateLimited(Exception):
-    """The key's bucket is empty, or it has ``max_concurrent`` requests in flight: 429 with Retry-After."""
-
-    def __init__(self, retry_after_s: float, detail: str | None = None) -> None:
-        super().__init__(detail or f"rate limit exceeded; retry after {retry_after_s:.2f}s")
-        self.retry_after_s = retry_after_s
-
-
-class TooCostly(Exception):
-    """One call costs more tokens than the key's bucket holds: it could never pass, so 413, not 429."""
 
 
 class Authenticator:

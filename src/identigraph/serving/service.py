@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from identigraph.config import Settings
-from identigraph.errors import GraphError, GraphTimeout, IdentigraphError
+from identigraph.errors import GraphError, GraphTimeout, GraphUnavailable, ModelFailure
 from identigraph.graph import pseudonym, queries
 from identigraph.graph.client import GraphClient, is_connection_error
 from identigraph.graph.pseudonym import Pseudonymiser
@@ -41,19 +41,6 @@ T = TypeVar("T")
 UNKNOWN_CUSTOMER = "customer not in the graph and no identifiers given"
 NO_MODEL = "no model loaded"
 _STATUS_PROPS = ("blocked", "n_blocks", "n_block_reviews", "last_block_reason", "last_block_at", "created_at")
-
-
-class GraphUnavailable(IdentigraphError):
-    """The graph failed or did not answer within ``graph.timeout_s``: scores degrade, reads answer 503."""
-
-
-class ModelFailure(IdentigraphError):
-    """The served model failed on a request whose input was valid: a 5xx that names the model, never a 422."""
-
-    def __init__(self, version: str) -> None:
-        super().__init__(f"model {version} could not score this request (a model-side error, logged; "
-                         f"the request itself was valid)")
-        self.version = version
 
 
 @dataclass(frozen=True)

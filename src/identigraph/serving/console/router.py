@@ -27,15 +27,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from identigraph.errors import Forbidden, GraphUnavailable, NotYours, Unauthorized
 from identigraph.etl.stream_writer import StreamWriter
-from identigraph.serving.auth import Forbidden, Unauthorized
 from identigraph.serving.config import ApiKey, ServingConfig
 from identigraph.serving.console import evidence
 from identigraph.serving.console import verdicts as apply_verdicts
 from identigraph.serving.console.intake import CaseIntake
-from identigraph.serving.console.store import VERDICTS, ConsoleStore, NotYours
+from identigraph.serving.console.store import VERDICTS, ConsoleStore
 from identigraph.serving.guard import Rule
-from identigraph.serving.service import GraphUnavailable, ScoringService
+from identigraph.serving.service import ScoringService
 
 log = logging.getLogger("identigraph.serving")
 COOKIE = "identigraph_review"
@@ -245,7 +245,7 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
         except KeyError:
             return await run_in_threadpool(case_page, request, key, session, case_id, 404)
         except NotYours as exc:
-            return await run_in_threadpool(case_page, request, key, session, case_id, 409, str(exc))
+            return await run_in_threadpool(case_page, request, key, session, case_id, exc.status, str(exc))
         customer = (await run_in_threadpool(console.store.case, case_id))["customer_id"]
         await run_in_threadpool(console.apply, verdict_id, choice, customer, key.id)
         return RedirectResponse(f"/review/cases/{quote(case_id, safe='')}?done=1", status_code=303)

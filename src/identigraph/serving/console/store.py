@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from identigraph.errors import NotYours
+
 VERDICTS = ("confirm_fraud", "legitimate", "escalate")
 
 SCHEMA = """
@@ -83,10 +85,6 @@ def redact(text: str) -> str:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-class NotYours(Exception):
-    """The case is claimed by another reviewer, or already decided."""
 
 
 class ConsoleStore:

@@ -20,8 +20,8 @@ from fastapi import Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from identigraph.errors import Forbidden
 from identigraph.serving import schemas as s
-from identigraph.serving.auth import Forbidden
 from identigraph.serving.config import ApiKey
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the team's API key")

@@ -39,10 +39,8 @@ def prepare_all(service: ScoringService, items: list[s.ScoreRequest], where: str
         try:
             inputs.append(service.prepare(r.customer_id, r.action, r.identifiers.model_dump() if r.identifiers
                                           else None, r.explain))
-        except SchemaError as exc:
-            field = str(exc).split(":", 1)[0]  # the messages name the field first; the value is not repeated
-            errors.append({"loc": ["body", where, i, "identifiers", field], "msg": f"not a valid {field}",
-                           "type": "identifier"})
+        except SchemaError as exc:  # names the field, never the value
+            errors.append(exc.problem("body", where, i, "identifiers"))
     return inputs, errors
 
 
