@@ -24,7 +24,6 @@ the checkpoint that makes the written batches durable, delete them, exit.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -39,6 +38,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from identigraph import logs
 from identigraph.config import Settings
 from identigraph.errors import GraphError, GraphTimeout, PoisonMessage
 from identigraph.etl.publish import SQS_BATCH, sqs_client
@@ -47,6 +47,11 @@ from identigraph.etl.stream_writer import CONFLICT, DUPLICATE, FLOOR, NEW, Strea
 from identigraph.graph.client import GraphClient, is_connection_error, is_transient
 
 log = logging.getLogger("identigraph.consumer")
+
+
+def prepare_process() -> None:
+    """Where the consumer runs as a service (``identigraph consume``): its logs as JSON lines on stderr."""
+    logs.configure(log.name)
 # Test and benchmark hook: "after_commit:3" SIGKILLs this process the 3rd time it passes that point.
 FAULT_ENV = "IDENTIGRAPH_STREAM_KILL_AT"
 
@@ -155,7 +160,7 @@ class Consumer:
     # ---- plumbing -------------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: Any) -> None:
-            log.info(json.dumps({"event": "draining", "signal": signal.Signals(signum).name}))
+            log.info("draining", extra={"signal": signal.Signals(signum).name})
             self.stop.set()
 
         signal.signal(signal.SIGTERM, handler)
@@ -165,7 +170,7 @@ class Consumer:
         if self._fault and self._fault[0] == point:
             self._fault_seen[point] = self._fault_seen.get(point, 0) + 1
             if self._fault_seen[point] == self._fault[1]:
-                log.warning(json.dumps({"event": "fault_injected", "point": point}))
+                log.warning("fault_injected", extra={"point": point})
                 os.kill(os.getpid(), signal.SIGKILL)
 
     def _retry(self, call: str, fn: Callable[[], Any], until: Callable[[], bool] | None = None) -> Any:
@@ -180,8 +185,8 @@ class Consumer:
                 self.stats.sqs_errors += 1
                 self.metrics.sqs_errors.labels(call=call).inc()
                 self.ready.clear()
-                log.warning(json.dumps({"event": "sqs_unavailable", "call": call, "error": str(exc)[:200],
-                                        "backoff_s": round(backoff, 2)}))
+                log.warning("sqs_unavailable", extra={"call": call, "error": str(exc)[:200],
+                                                      "backoff_s": round(backoff, 2)})
                 if until is not None and until():
                     return None
                 time.sleep(backoff)
@@ -240,7 +245,7 @@ class Consumer:
             "delete", messages, lambda i, m: {"Id": i, "ReceiptHandle": m["ReceiptHandle"]},
             lambda entries: self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries))
         if rejected:  # the receipt went stale (e.g. the queue restarted): it comes back and is found applied
-            log.warning(json.dumps({"event": "delete_rejected", "count": len(rejected)}))
+            log.warning("delete_rejected", extra={"count": len(rejected)})
         with self._lock:
             self.stats.deleted += len(done)
         self._unhold(messages)
@@ -281,8 +286,8 @@ class Consumer:
             self.stats.dead_lettered += 1
             self.stats.dead_by_kind[kind] = self.stats.dead_by_kind.get(kind, 0) + 1
         self.metrics.dead.labels(kind=kind).inc()
-        log.info(json.dumps({"event": "dead_lettered", "message_id": message["MessageId"], "kind": kind,
-                             "reason": reason[:300]}))
+        log.info("dead_lettered", extra={"message_id": message["MessageId"], "kind": kind,
+                                         "reason": reason[:300]})
 
     # ---- threads --------------------------------------------------------------------------------------------
     def _receiver(self, wait_s: int) -> None:
@@ -342,7 +347,7 @@ class Consumer:
                     with self._lock:
                         self.stats.rewrites += 1
                     self.metrics.rewrites.inc()
-                    log.warning(json.dumps({"event": "rewrite_after_graph_restart", "messages": len(b.messages)}))
+                    log.warning("rewrite_after_graph_restart", extra={"messages": len(b.messages)})
                 else:
                     keep.append(b)
             with self._lock:
@@ -373,7 +378,7 @@ class Consumer:
                 self.stats.graph_retries += 1
                 self.metrics.retried.inc()
                 self.ready.clear()
-                log.warning(json.dumps({"event": "graph_unavailable", "error": str(exc)[:200], "backoff_s": backoff}))
+                log.warning("graph_unavailable", extra={"error": str(exc)[:200], "backoff_s": backoff})
                 if self.stop.wait(backoff):
                     # draining with the graph down: the messages go back to the queue for whoever is up
                     self._release(messages)
@@ -429,7 +434,7 @@ class Consumer:
             return
         self.stats.splits += 1
         mid = len(events) // 2
-        log.warning(json.dumps({"event": "graph_refused_batch", "size": len(events), "error": str(exc)[:200]}))
+        log.warning("graph_refused_batch", extra={"size": len(events), "error": str(exc)[:200]})
         self._write(messages[:mid], events[:mid])
         self._write(messages[mid:], events[mid:])
 
@@ -486,7 +491,7 @@ class Consumer:
         """Take no message before the graph answers (a restarting graph server is not a reason to exit)."""
         backoff = 0.5
         while not self._graph_answers():
-            log.warning(json.dumps({"event": "graph_unavailable_at_start", "backoff_s": backoff}))
+            log.warning("graph_unavailable_at_start", extra={"backoff_s": backoff})
             if self.stop.wait(backoff):
                 return
             backoff = min(backoff * 2, 10.0)
@@ -535,7 +540,7 @@ class Consumer:
             self._heartbeat_stop.set()
             for t in helpers:
                 t.join(timeout=30)
-        log.info(json.dumps({"event": "stopped", **asdict(self.stats)}))
+        log.info("stopped", extra=asdict(self.stats))
         return self.stats
 
     def _await_durable(self) -> None:

@@ -188,8 +188,8 @@ class GraphClient:
             self.retries += 1
             exc = state.outcome.exception() if state.outcome else None
             # expected under optimistic concurrency; callers see the count in UpsertStats.retries
-            log.info("graph request failed (%s: %.200s), retry %d",
-                        type(exc).__name__, exc, state.attempt_number)
+            log.info("graph_request_retry", extra={"error": type(exc).__name__, "detail": str(exc)[:200],
+                                                    "attempt": state.attempt_number})
 
         retrying = Retrying(
             stop=stop_after_attempt(retry.attempts),

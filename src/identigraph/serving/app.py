@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from identigraph import logs
 from identigraph.config import Settings
 from identigraph.errors import ConfigError, IdentigraphError
 from identigraph.serving.auth import Authenticator
@@ -103,11 +104,7 @@ def _prepare_process(serving: ServingConfig) -> None:
 
     torch.set_num_threads(serving.model_threads)
     threadpool_limits(serving.model_threads)  # numpy's BLAS too: tiny matrices, requests are the parallelism
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))  # the records are JSON already
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    logs.configure(log.name)
     access.disabled = os.environ.get(ACCESS_LOG_ENV) != "1"
 
 

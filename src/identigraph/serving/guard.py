@@ -162,9 +162,9 @@ class Admission:
             self.metrics.latency.labels(route=route).observe(seconds)
             self.metrics.requests.labels(route=route, status=str(status["code"])).inc()
             if access.isEnabledFor(logging.INFO):
-                access.info(orjson.dumps({"request_id": request_id, "method": scope["method"], "route": route,
-                                          "status": status["code"], "ms": round(seconds * 1000, 2),
-                                          "caller": state.get("caller")}).decode())
+                access.info("request", extra={"request_id": request_id, "method": scope["method"], "route": route,
+                                              "status": status["code"], "ms": round(seconds * 1000, 2),
+                                              "caller": state.get("caller")})
 
     def _admit_key(self, rule: Rule, presented: bytes | None, state: dict) -> str:
         """Authenticate, check the scope, take the key's first token and one of its slots; the key's id."""

@@ -109,8 +109,8 @@ class ModelHolder:
         old_version = getattr(old, "version", None)
         self.metrics.serving(old_version, new.version)
         self.path = Path(model_dir)
-        log.info(json.dumps({"event": "model_loaded", "version": new.version, "previous": old_version,
-                             "path": str(model_dir)}))
+        log.info("model_loaded", extra={"version": new.version, "previous": old_version,
+                                        "path": str(model_dir)})
         return old_version, new.version
 
     def watch(self, interval_s: float, stop: threading.Event) -> threading.Thread:
@@ -130,8 +130,8 @@ class ModelHolder:
                     if current is not None and version and version != current.version:
                         self.reload(path)
                 except Exception as exc:
-                    log.warning(json.dumps({"event": "model_watch_failed", "path": str(path),
-                                            "error": f"{type(exc).__name__}: {str(exc)[:200]}"}))
+                    log.warning("model_watch_failed", extra={"path": str(path),
+                                                               "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
 
         thread = threading.Thread(target=run, name="model-watch", daemon=True)
         thread.start()
@@ -339,8 +339,8 @@ class ScoringService:
         try:
             return fn()
         except Exception as exc:
-            log.error(json.dumps({"event": "model_failed", "version": model.version, "error": type(exc).__name__,
-                                  "message": str(exc)[:300]}))
+            log.error("model_failed", extra={"version": model.version, "error": type(exc).__name__,
+                                             "detail": str(exc)[:300]})
             raise ModelFailure(model.version) from exc
 
     def _record(self, result: dict[str, Any], req: ScoreInput, verdict: policy.Verdict, top: list[dict[str, Any]],

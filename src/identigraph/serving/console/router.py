@@ -83,8 +83,8 @@ class Console:
                 self.service.config.reads.timeout_s)
             outcome = apply_verdicts.apply(self.writer, verdict, verdict_id, customer, blocked is True, self.cfg)
         except Exception as exc:
-            log.warning(json.dumps({"event": "review_verdict_not_applied", "verdict_id": verdict_id,
-                                    "error": type(exc).__name__}))
+            log.warning("review_verdict_not_applied", extra={"verdict_id": verdict_id,
+                                                                 "error": type(exc).__name__})
             outcome = "failed: graph unavailable, retried when the console starts"
         self.store.applied(verdict_id, reviewer, outcome)
         return outcome
