@@ -42,6 +42,7 @@ class _Event(BaseModel):
 
 
 class IdentityEvent(_Event):
+    """A customer used identifiers (device, IP, email, phone, card): the edges the graph links accounts by."""
     event_type: Literal["signup", "login", "add_payment_method", "profile_update", "booking"]
     device_id: Optional = None
     ip: Optional = None
@@ -84,12 +85,14 @@ class IdentityEvent(_Event):
 
 
 class CustomerCreated(_Event):
+    """A new customer vertex, with the properties the model and the policy read."""
     event_type: Literal["customer_created"]
     country: Annotated[StrictStr | None, Field(default=None, pattern=r"^[A-Z]{2}$")] = None
     lifetime_value: Annotated[float, Field(strict=True, ge=0)] = 0.0
 
 
 class Block(_Event):
+    """A customer was blocked: the labels and the blocked-neighbour evidence are built from these."""
     event_type: Literal["block"]
     reason: Literal["fraud", "abuse", "other"]
     source: Literal["manual", "rule"]
@@ -97,10 +100,12 @@ class Block(_Event):
 
 
 class Unblock(_Event):
+    """A block was lifted; the graph keeps when (``last_unblock_at``), so a later block is told apart."""
     event_type: Literal["unblock"]
 
 
 class CareContact(_Event):
+    """A customer contacted care: a block_review contact soon after a block contests it (labeling)."""
     event_type: Literal["care_contact"]
     topic: Literal["block_review", "payment", "other"]
 

@@ -28,6 +28,8 @@ from identigraph.lifecycle.registry import APPROVED, ModelVersion, Registry, rea
 
 
 class Lifecycle:
+    """Registration, promotion and deployment of model versions, each behind its gate, so no unchecked model is
+    served."""
     def __init__(self, cfg: LifecycleConfig, registry: Registry, deployments: Deployments,
                  log: Callable[[str], None] = lambda _: None) -> None:
         self.cfg, self.registry, self.deploy, self.log = cfg, registry, deployments, log

@@ -21,6 +21,7 @@ from identigraph.lifecycle.config import GATE_METRICS, GateConfig
 
 @dataclass
 class Verdict:
+    """Every check a gate ran, passed or not, so a refusal lists all its reasons at once."""
     ok: bool
     checks: list[dict[str, Any]] = field(default_factory=list)
 

@@ -23,6 +23,7 @@ from identigraph.serving.config import ApiKey, RateLimit, ServingConfig
 
 
 def key_digest(key: str) -> str:
+    """Keys are stored and compared by SHA-256 only, so the serving config never holds a secret."""
     return hashlib.sha256(key.strip().encode()).hexdigest()
 
 
@@ -50,6 +51,7 @@ class TokenBucket:
 
 
 class Authenticator:
+    """Identifies callers by key digest and holds each key's rate-limit bucket."""
     def __init__(self, config: ServingConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = config.key_by_digest()
         self.buckets = {k.id: TokenBucket(k.rate_limit, clock) for k in config.api_keys}

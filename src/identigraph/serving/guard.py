@@ -80,6 +80,7 @@ def _retry_after(seconds: float) -> list[tuple[bytes, bytes]]:
 
 
 class Admission:
+    """The ASGI middleware that authenticates and bounds every request before it costs anything."""
     def __init__(self, app: Any, *, auth: Authenticator, config: ServingConfig, metrics: ServingMetrics,
                  rules: list[Rule]) -> None:
         self.app = app
@@ -133,11 +134,10 @@ class Admission:
                 key_id = self._admit_key(rule, presented, state)
             if scope["method"] in _BODY_METHODS:
                 receive = await self._read_body(receive, length)
-            if rule is not None and rule.kind in self.capacity:
-                if self.busy[rule.kind] >= self.capacity[rule.kind]:
-                    what = "scoring requests" if rule.kind == SCORING else "identity reads"
-                    raise _Refused(503, f"{rule.kind}_capacity",
-                                   f"overloaded: {self.capacity[rule.kind]} {what} in flight", _retry_after(1))
+            if rule is not None and rule.kind in self.capacity and self.busy[rule.kind] >= self.capacity[rule.kind]:
+                what = "scoring requests" if rule.kind == SCORING else "identity reads"
+                raise _Refused(503, f"{rule.kind}_capacity",
+                               f"overloaded: {self.capacity[rule.kind]} {what} in flight", _retry_after(1))
             if rule is not None:
                 kind = rule.kind
                 self.busy[kind] += 1

@@ -135,7 +135,12 @@ class ReviewQueue:
     def drain(self, timeout_s: float = 10.0) -> None:
         """Wait for what was submitted (tests, shutdown)."""
         done = threading.Event()
-        threading.Thread(target=lambda: (self._pending.join(), done.set()), daemon=True).start()
+
+        def wait() -> None:
+            self._pending.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
         done.wait(timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:

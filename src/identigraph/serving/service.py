@@ -164,6 +164,7 @@ def _raw_id(vid: str) -> str:
 
 
 class ScoringService:
+    """Decisions and identity reads from the graph and the served model, with audit and review queue."""
     def __init__(self, settings: Settings, config: ServingConfig, model_dir: Path | None = None, *,
                  client: GraphClient | None = None, sqs: Any = None, pseudo: Pseudonymiser | None = None,
                  metrics: ServingMetrics | None = None, model_loader: Callable[[Path], Any] | None = None) -> None:
@@ -327,7 +328,7 @@ class ScoringService:
             shared = [e["text"] for e in evidence if e["customers_total"] > 1][: cfg.explain.top_k]
             result["reasons"] = verdict.reasons + shared
             result["explanation"] = {"evidence": top, **(attribution or {})}
-            if graph is not None:
+            if found is not None and graph is not None:
                 result["neighbourhood"] = {
                     "customers": sum(label == CUSTOMER for label, _ in graph.vertices.values()),
                     "identifiers": sum(label != CUSTOMER for label, _ in graph.vertices.values()),
@@ -415,7 +416,8 @@ class ScoringService:
         for e in hood.edges.values():
             by_customer.setdefault(e["customer_id"], []).append(e["identifier_id"])
             by_identifier.setdefault(e["identifier_id"], []).append(e["customer_id"])
-        level, via = {seed: 0}, {}
+        level: dict[str, int] = {seed: 0}
+        via: dict[str, set[str]] = {}
         frontier = [seed]
         for d in range(1, depth + 1):
             nxt = []

@@ -46,6 +46,7 @@ _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).pa
 
 
 def rules(cfg: ServingConfig) -> list[Rule]:
+    """None: admission does not guard the console, whose credential is the session cookie."""
     return []  # the credential is the session cookie, checked by the pages themselves (see the docstring)
 
 
@@ -122,6 +123,7 @@ def _number(value: str | None) -> float | None:
 
 
 def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
+    """The console's pages, or no routes at all when the console is not enabled."""
     if not cfg.console.enabled:
         return APIRouter()
     console = Console(service, cfg)
@@ -181,7 +183,7 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
         if found is None:
             return _to_login()
         key, session = found
-        filters = {"decision": decision if decision in ("review", "block", "allow") else None,
+        filters: dict[str, Any] = {"decision": decision if decision in ("review", "block", "allow") else None,
                    "min_score": _number(min_score), "min_ltv": _number(min_ltv), "customer": customer or None}
         limit = 200
         cases = console.store.open_cases(**filters, limit=limit)
@@ -246,7 +248,9 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
             return await run_in_threadpool(case_page, request, key, session, case_id, 404)
         except NotYours as exc:
             return await run_in_threadpool(case_page, request, key, session, case_id, exc.status, str(exc))
-        customer = (await run_in_threadpool(console.store.case, case_id))["customer_id"]
+        decided = await run_in_threadpool(console.store.case, case_id)
+        assert decided is not None, "decide() found the case a moment ago, and cases are never deleted"
+        customer = decided["customer_id"]
         await run_in_threadpool(console.apply, verdict_id, choice, customer, key.id)
         return RedirectResponse(f"/review/cases/{quote(case_id, safe='')}?done=1", status_code=303)
 

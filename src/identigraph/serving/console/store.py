@@ -84,6 +84,7 @@ def redact(text: str) -> str:
 
 
 def now_iso() -> str:
+    """One timestamp format in the store (UTC, milliseconds), so its text columns sort by time."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -233,6 +234,7 @@ class ConsoleStore:
                        "WHERE case_id = ?", (case_id,))
             self._audit(db, reviewer, "verdict", case_id, {"customer_id": row["customer_id"], "verdict": verdict,
                                                            "note": redact(note)})
+            assert cur.lastrowid is not None, "an INSERT always sets lastrowid"
             return int(cur.lastrowid)
 
     def applied(self, verdict_id: int, reviewer: str, outcome: str) -> None:

@@ -26,15 +26,18 @@ log = logging.getLogger("identigraph.serving")
 
 
 def rules(cfg: ServingConfig) -> list[Rule]:
+    """Only the admin routes are guarded: health and metrics must answer whatever the load."""
     return [Rule("/v1/admin/", "model:admin", ADMIN, prefix=True)]
 
 
 def models_root(service: ScoringService) -> Path:
+    """The one directory reloads may load from, resolved so a symlink cannot lead outside it."""
     root = service.config.models_root
     return (root if root.is_absolute() else service.settings.data_path / root).resolve()
 
 
 def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
+    """Liveness, readiness, metrics and the admin's model reload."""
     api = APIRouter(tags=["ops"])
 
     # health and metrics run on the event loop, not the thread pool: they must answer while scoring saturates it
