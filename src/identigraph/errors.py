@@ -18,6 +18,7 @@ class IdentigraphError(Exception):
     """Base class: the CLI prints these as one clear message and exits non-zero."""
 
     status: ClassVar[int | None] = None  # the HTTP status the API answers with; None: an internal error
+    fixed_headers: ClassVar[tuple[tuple[str, str], ...]] = ()  # headers the status always calls for
 
     def detail(self) -> Any:
         """The API's ``detail``: the message, which never repeats a request value."""
@@ -25,7 +26,7 @@ class IdentigraphError(Exception):
 
     def headers(self) -> dict[str, str] | None:
         """Response headers the status calls for (``Retry-After``, ``WWW-Authenticate``)."""
-        return None
+        return dict(self.fixed_headers) if self.fixed_headers else None
 
 
 class ConfigError(IdentigraphError):
@@ -88,10 +89,7 @@ class GraphUnavailable(IdentigraphError):
     """The graph failed or did not answer within ``graph.timeout_s``: scores degrade, reads answer 503."""
 
     status = 503
-
-    def headers(self) -> dict[str, str]:
-        """An outage is short or the caller's retries cannot help: try again in a second."""
-        return {"Retry-After": "1"}
+    fixed_headers = (("Retry-After", "1"),)  # an outage is short, or nothing the caller does sooner helps
 
 
 class ModelFailure(IdentigraphError):
@@ -109,10 +107,7 @@ class Unauthorized(IdentigraphError):
     """No key, or one that matches nothing: 401."""
 
     status = 401
-
-    def headers(self) -> dict[str, str]:
-        """RFC 9110: a 401 names the scheme that would be accepted."""
-        return {"WWW-Authenticate": "Bearer"}
+    fixed_headers = (("WWW-Authenticate", "Bearer"),)  # RFC 9110: a 401 names the scheme that would be accepted
 
 
 class Forbidden(IdentigraphError):
