@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from identigraph.logs import JsonFormatter
 from test_serving_api import (  # noqa: F401 — fixtures shared with the API tests
     ADMIN,
     REVIEWER,
@@ -75,7 +76,7 @@ def test_reloads_only_from_the_models_root_logged_and_without_exception_names(ma
             assert f"still serving {serving}" in r.json()["detail"]
             assert not any(w in r.text for w in _EXCEPTION_WORDS), r.text
         assert client.app.state.service.models.current.version == serving
-        logged = [json.loads(m) for m in caplog.messages if '"model_reload"' in m]
+        logged = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.getMessage() == "model_reload"]
         assert [(e["path"], e["status"], e["by"]) for e in logged] == [(g, s, "admin") for g, s in cases.items()]
         assert any(e.get("error") == "KeyError" for e in logged)  # the reason is in the log, not the answer
     finally:

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from identigraph.logs import JsonFormatter
 from test_serving_api import (  # noqa: F401 — fixtures shared with the API tests
     IDENTIFIER_COLUMNS,
     REVIEWER,
@@ -66,6 +67,7 @@ def test_score_scope_responses_hold_no_identifier_and_answer_no_registration_que
 
 def test_records_and_logs_hold_references_not_identifiers(make_client, serving_world, settings, caplog):
     caplog.set_level(logging.INFO, logger="identigraph")
+    caplog.handler.setFormatter(JsonFormatter())  # the logs as services write them: the fields too
     _drain_review(settings)
     client = make_client(policy={"threshold": 0.0})  # reviews and blocks: queue, attributions
     customers = _truth(serving_world, "ring")[:3] + _truth(serving_world, "household")[:2]

@@ -270,9 +270,10 @@ def consume(
     """Run the stream consumer: SQS events into the graph, exactly once in effect (SIGTERM drains)."""
     import dataclasses
 
-    from identigraph.etl.consumer import Consumer, serve_health
+    from identigraph.etl.consumer import Consumer, prepare_process, serve_health
 
     cfg = settings(ctx)
+    prepare_process()
     consumer = Consumer(cfg)
     consumer.install_signal_handlers()
     server = serve_health(consumer, cfg.stream.health_port) if cfg.stream.health_port else None

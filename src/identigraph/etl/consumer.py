@@ -24,7 +24,7 @@ the checkpoint that makes the written batches durable, delete them, exit.
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import os
 import queue
@@ -39,20 +39,27 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from identigraph import logs
 from identigraph.config import Settings
-from identigraph.errors import GraphError, GraphTimeout
+from identigraph.errors import GraphError, GraphTimeout, PoisonMessage
 from identigraph.etl.publish import SQS_BATCH, sqs_client
-from identigraph.etl.stream_events import PoisonMessage, parse_message
+from identigraph.etl.stream_events import parse_message
 from identigraph.etl.stream_writer import CONFLICT, DUPLICATE, FLOOR, NEW, StreamWriter
 from identigraph.graph.client import GraphClient, is_connection_error, is_transient
 
 log = logging.getLogger("identigraph.consumer")
+
+
+def prepare_process() -> None:
+    """Where the consumer runs as a service (``identigraph consume``): its logs as JSON lines on stderr."""
+    logs.configure(log.name)
 # Test and benchmark hook: "after_commit:3" SIGKILLs this process the 3rd time it passes that point.
 FAULT_ENV = "IDENTIGRAPH_STREAM_KILL_AT"
 
 
 @dataclass
 class ConsumerStats:
+    """What one consumer run did, counted so a drain or a test can check nothing was lost or applied twice."""
     received: int = 0
     applied: int = 0
     duplicates: int = 0
@@ -69,6 +76,8 @@ class ConsumerStats:
 
 
 class Metrics:
+    """The consumer's Prometheus series, on a registry of its own so several consumers in one process do not
+    collide."""
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -108,6 +117,7 @@ def _fault_plan() -> tuple[str, int] | None:
 
 
 class Consumer:
+    """SQS events into the graph, exactly once in effect: a message is deleted only after its write is durable."""
     def __init__(self, settings: Settings, client: GraphClient | None = None, sqs: Any = None,
                  writer: StreamWriter | None = None) -> None:
         from identigraph.graph import pseudonym
@@ -126,7 +136,7 @@ class Consumer:
         self.stats = ConsumerStats()
         self.metrics = Metrics()
         give_up = time.monotonic() + 120  # a queue that stays unreachable at start-up is a configuration error
-        urls = [self._retry("get_queue_url", lambda n=name: self.sqs.get_queue_url(QueueName=n),
+        urls = [self._retry("get_queue_url", functools.partial(self.sqs.get_queue_url, QueueName=name),
                             until=lambda: time.monotonic() > give_up)
                 for name in (settings.queues.events, settings.queues.dead_letter)]
         if None in urls:
@@ -155,7 +165,7 @@ class Consumer:
     # ---- plumbing -------------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: Any) -> None:
-            log.info(json.dumps({"event": "draining", "signal": signal.Signals(signum).name}))
+            log.info("draining", extra={"signal": signal.Signals(signum).name})
             self.stop.set()
 
         signal.signal(signal.SIGTERM, handler)
@@ -165,7 +175,7 @@ class Consumer:
         if self._fault and self._fault[0] == point:
             self._fault_seen[point] = self._fault_seen.get(point, 0) + 1
             if self._fault_seen[point] == self._fault[1]:
-                log.warning(json.dumps({"event": "fault_injected", "point": point}))
+                log.warning("fault_injected", extra={"point": point})
                 os.kill(os.getpid(), signal.SIGKILL)
 
     def _retry(self, call: str, fn: Callable[[], Any], until: Callable[[], bool] | None = None) -> Any:
@@ -180,8 +190,8 @@ class Consumer:
                 self.stats.sqs_errors += 1
                 self.metrics.sqs_errors.labels(call=call).inc()
                 self.ready.clear()
-                log.warning(json.dumps({"event": "sqs_unavailable", "call": call, "error": str(exc)[:200],
-                                        "backoff_s": round(backoff, 2)}))
+                log.warning("sqs_unavailable", extra={"call": call, "error": str(exc)[:200],
+                                                      "backoff_s": round(backoff, 2)})
                 if until is not None and until():
                     return None
                 time.sleep(backoff)
@@ -240,7 +250,7 @@ class Consumer:
             "delete", messages, lambda i, m: {"Id": i, "ReceiptHandle": m["ReceiptHandle"]},
             lambda entries: self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries))
         if rejected:  # the receipt went stale (e.g. the queue restarted): it comes back and is found applied
-            log.warning(json.dumps({"event": "delete_rejected", "count": len(rejected)}))
+            log.warning("delete_rejected", extra={"count": len(rejected)})
         with self._lock:
             self.stats.deleted += len(done)
         self._unhold(messages)
@@ -281,8 +291,8 @@ class Consumer:
             self.stats.dead_lettered += 1
             self.stats.dead_by_kind[kind] = self.stats.dead_by_kind.get(kind, 0) + 1
         self.metrics.dead.labels(kind=kind).inc()
-        log.info(json.dumps({"event": "dead_lettered", "message_id": message["MessageId"], "kind": kind,
-                             "reason": reason[:300]}))
+        log.info("dead_lettered", extra={"message_id": message["MessageId"], "kind": kind,
+                                         "reason": reason[:300]})
 
     # ---- threads --------------------------------------------------------------------------------------------
     def _receiver(self, wait_s: int) -> None:
@@ -342,7 +352,7 @@ class Consumer:
                     with self._lock:
                         self.stats.rewrites += 1
                     self.metrics.rewrites.inc()
-                    log.warning(json.dumps({"event": "rewrite_after_graph_restart", "messages": len(b.messages)}))
+                    log.warning("rewrite_after_graph_restart", extra={"messages": len(b.messages)})
                 else:
                     keep.append(b)
             with self._lock:
@@ -373,7 +383,7 @@ class Consumer:
                 self.stats.graph_retries += 1
                 self.metrics.retried.inc()
                 self.ready.clear()
-                log.warning(json.dumps({"event": "graph_unavailable", "error": str(exc)[:200], "backoff_s": backoff}))
+                log.warning("graph_unavailable", extra={"error": str(exc)[:200], "backoff_s": backoff})
                 if self.stop.wait(backoff):
                     # draining with the graph down: the messages go back to the queue for whoever is up
                     self._release(messages)
@@ -383,7 +393,7 @@ class Consumer:
         # queue-to-graph of the events this write applied (a redelivery's age says nothing about the path), noted
         # before anything else: an event applied here and redelivered after a crash is a duplicate, never noted again
         sent = [int(m.get("Attributes", {}).get("SentTimestamp", now_ms))
-                for m, o in zip(messages, result.outcomes) if o == NEW]
+                for m, o in zip(messages, result.outcomes, strict=True) if o == NEW]
         for s in sent:
             self.metrics.to_graph.observe(max(0.0, (now_ms - s) / 1000))
         if self.latencies is not None:
@@ -396,7 +406,7 @@ class Consumer:
         self.stats.conflicts += result.conflicts
         self.metrics.conflicts.inc(result.conflicts)
         keep_msgs, keep_events = [], []
-        for m, e, outcome in zip(messages, events, result.outcomes):
+        for m, e, outcome in zip(messages, events, result.outcomes, strict=True):
             if outcome in (NEW, DUPLICATE):
                 keep_msgs.append(m)
                 keep_events.append(e)
@@ -429,7 +439,7 @@ class Consumer:
             return
         self.stats.splits += 1
         mid = len(events) // 2
-        log.warning(json.dumps({"event": "graph_refused_batch", "size": len(events), "error": str(exc)[:200]}))
+        log.warning("graph_refused_batch", extra={"size": len(events), "error": str(exc)[:200]})
         self._write(messages[:mid], events[:mid])
         self._write(messages[mid:], events[mid:])
 
@@ -486,7 +496,7 @@ class Consumer:
         """Take no message before the graph answers (a restarting graph server is not a reason to exit)."""
         backoff = 0.5
         while not self._graph_answers():
-            log.warning(json.dumps({"event": "graph_unavailable_at_start", "backoff_s": backoff}))
+            log.warning("graph_unavailable_at_start", extra={"backoff_s": backoff})
             if self.stop.wait(backoff):
                 return
             backoff = min(backoff * 2, 10.0)
@@ -535,7 +545,7 @@ class Consumer:
             self._heartbeat_stop.set()
             for t in helpers:
                 t.join(timeout=30)
-        log.info(json.dumps({"event": "stopped", **asdict(self.stats)}))
+        log.info("stopped", extra=asdict(self.stats))
         return self.stats
 
     def _await_durable(self) -> None:

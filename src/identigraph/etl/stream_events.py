@@ -13,17 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError, field_validator
 
-from identigraph.errors import IdentigraphError, SchemaError
+from identigraph.errors import PoisonMessage, SchemaError
 from identigraph.graph.canonical import canonical_card, canonical_device
 from identigraph.graph.pseudonym import normalise_email, normalise_phone
 from identigraph.graph.schema import STREAM_EVENT_TYPES, normalise_ip, strip_ascii
 
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
 Optional = Annotated[StrictStr | None, Field(default=None)]
-
-
-class PoisonMessage(IdentigraphError):
-    """A message that no retry can make valid; goes to the dead-letter queue with this reason."""
 
 
 class _Event(BaseModel):
@@ -46,6 +42,7 @@ class _Event(BaseModel):
 
 
 class IdentityEvent(_Event):
+    """A customer used identifiers (device, IP, email, phone, card): the edges the graph links accounts by."""
     event_type: Literal["signup", "login", "add_payment_method", "profile_update", "booking"]
     device_id: Optional = None
     ip: Optional = None
@@ -88,12 +85,14 @@ class IdentityEvent(_Event):
 
 
 class CustomerCreated(_Event):
+    """A new customer vertex, with the properties the model and the policy read."""
     event_type: Literal["customer_created"]
     country: Annotated[StrictStr | None, Field(default=None, pattern=r"^[A-Z]{2}$")] = None
     lifetime_value: Annotated[float, Field(strict=True, ge=0)] = 0.0
 
 
 class Block(_Event):
+    """A customer was blocked: the labels and the blocked-neighbour evidence are built from these."""
     event_type: Literal["block"]
     reason: Literal["fraud", "abuse", "other"]
     source: Literal["manual", "rule"]
@@ -101,10 +100,12 @@ class Block(_Event):
 
 
 class Unblock(_Event):
+    """A block was lifted; the graph keeps when (``last_unblock_at``), so a later block is told apart."""
     event_type: Literal["unblock"]
 
 
 class CareContact(_Event):
+    """A customer contacted care: a block_review contact soon after a block contests it (labeling)."""
     event_type: Literal["care_contact"]
     topic: Literal["block_review", "payment", "other"]
 

@@ -9,6 +9,7 @@ signatures — are retried with exponential backoff and jitter; everything else 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -56,6 +57,8 @@ class _QuietBytecode(Bytecode):
 
 
 def is_connection_error(exc: BaseException) -> bool:
+    """Whether the graph could not be reached at all (as opposed to refusing the request): callers degrade or
+    retry."""
     import aiohttp
 
     if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, OSError)):
@@ -65,6 +68,7 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Whether a retry can succeed (a conflict, a dropped connection); a spent deadline or a refused query cannot."""
     if isinstance(exc, GraphTimeout):
         return False  # the deadline is spent: nothing is left to retry in
     if isinstance(exc, GremlinServerError):
@@ -149,10 +153,8 @@ class GraphClient:
             old = self._conn
             self._conn, self._g = None, None
             if old is not None:
-                try:
+                with contextlib.suppress(Exception):  # the old connection is broken already; closing may fail too
                     old.close()
-                except Exception:  # the old connection is already broken; closing it may fail too
-                    pass
             self._open()
             self.reconnects += 1
 
@@ -188,8 +190,8 @@ class GraphClient:
             self.retries += 1
             exc = state.outcome.exception() if state.outcome else None
             # expected under optimistic concurrency; callers see the count in UpsertStats.retries
-            log.info("graph request failed (%s: %.200s), retry %d",
-                        type(exc).__name__, exc, state.attempt_number)
+            log.info("graph_request_retry", extra={"error": type(exc).__name__, "detail": str(exc)[:200],
+                                                    "attempt": state.attempt_number})
 
         retrying = Retrying(
             stop=stop_after_attempt(retry.attempts),
@@ -260,8 +262,6 @@ class GraphClient:
             return None
         except Exception as exc:
             if _needs_reconnect(exc):
-                try:
+                with contextlib.suppress(Exception):  # reconnect again on the next attempt
                     self.reconnect(generation)
-                except Exception:  # reconnect again on the next attempt
-                    pass
             raise

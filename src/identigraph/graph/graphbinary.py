@@ -32,7 +32,11 @@ _ENUMS = {0x20: T, 0x18: Direction}
 
 
 class _Unsupported(Exception):
-    pass
+    """A type this fast decoder does not read: the caller falls back to gremlinpython's own decoder.
+
+    Private control flow, not an ``IdentigraphError``: it is raised and caught inside this module and
+    never reaches a user, so it names no fix and carries no status.
+    """
 
 
 def _read(b: bytes, i: int) -> tuple[Any, int]:

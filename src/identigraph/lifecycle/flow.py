@@ -20,21 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from identigraph.errors import Refused
 from identigraph.lifecycle.config import LifecycleConfig
 from identigraph.lifecycle.deploy import Deployments, notify
-from identigraph.lifecycle.gate import LifecycleError, Verdict, flat_metrics, registration_gate
+from identigraph.lifecycle.gate import Verdict, flat_metrics, registration_gate
 from identigraph.lifecycle.registry import APPROVED, ModelVersion, Registry, read_model_dir
 
 
-class Refused(LifecycleError):
-    """The gate or the staging check said no; ``verdict`` holds every check."""
-
-    def __init__(self, what: str, verdict: Verdict) -> None:
-        self.verdict = verdict
-        super().__init__(f"{what} refused:\n  - " + "\n  - ".join(verdict.reasons))
-
-
 class Lifecycle:
+    """Registration, promotion and deployment of model versions, each behind its gate, so no unchecked model is
+    served."""
     def __init__(self, cfg: LifecycleConfig, registry: Registry, deployments: Deployments,
                  log: Callable[[str], None] = lambda _: None) -> None:
         self.cfg, self.registry, self.deploy, self.log = cfg, registry, deployments, log

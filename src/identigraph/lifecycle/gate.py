@@ -15,16 +15,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from identigraph.errors import IdentigraphError
+from identigraph.errors import LifecycleError as LifecycleError  # re-exported: the lifecycle modules import it here
 from identigraph.lifecycle.config import GATE_METRICS, GateConfig
-
-
-class LifecycleError(IdentigraphError):
-    """A lifecycle step was refused or failed; the message says why."""
 
 
 @dataclass
 class Verdict:
+    """Every check a gate ran, passed or not, so a refusal lists all its reasons at once."""
     ok: bool
     checks: list[dict[str, Any]] = field(default_factory=list)
 

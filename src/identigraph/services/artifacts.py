@@ -20,6 +20,7 @@ DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
 
 def require_tool(name: str, what: str) -> str:
+    """The path of a tool the local services need, or an error that says how to install it."""
     found = shutil.which(name)
     if not found:
         hint = "apt-get install -y openjdk-17-jre-headless" if what == "Java" else "apt-get install -y maven"

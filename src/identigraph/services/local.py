@@ -31,6 +31,7 @@ NAMES = (GREMLIN, ELASTICMQ)
 
 @dataclass
 class ServiceReport:
+    """One local service's state as the CLI shows it after up, down or status."""
     name: str
     running: bool
     started_now: bool = False
@@ -57,6 +58,7 @@ def gremlin_graph_file(settings: Settings) -> Path:
 
 
 def checkpoint_dir(settings: Settings) -> Path:
+    """Where the local graph's checkpoints live, so a restarted server finds its data."""
     return settings.data_path / "graph" / "checkpoints"
 
 
@@ -269,6 +271,7 @@ def _check_names(names: tuple[str, ...] | list[str] | None) -> list[str]:
 
 
 def up(settings: Settings, names: list[str] | None = None) -> list[ServiceReport]:
+    """Start the local services not running yet; only the local profile runs its own graph and queues."""
     if settings.profile != "local":
         raise ValueError("local services run only in the local profile")
     reports = []
@@ -300,6 +303,7 @@ def restore_summary(boot: dict[str, Any] | None) -> str:
 
 
 def down(settings: Settings, names: list[str] | None = None) -> list[ServiceReport]:
+    """Stop the local services; Gremlin Server gets the time its last checkpoint took to write a final one."""
     reports = []
     for name in _check_names(names):
         proc = _process(settings, name)
@@ -311,6 +315,7 @@ def down(settings: Settings, names: list[str] | None = None) -> list[ServiceRepo
 
 
 def status(settings: Settings, names: list[str] | None = None) -> list[ServiceReport]:
+    """Whether each local service is running and answering, for the CLI and the tests' fixtures."""
     reports = []
     for name in _check_names(names):
         proc = _process(settings, name)
@@ -329,5 +334,6 @@ def status(settings: Settings, names: list[str] | None = None) -> list[ServiceRe
 
 
 def logs(settings: Settings, name: str, lines: int = 50) -> str:
+    """The tail of a local service's log, for diagnosing a start that failed."""
     _check_names([name])
     return _process(settings, name).tail(lines)

@@ -6,6 +6,7 @@ State lives in ``<data_dir>/run/<name>.json`` so ``up``/``down``/``status`` work
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from identigraph.errors import PortInUseError, ServiceError
 
 @dataclass
 class ServiceState:
+    """What a started process left in its state file, so a later command can find and stop it."""
     name: str
     pid: int
     host: str
@@ -37,6 +39,7 @@ def free_port() -> int:
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something answers on the port: a started service is ready only once it does."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -45,6 +48,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether the recorded process still exists, so a stale state file is not mistaken for a service."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -60,6 +64,7 @@ def pid_alive(pid: int) -> bool:
 
 
 class ManagedProcess:
+    """A background service process started and stopped by identigraph, found again through its state file."""
     def __init__(self, name: str, run_dir: Path, log_dir: Path) -> None:
         self.name = name
         self.state_file = run_dir / f"{name}.json"
@@ -104,18 +109,16 @@ class ManagedProcess:
             )
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "ab")
-        log.write(f"\n--- identigraph: starting {self.name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-        log.flush()
-        try:
-            proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=cwd, start_new_session=True,
-            )
-        except FileNotFoundError as exc:
-            raise ServiceError(f"cannot start {self.name}: {exc}") from None
-        finally:
-            log.close()
+        with open(self.log_file, "ab") as log:  # the child keeps its own copy of the descriptor
+            log.write(f"\n--- identigraph: starting {self.name} at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=cwd, start_new_session=True,
+                )
+            except FileNotFoundError as exc:
+                raise ServiceError(f"cannot start {self.name}: {exc}") from None
         state = ServiceState(self.name, proc.pid, host, port, str(self.log_file), time.time())
         self.state_file.write_text(json.dumps(asdict(state)))
         try:
@@ -155,18 +158,14 @@ class ManagedProcess:
         state = self.state()
         if state is None:
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
             os.killpg(state.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout_s
         while pid_alive(state.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         if pid_alive(state.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(state.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             while pid_alive(state.pid):
                 time.sleep(0.1)
         self.state_file.unlink(missing_ok=True)

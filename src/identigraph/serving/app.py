@@ -6,7 +6,6 @@ which never echo a request value or an exception's class.
 """
 
 
-import json
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -18,14 +17,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from identigraph import logs
 from identigraph.config import Settings
-from identigraph.errors import ConfigError, SchemaError
-from identigraph.serving.auth import Authenticator, Forbidden, RateLimited, TooCostly, Unauthorized
+from identigraph.errors import ConfigError, IdentigraphError
+from identigraph.serving.auth import Authenticator
 from identigraph.serving.config import ServingConfig
 from identigraph.serving.console import router as console
 from identigraph.serving.guard import Admission
 from identigraph.serving.routers import identity, ops, problem, safe_errors, sagemaker, scoring
-from identigraph.serving.service import GraphUnavailable, ModelFailure, ScoringService
+from identigraph.serving.service import ScoringService
 
 log = logging.getLogger("identigraph.serving")
 access = logging.getLogger("identigraph.serving.access")
@@ -33,46 +33,24 @@ ROUTERS = (scoring, identity, sagemaker, ops, console)  # each: router(service, 
 WORKERS_ENV = "IDENTIGRAPH_SERVE_WORKERS"
 
 
-def _install_errors(app: FastAPI) -> None:
-    @app.exception_handler(Unauthorized)
-    async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
-        return problem(request, 401, str(exc), {"WWW-Authenticate": "Bearer"})
-
-    @app.exception_handler(Forbidden)
-    async def forbidden(request: Request, exc: Forbidden) -> JSONResponse:
-        return problem(request, 403, str(exc))
-
-    @app.exception_handler(RateLimited)
-    async def limited(request: Request, exc: RateLimited) -> JSONResponse:
-        return problem(request, 429, str(exc), {"Retry-After": str(max(1, int(exc.retry_after_s + 0.999)))})
-
-    @app.exception_handler(TooCostly)
-    async def too_costly(request: Request, exc: TooCostly) -> JSONResponse:
-        return problem(request, 413, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def answer_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one error handler of every route: an ``IdentigraphError`` answers with what it carries (status,
+    detail, headers), a request that fails its schema with 422 and no echoed value, anything else with a
+    500 that names nothing (the exception's class goes to the log only)."""
+    if isinstance(exc, IdentigraphError) and exc.status is not None:
+        return problem(request, exc.status, exc.detail(), exc.headers())
+    if isinstance(exc, RequestValidationError):
         return problem(request, 422, safe_errors(exc.errors()))
+    log.error("internal_error", extra={"request_id": getattr(request.state, "request_id", None),
+                                       "error": type(exc).__name__})
+    return problem(request, 500, "internal error")
 
-    @app.exception_handler(SchemaError)
-    async def bad_identifier(request: Request, exc: SchemaError) -> JSONResponse:
-        field = str(exc).split(":", 1)[0]  # the messages name the field first; the value is not repeated
-        return problem(request, 422, [{"loc": ["body", "identifiers", field], "msg": f"not a valid {field}",
-                                       "type": "identifier"}])
 
-    @app.exception_handler(GraphUnavailable)
-    async def graph_down(request: Request, exc: GraphUnavailable) -> JSONResponse:
-        return problem(request, 503, str(exc), {"Retry-After": "1"})
-
-    @app.exception_handler(ModelFailure)
-    async def model_failed(request: Request, exc: ModelFailure) -> JSONResponse:
-        return problem(request, 500, str(exc))
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        log.error(json.dumps({"event": "internal_error", "request_id": getattr(request.state, "request_id", None),
-                              "error": type(exc).__name__}))
-        return problem(request, 500, "internal error")
+def _install_errors(app: FastAPI) -> None:
+    # one handler, registered where each kind is caught: FastAPI's own for RequestValidationError must be
+    # replaced, and the catch-all for other exceptions lives in the server-error middleware
+    for kind in (IdentigraphError, RequestValidationError, Exception):
+        app.add_exception_handler(kind, answer_error)
 
 
 def create_app(settings: Settings, serving_config: ServingConfig, model_dir: Path | str | None = None, *,
@@ -126,11 +104,7 @@ def _prepare_process(serving: ServingConfig) -> None:
 
     torch.set_num_threads(serving.model_threads)
     threadpool_limits(serving.model_threads)  # numpy's BLAS too: tiny matrices, requests are the parallelism
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))  # the records are JSON already
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    logs.configure(log.name)
     access.disabled = os.environ.get(ACCESS_LOG_ENV) != "1"
 
 

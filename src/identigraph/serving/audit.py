@@ -20,7 +20,8 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "ab", buffering=0)  # one write(2) per line: nothing waits in a buffer
+        # one write(2) per line: nothing waits in a buffer; open for the service's life, closed by close()
+        self._fh = open(path, "ab", buffering=0)  # noqa: SIM115 — a long-lived handle, no block to scope it to
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:

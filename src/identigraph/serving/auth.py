@@ -18,10 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from identigraph.errors import Forbidden, RateLimited, TooCostly, Unauthorized
 from identigraph.serving.config import ApiKey, RateLimit, ServingConfig
 
 
 def key_digest(key: str) -> str:
+    """Keys are stored and compared by SHA-256 only, so the serving config never holds a secret."""
     return hashlib.sha256(key.strip().encode()).hexdigest()
 
 
@@ -48,27 +50,8 @@ class TokenBucket:
             return (n - self.tokens) / self.rate
 
 
-class Unauthorized(Exception):
-    """No key, or one that matches nothing: 401."""
-
-
-class Forbidden(Exception):
-    """A valid key without the scope the route needs: 403."""
-
-
-class RateLimited(Exception):
-    """The key's bucket is empty, or it has ``max_concurrent`` requests in flight: 429 with Retry-After."""
-
-    def __init__(self, retry_after_s: float, detail: str | None = None) -> None:
-        super().__init__(detail or f"rate limit exceeded; retry after {retry_after_s:.2f}s")
-        self.retry_after_s = retry_after_s
-
-
-class TooCostly(Exception):
-    """One call costs more tokens than the key's bucket holds: it could never pass, so 413, not 429."""
-
-
 class Authenticator:
+    """Identifies callers by key digest and holds each key's rate-limit bucket."""
     def __init__(self, config: ServingConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = config.key_by_digest()
         self.buckets = {k.id: TokenBucket(k.rate_limit, clock) for k in config.api_keys}

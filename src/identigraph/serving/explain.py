@@ -43,7 +43,7 @@ def evidence(fetched: Fetched) -> list[dict[str, Any]]:
     graph = fetched.graph
     seed = graph.seed
     own = graph.vertices[seed][1]
-    items = []
+    items: list[dict[str, Any]] = []
     for _, _, vid, link in (e for e in graph.edges if e[0] == seed):
         label, stats = graph.vertices[vid]
         others = fetched.others(vid)

@@ -32,7 +32,8 @@ from typing import Any
 
 import orjson
 
-from identigraph.serving.auth import Authenticator, Unauthorized
+from identigraph.errors import Forbidden, IdentigraphError, RateLimited, Unauthorized
+from identigraph.serving.auth import Authenticator
 from identigraph.serving.config import ServingConfig
 from identigraph.serving.metrics import ServingMetrics
 
@@ -56,9 +57,22 @@ class Rule:
 
 
 class _Refused(Exception):
+    """Control flow inside this middleware only: a refusal with its metrics label, answered here.
+
+    Not an ``IdentigraphError``: it never leaves ``Admission.__call__`` (which runs before FastAPI's
+    exception handlers exist for the request), and the refusals that are the API's errors too are built
+    from those errors (``of``), so their status and headers are defined once, in ``errors``.
+    """
+
     def __init__(self, status: int, reason: str, detail: str, headers: list[tuple[bytes, bytes]] | None = None):
         super().__init__(detail)
         self.status, self.reason, self.detail, self.headers = status, reason, detail, headers or []
+
+    @classmethod
+    def of(cls, reason: str, error: IdentigraphError) -> _Refused:
+        assert error.status is not None, "only an error the API answers with a status is a refusal"
+        headers = [(k.lower().encode(), v.encode()) for k, v in (error.headers() or {}).items()]
+        return cls(error.status, reason, str(error), headers)
 
 
 def _retry_after(seconds: float) -> list[tuple[bytes, bytes]]:
@@ -66,6 +80,7 @@ def _retry_after(seconds: float) -> list[tuple[bytes, bytes]]:
 
 
 class Admission:
+    """The ASGI middleware that authenticates and bounds every request before it costs anything."""
     def __init__(self, app: Any, *, auth: Authenticator, config: ServingConfig, metrics: ServingMetrics,
                  rules: list[Rule]) -> None:
         self.app = app
@@ -119,11 +134,10 @@ class Admission:
                 key_id = self._admit_key(rule, presented, state)
             if scope["method"] in _BODY_METHODS:
                 receive = await self._read_body(receive, length)
-            if rule is not None and rule.kind in self.capacity:
-                if self.busy[rule.kind] >= self.capacity[rule.kind]:
-                    what = "scoring requests" if rule.kind == SCORING else "identity reads"
-                    raise _Refused(503, f"{rule.kind}_capacity",
-                                   f"overloaded: {self.capacity[rule.kind]} {what} in flight", _retry_after(1))
+            if rule is not None and rule.kind in self.capacity and self.busy[rule.kind] >= self.capacity[rule.kind]:
+                what = "scoring requests" if rule.kind == SCORING else "identity reads"
+                raise _Refused(503, f"{rule.kind}_capacity",
+                               f"overloaded: {self.capacity[rule.kind]} {what} in flight", _retry_after(1))
             if rule is not None:
                 kind = rule.kind
                 self.busy[kind] += 1
@@ -148,25 +162,25 @@ class Admission:
             self.metrics.latency.labels(route=route).observe(seconds)
             self.metrics.requests.labels(route=route, status=str(status["code"])).inc()
             if access.isEnabledFor(logging.INFO):
-                access.info(orjson.dumps({"request_id": request_id, "method": scope["method"], "route": route,
-                                          "status": status["code"], "ms": round(seconds * 1000, 2),
-                                          "caller": state.get("caller")}).decode())
+                access.info("request", extra={"request_id": request_id, "method": scope["method"], "route": route,
+                                              "status": status["code"], "ms": round(seconds * 1000, 2),
+                                              "caller": state.get("caller")})
 
     def _admit_key(self, rule: Rule, presented: bytes | None, state: dict) -> str:
         """Authenticate, check the scope, take the key's first token and one of its slots; the key's id."""
         try:
             key = self.auth.identify(presented.decode("latin-1") if presented else None)
         except Unauthorized as exc:
-            raise _Refused(401, "unauthenticated", str(exc), [(b"www-authenticate", b"Bearer")]) from None
+            raise _Refused.of("unauthenticated", exc) from None
         if rule.scope not in key.scopes:
-            raise _Refused(403, "forbidden", f"key {key.id!r} lacks the scope {rule.scope!r}")
+            raise _Refused.of("forbidden", Forbidden(f"key {key.id!r} lacks the scope {rule.scope!r}"))
         busy = self.key_busy.get(key.id, 0)
         if busy >= key.max_concurrent:
-            raise _Refused(429, "key_concurrency", f"key {key.id!r} has {busy} requests in flight "
-                                                   f"(max_concurrent {key.max_concurrent})", _retry_after(1))
+            raise _Refused.of("key_concurrency", RateLimited(1, f"key {key.id!r} has {busy} requests in flight "
+                                                                f"(max_concurrent {key.max_concurrent})"))
         wait = self.auth.buckets[key.id].take(1.0)
         if wait > 0:
-            raise _Refused(429, "rate_limited", f"rate limit exceeded; retry after {wait:.2f}s", _retry_after(wait))
+            raise _Refused.of("rate_limited", RateLimited(wait))
         self.key_busy[key.id] = busy + 1
         state["api_key"], state["caller"] = key, key.id
         return key.id

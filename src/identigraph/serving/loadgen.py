@@ -23,6 +23,7 @@ import orjson
 
 @dataclass
 class RunResult:
+    """One open-loop load run: offered rate, latencies from the due time and the errors, for the benchmarks."""
     rate: float
     seconds: float
     latencies_s: list[float] = field(default_factory=list)   # due time → response, successful requests
@@ -110,6 +111,7 @@ def stage_breakdown(before: str, after: str) -> dict[str, float]:
 
 
 def wait_until_ready(url: str, timeout_s: float = 120.0) -> None:
+    """Block until the server answers readyz, so a benchmark never measures a start-up."""
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
@@ -125,5 +127,6 @@ def wait_until_ready(url: str, timeout_s: float = 120.0) -> None:
 
 
 def gauge(metrics_text: str, name: str) -> float:
+    """One value from a Prometheus text page (0 when absent), for benchmarks reading the server's own figures."""
     found = re.search(rf"^{name} ([0-9.e+-]+)$", metrics_text, re.M)
     return float(found.group(1)) if found else 0.0

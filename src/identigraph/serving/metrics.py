@@ -14,6 +14,7 @@ STAGES = ("graph", "features", "model", "policy", "explain")
 
 
 class ServingMetrics:
+    """The API's Prometheus series, on a registry per app so tests and workers do not share counters."""
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter("identigraph_serving_requests", "HTTP requests by route and status",

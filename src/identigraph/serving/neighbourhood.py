@@ -67,6 +67,7 @@ def identifier_ids(identifiers: Mapping[str, str | None], pseudo: Pseudonymiser)
 
 @dataclass
 class Fetched:
+    """What one bounded traversal returned for a request, with what was capped, so the response can say so."""
     graph: RequestGraph
     known: bool                                         # the customer is in the graph
     virtual: set[str] = field(default_factory=set)      # identifiers linked by this request only

@@ -29,6 +29,7 @@ class Facts:
 
 @dataclass(frozen=True)
 class Verdict:
+    """A decision with the reasons and rules behind it, kept apart from the public reasons a caller sees."""
     decision: str
     reasons: list[str]
     degraded: bool
@@ -47,13 +48,14 @@ def _value_decision(ltv: float | None, cfg: PolicyConfig) -> tuple[str, str]:
 
 
 def decide(facts: Facts, cfg: PolicyConfig, threshold: float) -> Verdict:
+    """Score, value and hard rules into allow, review or block; missing data never blocks automatically."""
     if facts.missing or facts.score is None:
         missing = list(facts.missing) or ["no score"]
-        reasons = [*missing, "degraded data never blocks automatically: sent to manual review"]
-        return Verdict("review", reasons, True, public_reasons=reasons)
+        degraded = [*missing, "degraded data never blocks automatically: sent to manual review"]
+        return Verdict("review", degraded, True, public_reasons=degraded)
     reasons: list[str] = []
     public: list[str] = []
-    decision = "allow"
+    decision: str = "allow"
     if facts.score >= threshold:
         decision, why = _value_decision(facts.lifetime_value, cfg)
         reasons += [f"score {facts.score:.3f} >= threshold {threshold:.3f}", why]
@@ -66,7 +68,8 @@ def decide(facts: Facts, cfg: PolicyConfig, threshold: float) -> Verdict:
         if n < rule.min_blocked:
             continue
         fired.append(rule.name)
-        wanted, why = rule.at_least, ""
+        wanted: str = rule.at_least
+        why = ""
         if wanted == "block":
             wanted, why = _value_decision(facts.lifetime_value, cfg)
         reasons.append(f"rule {rule.name}: a {rule.identifier} shared with {n} blocked accounts "

@@ -19,6 +19,7 @@ _REF_HEX = 20
 
 
 def identifier_ref(pseudo: Pseudonymiser, vertex_id: str) -> str:
+    """A keyed reference to an identifier: records can be joined on it but never read back to the raw value."""
     label = vertex_id.split(":", 1)[0]
     return f"{label}~{pseudo.digest('record-ref', vertex_id)[:_REF_HEX]}"
 
@@ -34,6 +35,7 @@ def evidence_for_record(items: list[dict[str, Any]], pseudo: Pseudonymiser) -> l
 
 
 def connections_for_record(rows: list[dict[str, Any]] | None, pseudo: Pseudonymiser) -> list[dict[str, Any]] | None:
+    """Model attributions with identifier references instead of ids, as the review queue and audit keep them."""
     if rows is None:
         return None
     return [{"identifier_ref": identifier_ref(pseudo, r["identifier_id"]),

@@ -121,21 +121,26 @@ class ReviewQueue:
                     except Exception as exc:
                         self._url = None
                         if attempt == self.attempts:
-                            log.warning(json.dumps({"event": "review_send_failed", "request_id": case.get("request_id"),
-                                                    "attempts": attempt, "error": type(exc).__name__}))
+                            log.warning("review_send_failed", extra={"request_id": case.get("request_id"),
+                                                                                 "attempts": attempt, "error": type(exc).__name__})
                             self._keep_unsent(case, f"send failed {attempt} times")
                         else:
                             time.sleep(self.backoff_s * attempt)
             except Exception as exc:
-                log.error(json.dumps({"event": "review_case_lost", "request_id": case and case.get("request_id"),
-                                      "error": type(exc).__name__}))
+                log.error("review_case_lost", extra={"request_id": case and case.get("request_id"),
+                                                     "error": type(exc).__name__})
             finally:
                 self._pending.task_done()
 
     def drain(self, timeout_s: float = 10.0) -> None:
         """Wait for what was submitted (tests, shutdown)."""
         done = threading.Event()
-        threading.Thread(target=lambda: (self._pending.join(), done.set()), daemon=True).start()
+
+        def wait() -> None:
+            self._pending.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
         done.wait(timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -19,6 +19,7 @@ Action = Literal[IDENTITY_EVENT_TYPES]  # type: ignore[valid-type]
 
 
 def looks_like_contact(value: str) -> bool:
+    """A customer id that is an email or a phone is refused: it would put contact data in every record."""
     return _CONTACT_LIKE.match(value) is not None
 
 
@@ -32,7 +33,8 @@ CustomerId = Annotated[str, Field(pattern=CUSTOMER_ID, description="the platform
                                   json_schema_extra={"not": {"pattern": CONTACT_LIKE}}), AfterValidator(_not_contact)]
 
 
-def customer_path() -> object:
+def customer_path() -> Any:
+    """The customer id path parameter, checked like the body's customer_id."""
     return Path(pattern=CUSTOMER_ID, description="the platform's customer id")
 
 
@@ -63,6 +65,7 @@ class Identifiers(_Body):
 
 
 class ScoreRequest(_Body):
+    """A customer to score, or a signup not yet in the graph described by its identifiers."""
     customer_id: CustomerId
     action: Action | None = Field(None, description="what the customer is doing; default from the config")
     identifiers: Identifiers | None = None
@@ -70,6 +73,7 @@ class ScoreRequest(_Body):
 
 
 class Evidence(BaseModel):
+    """An identifier the customer shares, with how many accounts share it and how many of them are blocked."""
     identifier_id: str
     identifier_label: str
     customers_total: int
@@ -84,6 +88,7 @@ class Evidence(BaseModel):
 
 
 class ConnectionImpact(BaseModel):
+    """How much one of the customer's links moved the model's score."""
     identifier_id: str
     relation: str
     impact: float
@@ -91,18 +96,21 @@ class ConnectionImpact(BaseModel):
 
 
 class FeatureImpact(BaseModel):
+    """How much one of the customer's own features moved the model's score."""
     name: str
     impact: float
     impact_norm: float
 
 
 class Explanation(BaseModel):
+    """Why the decision: the shared identifiers and, when asked for, the model's attributions."""
     evidence: list[Evidence]
     connections: list[ConnectionImpact] | None = None
     features: list[FeatureImpact] | None = None
 
 
 class NeighbourhoodSummary(BaseModel):
+    """How much graph the score saw, and whether caps cut it short."""
     customers: int
     identifiers: int
     capped_identifiers: int
@@ -129,10 +137,12 @@ class ScoreResponse(BaseModel):
 
 
 class BatchResponse(BaseModel):
+    """One result per request, in the order they were sent."""
     results: list[ScoreResponse]
 
 
 class CustomerStatus(BaseModel):
+    """The customer's block history as the graph holds it."""
     blocked: bool | None = None
     n_blocks: int | None = None
     n_block_reviews: int | None = None
@@ -142,6 +152,7 @@ class CustomerStatus(BaseModel):
 
 
 class IdentityEdge(BaseModel):
+    """One identifier the customer used, with when and how often."""
     identifier_id: str
     identifier_label: str
     first_seen: str | None = None
@@ -155,12 +166,14 @@ class IdentityEdge(BaseModel):
 
 
 class IdentityResponse(BaseModel):
+    """A customer's identifiers (emails and phones pseudonymised) and block status."""
     customer_id: str
     status: CustomerStatus
     identifiers: list[IdentityEdge]
 
 
 class SharedIdentifier(BaseModel):
+    """One of the customer's identifiers, with how many customers share it and whether the list was capped."""
     identifier_id: str
     identifier_label: str
     customers_total: int
@@ -168,6 +181,7 @@ class SharedIdentifier(BaseModel):
 
 
 class ConnectedCustomer(BaseModel):
+    """A customer reached through shared identifiers, how far away and through which."""
     customer_id: str
     depth: int
     via: list[str]
@@ -175,6 +189,7 @@ class ConnectedCustomer(BaseModel):
 
 
 class ConnectionsResponse(BaseModel):
+    """The customers connected to one customer through shared identifiers."""
     customer_id: str
     depth: int
     identifiers: list[SharedIdentifier]
@@ -183,20 +198,24 @@ class ConnectionsResponse(BaseModel):
 
 
 class ReloadRequest(_Body):
+    """A model directory under models_root to load and switch to."""
     model_dir: str = Field(min_length=1, max_length=4096)
 
 
 class ReloadResponse(BaseModel):
+    """The version served before the reload and the one served now."""
     previous_version: str | None
     version: str
 
 
 class Issue(BaseModel):
+    """One field at fault, named by its location; the value sent is never repeated."""
     loc: list[str | int]
     msg: str
     type: str | None = None
 
 
 class Problem(BaseModel):
+    """Every error answer: a message or the fields at fault, and the request id to quote."""
     detail: str | list[Issue]
     request_id: str | None = None

@@ -56,6 +56,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
 
 def configure(serving: ServingConfig) -> None:
+    """The header deadline is a class attribute of the protocol, set once per server process from its config."""
     HeaderDeadlineProtocol.header_timeout_s = serving.http.header_timeout_s
 
 

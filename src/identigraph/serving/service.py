@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from identigraph.config import Settings
-from identigraph.errors import GraphError, GraphTimeout, IdentigraphError
+from identigraph.errors import GraphError, GraphTimeout, GraphUnavailable, ModelFailure
 from identigraph.graph import pseudonym, queries
 from identigraph.graph.client import GraphClient, is_connection_error
 from identigraph.graph.pseudonym import Pseudonymiser
@@ -41,19 +41,6 @@ T = TypeVar("T")
 UNKNOWN_CUSTOMER = "customer not in the graph and no identifiers given"
 NO_MODEL = "no model loaded"
 _STATUS_PROPS = ("blocked", "n_blocks", "n_block_reviews", "last_block_reason", "last_block_at", "created_at")
-
-
-class GraphUnavailable(IdentigraphError):
-    """The graph failed or did not answer within ``graph.timeout_s``: scores degrade, reads answer 503."""
-
-
-class ModelFailure(IdentigraphError):
-    """The served model failed on a request whose input was valid: a 5xx that names the model, never a 422."""
-
-    def __init__(self, version: str) -> None:
-        super().__init__(f"model {version} could not score this request (a model-side error, logged; "
-                         f"the request itself was valid)")
-        self.version = version
 
 
 @dataclass(frozen=True)
@@ -122,8 +109,8 @@ class ModelHolder:
         old_version = getattr(old, "version", None)
         self.metrics.serving(old_version, new.version)
         self.path = Path(model_dir)
-        log.info(json.dumps({"event": "model_loaded", "version": new.version, "previous": old_version,
-                             "path": str(model_dir)}))
+        log.info("model_loaded", extra={"version": new.version, "previous": old_version,
+                                        "path": str(model_dir)})
         return old_version, new.version
 
     def watch(self, interval_s: float, stop: threading.Event) -> threading.Thread:
@@ -143,8 +130,8 @@ class ModelHolder:
                     if current is not None and version and version != current.version:
                         self.reload(path)
                 except Exception as exc:
-                    log.warning(json.dumps({"event": "model_watch_failed", "path": str(path),
-                                            "error": f"{type(exc).__name__}: {str(exc)[:200]}"}))
+                    log.warning("model_watch_failed", extra={"path": str(path),
+                                                               "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
 
         thread = threading.Thread(target=run, name="model-watch", daemon=True)
         thread.start()
@@ -177,6 +164,7 @@ def _raw_id(vid: str) -> str:
 
 
 class ScoringService:
+    """Decisions and identity reads from the graph and the served model, with audit and review queue."""
     def __init__(self, settings: Settings, config: ServingConfig, model_dir: Path | None = None, *,
                  client: GraphClient | None = None, sqs: Any = None, pseudo: Pseudonymiser | None = None,
                  metrics: ServingMetrics | None = None, model_loader: Callable[[Path], Any] | None = None) -> None:
@@ -340,7 +328,7 @@ class ScoringService:
             shared = [e["text"] for e in evidence if e["customers_total"] > 1][: cfg.explain.top_k]
             result["reasons"] = verdict.reasons + shared
             result["explanation"] = {"evidence": top, **(attribution or {})}
-            if graph is not None:
+            if found is not None and graph is not None:
                 result["neighbourhood"] = {
                     "customers": sum(label == CUSTOMER for label, _ in graph.vertices.values()),
                     "identifiers": sum(label != CUSTOMER for label, _ in graph.vertices.values()),
@@ -352,8 +340,8 @@ class ScoringService:
         try:
             return fn()
         except Exception as exc:
-            log.error(json.dumps({"event": "model_failed", "version": model.version, "error": type(exc).__name__,
-                                  "message": str(exc)[:300]}))
+            log.error("model_failed", extra={"version": model.version, "error": type(exc).__name__,
+                                             "detail": str(exc)[:300]})
             raise ModelFailure(model.version) from exc
 
     def _record(self, result: dict[str, Any], req: ScoreInput, verdict: policy.Verdict, top: list[dict[str, Any]],
@@ -428,7 +416,8 @@ class ScoringService:
         for e in hood.edges.values():
             by_customer.setdefault(e["customer_id"], []).append(e["identifier_id"])
             by_identifier.setdefault(e["identifier_id"], []).append(e["customer_id"])
-        level, via = {seed: 0}, {}
+        level: dict[str, int] = {seed: 0}
+        via: dict[str, set[str]] = {}
         frontier = [seed]
         for d in range(1, depth + 1):
             nxt = []

@@ -78,7 +78,7 @@ class CaseIntake:
                 self.poll_once()
             except Exception as exc:
                 self._url = None
-                log.warning(json.dumps({"event": "review_intake_failed", "error": type(exc).__name__}))
+                log.warning("review_intake_failed", extra={"error": type(exc).__name__})
                 self._stop.wait(1.0)
 
     def close(self, timeout_s: float | None = None) -> None:

@@ -27,15 +27,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from identigraph.errors import Forbidden, GraphUnavailable, NotYours, Unauthorized
 from identigraph.etl.stream_writer import StreamWriter
-from identigraph.serving.auth import Forbidden, Unauthorized
 from identigraph.serving.config import ApiKey, ServingConfig
 from identigraph.serving.console import evidence
 from identigraph.serving.console import verdicts as apply_verdicts
 from identigraph.serving.console.intake import CaseIntake
-from identigraph.serving.console.store import VERDICTS, ConsoleStore, NotYours
+from identigraph.serving.console.store import VERDICTS, ConsoleStore
 from identigraph.serving.guard import Rule
-from identigraph.serving.service import GraphUnavailable, ScoringService
+from identigraph.serving.service import ScoringService
 
 log = logging.getLogger("identigraph.serving")
 COOKIE = "identigraph_review"
@@ -46,6 +46,7 @@ _templates = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).pa
 
 
 def rules(cfg: ServingConfig) -> list[Rule]:
+    """None: admission does not guard the console, whose credential is the session cookie."""
     return []  # the credential is the session cookie, checked by the pages themselves (see the docstring)
 
 
@@ -83,8 +84,8 @@ class Console:
                 self.service.config.reads.timeout_s)
             outcome = apply_verdicts.apply(self.writer, verdict, verdict_id, customer, blocked is True, self.cfg)
         except Exception as exc:
-            log.warning(json.dumps({"event": "review_verdict_not_applied", "verdict_id": verdict_id,
-                                    "error": type(exc).__name__}))
+            log.warning("review_verdict_not_applied", extra={"verdict_id": verdict_id,
+                                                                 "error": type(exc).__name__})
             outcome = "failed: graph unavailable, retried when the console starts"
         self.store.applied(verdict_id, reviewer, outcome)
         return outcome
@@ -122,6 +123,7 @@ def _number(value: str | None) -> float | None:
 
 
 def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
+    """The console's pages, or no routes at all when the console is not enabled."""
     if not cfg.console.enabled:
         return APIRouter()
     console = Console(service, cfg)
@@ -181,7 +183,7 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
         if found is None:
             return _to_login()
         key, session = found
-        filters = {"decision": decision if decision in ("review", "block", "allow") else None,
+        filters: dict[str, Any] = {"decision": decision if decision in ("review", "block", "allow") else None,
                    "min_score": _number(min_score), "min_ltv": _number(min_ltv), "customer": customer or None}
         limit = 200
         cases = console.store.open_cases(**filters, limit=limit)
@@ -245,8 +247,10 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
         except KeyError:
             return await run_in_threadpool(case_page, request, key, session, case_id, 404)
         except NotYours as exc:
-            return await run_in_threadpool(case_page, request, key, session, case_id, 409, str(exc))
-        customer = (await run_in_threadpool(console.store.case, case_id))["customer_id"]
+            return await run_in_threadpool(case_page, request, key, session, case_id, exc.status, str(exc))
+        decided = await run_in_threadpool(console.store.case, case_id)
+        assert decided is not None, "decide() found the case a moment ago, and cases are never deleted"
+        customer = decided["customer_id"]
         await run_in_threadpool(console.apply, verdict_id, choice, customer, key.id)
         return RedirectResponse(f"/review/cases/{quote(case_id, safe='')}?done=1", status_code=303)
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from identigraph.errors import NotYours
+
 VERDICTS = ("confirm_fraud", "legitimate", "escalate")
 
 SCHEMA = """
@@ -82,11 +84,8 @@ def redact(text: str) -> str:
 
 
 def now_iso() -> str:
+    """One timestamp format in the store (UTC, milliseconds), so its text columns sort by time."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-class NotYours(Exception):
-    """The case is claimed by another reviewer, or already decided."""
 
 
 class ConsoleStore:
@@ -235,6 +234,7 @@ class ConsoleStore:
                        "WHERE case_id = ?", (case_id,))
             self._audit(db, reviewer, "verdict", case_id, {"customer_id": row["customer_id"], "verdict": verdict,
                                                            "note": redact(note)})
+            assert cur.lastrowid is not None, "an INSERT always sets lastrowid"
             return int(cur.lastrowid)
 
     def applied(self, verdict_id: int, reviewer: str, outcome: str) -> None:

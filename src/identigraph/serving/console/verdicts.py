@@ -19,6 +19,7 @@ BLOCKED, CLEARED, NONE = "blocked", "cleared", "none"
 
 
 def event_id(verdict_id: int) -> str:
+    """A verdict's stream event id: stable, so applying a verdict again is a duplicate, not a second block."""
     return f"review-verdict-{verdict_id}"
 
 

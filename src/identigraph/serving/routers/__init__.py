@@ -13,6 +13,7 @@ phone would otherwise come back verbatim in a 422 body (FastAPI's default) and l
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -20,8 +21,8 @@ from fastapi import Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from identigraph.errors import Forbidden
 from identigraph.serving import schemas as s
-from identigraph.serving.auth import Forbidden
 from identigraph.serving.config import ApiKey
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the team's API key")
@@ -33,15 +34,17 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def json_response(content: Any) -> Response:
+    """orjson bytes for responses the service already built to the schema: no second pydantic pass."""
     return Response(orjson.dumps(content), media_type="application/json")
 
 
 def problem(request: Request, status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Every error body in one shape: the detail and the request id the caller can quote."""
     return JSONResponse({"detail": detail, "request_id": getattr(request.state, "request_id", None)},
                         status_code=status, headers=headers)
 
 
-def safe_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def safe_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Validation errors without the offending input (it may be a raw email or phone)."""
     return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")} for e in errors]
 

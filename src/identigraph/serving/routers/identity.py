@@ -19,10 +19,12 @@ from identigraph.serving.service import ScoringService
 
 
 def rules(cfg: ServingConfig) -> list[Rule]:
+    """Identity reads need the identity:read scope and take the reads' own capacity, not scoring's."""
     return [Rule("/v1/customers/", "identity:read", READ, prefix=True)]
 
 
 def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
+    """The identity read routes, on the reads' own graph pool and deadline."""
     api = APIRouter(tags=["identity"])
     responses = {**RESPONSES, 404: {"model": s.Problem}}
 

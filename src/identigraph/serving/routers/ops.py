@@ -7,7 +7,6 @@ answers with an exception's class or text: those are in the log, for whoever may
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,18 @@ log = logging.getLogger("identigraph.serving")
 
 
 def rules(cfg: ServingConfig) -> list[Rule]:
+    """Only the admin routes are guarded: health and metrics must answer whatever the load."""
     return [Rule("/v1/admin/", "model:admin", ADMIN, prefix=True)]
 
 
 def models_root(service: ScoringService) -> Path:
+    """The one directory reloads may load from, resolved so a symlink cannot lead outside it."""
     root = service.config.models_root
     return (root if root.is_absolute() else service.settings.data_path / root).resolve()
 
 
 def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
+    """Liveness, readiness, metrics and the admin's model reload."""
     api = APIRouter(tags=["ops"])
 
     # health and metrics run on the event loop, not the thread pool: they must answer while scoring saturates it
@@ -67,8 +69,8 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
         target = given if given.is_absolute() else root / given
 
         def outcome(status: int, result: str, **more: Any) -> None:
-            log.info(json.dumps({"event": "model_reload", "by": key.id, "request_id": request.state.request_id,
-                                 "path": body.model_dir, "status": status, "outcome": result, **more}))
+            log.info("model_reload", extra={"by": key.id, "request_id": request.state.request_id,
+                                            "path": body.model_dir, "status": status, "outcome": result, **more})
 
         try:
             resolved = target.resolve()
@@ -84,11 +86,11 @@ def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
         try:
             previous, version = service.models.reload(target)  # the path as given: a stage link is followed
         except (SchemaError, OSError) as exc:
-            outcome(404, "not a model directory", error=type(exc).__name__, message=str(exc)[:300])
+            outcome(404, "not a model directory", error=type(exc).__name__, detail=str(exc)[:300])
             return problem(request, 404, f"{body.model_dir} is not a model directory (model.pt, encoder.json, "
                                          f"metrics.json); still serving {serving}")
         except Exception as exc:
-            outcome(409, "did not load", error=type(exc).__name__, message=str(exc)[:300])
+            outcome(409, "did not load", error=type(exc).__name__, detail=str(exc)[:300])
             return problem(request, 409, f"the model at {body.model_dir} did not load (the reason is in the "
                                          f"server's log); still serving {serving}")
         outcome(200, "loaded", version=version, previous=previous)

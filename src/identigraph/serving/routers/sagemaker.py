@@ -38,6 +38,7 @@ _CUSTOMER_ID = re.compile(s.CUSTOMER_ID)
 
 
 def rules(cfg: ServingConfig) -> list[Rule]:
+    """Behind SageMaker's IAM the endpoint may be open (invocations_open); otherwise it needs the score scope."""
     return [Rule("/invocations", None if cfg.invocations_open else "score", SCORING)]
 
 
@@ -57,6 +58,7 @@ def _unanswered(request: Request, results: list[dict[str, Any]], lines: bool) ->
 
 
 def router(service: ScoringService, cfg: ServingConfig) -> APIRouter:
+    """SageMaker's ping and invocations, with their bodies' bounds stated in the OpenAPI schema."""
     api = APIRouter(tags=["sagemaker"])
     _, InvocationsJson = batch_models(cfg.max_batch)
 
