@@ -70,7 +70,8 @@ class GBDTBaseline:
         xv, _ = graph_features(t, val_nodes)
         pos = max(float(y.sum()), 1.0)
         self.model.set_params(scale_pos_weight=min(20.0, (len(y) - pos) / pos))
-        self.model.fit(xt, y, eval_set=[(xv, y_val)], eval_metric="average_precision",
+        # eval_X/eval_y, not eval_set: LightGBM 4.7 deprecates eval_set (same validation set, same result)
+        self.model.fit(xt, y, eval_X=xv, eval_y=y_val, eval_metric="average_precision",
                        callbacks=[lgb.early_stopping(50, verbose=False)])
         return self
 

@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from identigraph.terminal import make_console
+
+console = make_console()
 
 _CONFIG = typer.Option(None, "--model-config", help="model YAML (default conf/model.yaml)")
 _SET = typer.Option(None, "--set", help="override a model config value, e.g. --set training.epochs=20")
