@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from identigraph.synth._population import Pop
+from identigraph.synth._population import Population
 from identigraph.synth._util import (
     ATO_RULES,
     DAY,
@@ -43,7 +43,7 @@ def _segment_min(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.minimum.reduceat(values, np.r_[0, np.cumsum(sizes)[:-1]])
 
 
-def operations(p: SynthParams, pop: Pop) -> Ops:
+def operations(p: SynthParams, pop: Population) -> Ops:
     rng = rng_for(p.seed, "operations")
     N, T1 = pop.n, p.t1
     delay_med = p.detection_delay_days * DAY
