@@ -121,7 +121,11 @@ def _phones(rng: np.random.Generator, countries: np.ndarray, used: dict) -> list
         idx = np.flatnonzero(countries == cc)
         code, prefix, digits = PHONE_FMT[cc]
         lo = 10 ** (digits - 1) if prefix == "" else 0  # US numbers must not start with 0
-        nums = draw_unique(lambda k: rng.integers(lo, 10**digits, size=k), idx.size, used.setdefault(cc, set()))
+
+        def numbers(k: int, lo: int = lo, digits: int = digits) -> np.ndarray:
+            return rng.integers(lo, 10**digits, size=k)
+
+        nums = draw_unique(numbers, idx.size, used.setdefault(cc, set()))
         out[idx] = [f"+{code}{prefix}{x:0{digits}d}" for x in nums.tolist()]
     return list(out)
 
@@ -129,7 +133,7 @@ def _phones(rng: np.random.Generator, countries: np.ndarray, used: dict) -> list
 def _emails(locals_: list[str], domains: np.ndarray, used: set) -> list[str]:
     """Raw addresses; a clash gets a numeric suffix, because two people never share a mailbox by chance."""
     out = []
-    for loc, dom in zip(locals_, domains.tolist()):
+    for loc, dom in zip(locals_, domains.tolist(), strict=True):
         e = f"{loc}@{dom}"
         k = 2
         while e in used:
@@ -145,17 +149,17 @@ def _legit_locals(rng: np.random.Generator, first: np.ndarray, last: np.ndarray)
     n2 = rng.integers(1, 100, size=first.size).tolist()
     n4 = rng.integers(1, 10_000, size=first.size).tolist()
     out = []
-    for f, l, p, a, b in zip(first.tolist(), last.tolist(), pat.tolist(), n2, n4):
+    for f, la, p, a, b in zip(first.tolist(), last.tolist(), pat.tolist(), n2, n4, strict=True):
         if p == 0:
-            out.append(f"{f}.{l}{a}")
+            out.append(f"{f}.{la}{a}")
         elif p == 1:
-            out.append(f"{f}{l}{b}")
+            out.append(f"{f}{la}{b}")
         elif p == 2:
-            out.append(f"{f}_{l}")
+            out.append(f"{f}_{la}")
         elif p == 3:
-            out.append(f"{f}.{l}")
+            out.append(f"{f}.{la}")
         elif p == 4:
-            out.append(f"{f[0]}{l}{a}")
+            out.append(f"{f[0]}{la}{a}")
         else:
             out.append(f"{f}{b}")
     return out
