@@ -12,7 +12,7 @@ from rich.table import Table
 from identigraph.model.baseline import GBDTBaseline
 from identigraph.model.config import load_model_config
 from identigraph.model.features import FeatureEncoder
-from identigraph.terminal import make_console
+from identigraph.terminal import RULE_WIDTH, make_console, stage_rule
 from model_graphs import customer, link, make_frame
 
 HEADERS = ["", "n", "positives", "AUROC", "AUPRC", "R@P0.85", "R@P0.90", "P@R0.5", "a much longer last column"]
@@ -45,6 +45,12 @@ def test_table_reads_whole_outside_a_terminal(capsys):
         line = next(line for line in lines if row[0] in line)
         for cell in row:
             assert cell in line, cell
+
+
+def test_stage_rule_stays_readable_in_a_log(capsys):
+    make_console().print(stage_rule("3. historical load"))
+    line = capsys.readouterr().out.rstrip("\n")
+    assert "3. historical load" in line and len(line) == RULE_WIDTH
 
 
 def test_stderr_console_follows_redirection(capsys):
