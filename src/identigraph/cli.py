@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from identigraph.config import Settings, SettingsFile
 from identigraph.errors import IdentigraphError
+from identigraph.terminal import make_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 services_app = typer.Typer(no_args_is_help=True, help="Local Gremlin Server and ElasticMQ.")
@@ -23,8 +23,8 @@ app.add_typer(graph_app, name="graph")
 app.add_typer(config_app, name="config")
 app.add_typer(stream_app, name="stream")
 
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 
 
 def settings(ctx: typer.Context) -> Settings:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.rule import Rule
 
 from identigraph.config import Settings
+from identigraph.terminal import stage_rule
 
 
 def run_demo(settings: Settings, customers: int, keep_running: bool, console: Console,
              model_overrides: dict | None = None) -> dict:
+    """Every stage in order on one fresh world, so a newcomer sees the whole system work before reading it."""
     from identigraph.etl.graph_load import load_and_report
     from identigraph.etl.job import run_etl
     from identigraph.etl.report import print_summary
@@ -29,11 +30,11 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
 
     summary: dict = {}
     t_all = time.perf_counter()
-    console.print(Rule("1. local services"))
+    console.print(stage_rule("1. local services"))
     for r in local.up(settings):
         console.print(f"  {r.name}: {r.detail} on {r.host}:{r.port} (pid {r.pid}, log {r.log})")
     try:
-        console.print(Rule(f"2. synthetic world ({customers:,} customers)"))
+        console.print(stage_rule(f"2. synthetic world ({customers:,} customers)"))
         demo_dir = settings.data_path / "demo"
         t0 = time.perf_counter()
         world = generate_world(SynthParams(customers=customers, seed=7))
@@ -41,7 +42,7 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
         console.print(f"  {demo_dir / 'world'} in {time.perf_counter() - t0:.1f}s: "
                       + ", ".join(f"{k} {v:,}" for k, v in counts.items() if isinstance(v, int)))
 
-        console.print(Rule("3. historical load (Spark): tables → snapshot → graph"))
+        console.print(stage_rule("3. historical load (Spark): tables → snapshot → graph"))
         spark = session(settings)
         snap = run_etl(spark, settings, demo_dir / "world", demo_dir / "snapshot", pseudonym.resolve_key(settings),
                        overwrite=True, console=console)
@@ -51,7 +52,7 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
         load_and_report(spark, settings, demo_dir / "snapshot", console)
         summary["snapshot"] = snap
 
-        console.print(Rule("3b. training labels (Spark): label maturity, then graph correction of uncaught fraud"))
+        console.print(stage_rule("3b. training labels (Spark): label maturity, then graph correction of uncaught fraud"))
         from identigraph.labeling.job import print_report, run_labeling
 
         labels = run_labeling(spark, demo_dir / "snapshot", demo_dir / "labels", truth=demo_dir / "world" / "truth.csv",
@@ -59,7 +60,7 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
         print_report(labels, console)
         summary["labels"] = labels
 
-        console.print(Rule("4. the last days through the queue (stream consumer)"))
+        console.print(stage_rule("4. the last days through the queue (stream consumer)"))
         from identigraph.etl.consumer import Consumer
         from identigraph.etl.publish import publish_file
 
@@ -74,7 +75,7 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
                       f"{stats.dead_lettered:,} dead-lettered")
         summary["stream"] = stats
 
-        console.print(Rule("5. the graph"))
+        console.print(stage_rule("5. the graph"))
         with GraphClient(settings) as client:
             graph_counts = queries.counts(client)
             for key in sorted(graph_counts):
@@ -87,17 +88,17 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
                 console.print(f"  ring member {ring[0]}: {len(hood.customers) - 1} customers share its identifiers, "
                               f"{blocked} of them blocked; {len(hood.truncated_identifiers)} hub identifiers capped")
 
-        console.print(Rule("6. train the edge-aware relational GCN (CPU) on the matured + corrected labels"))
+        console.print(stage_rule("6. train the edge-aware relational GCN (CPU) on the matured + corrected labels"))
         from identigraph.model.config import load_model_config
         from identigraph.model.pipeline import prepare, run_evaluate, run_train
 
         cfg = load_model_config(overrides=model_overrides)
         prepared = prepare(demo_dir / "snapshot", cfg, labels=demo_dir / "labels")
-        version, metrics = run_train(demo_dir / "snapshot", demo_dir / "model", cfg, labels=demo_dir / "labels",
+        _version, metrics = run_train(demo_dir / "snapshot", demo_dir / "model", cfg, labels=demo_dir / "labels",
                                      log=lambda m: console.print(f"  {m}"), prepared=prepared)
         summary["model"] = metrics
 
-        console.print(Rule("7. evaluation: model vs plain RGCN vs GBDT, unblocked customers against the truth"))
+        console.print(stage_rule("7. evaluation: model vs plain RGCN vs GBDT, unblocked customers against the truth"))
         from identigraph.model.cli import print_evaluation
 
         evaluation = run_evaluate(demo_dir / "snapshot", demo_dir / "model", cfg, labels=demo_dir / "labels",
@@ -106,14 +107,14 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
         print_evaluation(evaluation, console)
         summary["evaluation"] = evaluation
 
-        console.print(Rule("8. the scoring API: a ring member, an account-takeover victim, a household member"))
+        console.print(stage_rule("8. the scoring API: a ring member, an account-takeover victim, a household member"))
         from identigraph.demo_api import score_examples
 
         summary["decisions"], summary["review"] = score_examples(settings, demo_dir, world.truth, console,
                                                                  keep_running=keep_running)
     finally:
         if not keep_running:
-            console.print(Rule("services down"))
+            console.print(stage_rule("services down"))
             for r in local.down(settings):
                 console.print(f"  {r.name}: {r.detail}")
         else:

@@ -164,9 +164,9 @@ def score_examples(settings: Settings, demo_dir: Path, truth: pd.DataFrame, cons
 def show_console(app: Any, base: str, frame: Any, blocked: set[str], serving: Any, decisions: list[dict[str, Any]],
                  console: Console) -> dict[str, Any]:
     """Score a few customers bound for review, wait for their cases in the console, say where it is."""
-    from rich.rule import Rule
+    from identigraph.terminal import stage_rule
 
-    console.print(Rule("9. the review console: cases sent to people"))
+    console.print(stage_rule("9. the review console: cases sent to people"))
     review: dict[str, Any] = {"url": None, "sent": 0, "arrived": 0, "open": 0}
     reviewer = getattr(app.state, "review_console", None)
     if reviewer is None:

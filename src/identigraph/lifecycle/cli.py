@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+from identigraph.terminal import make_console
+
+console = make_console()
+err = make_console(stderr=True)
 
 model_app = typer.Typer(no_args_is_help=True, help="Model registry: register behind the bar, approve, promote.")
 sagemaker_app = typer.Typer(no_args_is_help=True, help="SageMaker: the model-build pipeline and training jobs.")

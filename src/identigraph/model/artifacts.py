@@ -57,6 +57,9 @@ def _normalised(values: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LoadedModel:
+    """A trained model as every consumer needs it (CLI, API, back-test): the same encoder, threshold and
+    masking everywhere, so a score means the same thing wherever it is computed."""
+
     model: FraudGNN
     encoder: FeatureEncoder
     threshold: float
@@ -101,7 +104,7 @@ class LoadedModel:
 
     def _index(self, t: GraphTensors, customer_vids: list[str]) -> np.ndarray:
         idx = t.index_of(customer_vids)
-        missing = [v for v, i in zip(customer_vids, idx) if np.isnan(float(i))]
+        missing = [v for v, i in zip(customer_vids, idx, strict=True) if np.isnan(float(i))]
         if missing:
             raise SchemaError(f"not in the scored graph: {missing[:3]}")
         return idx.astype(np.int64)
@@ -124,7 +127,7 @@ class LoadedModel:
         """One vertex's probability with its own label-derived inputs hidden: the seed-only forward."""
         i = int(self._index(t, [vid])[0])
         layers = t.layer_edges(len(self.model.convs), i)
-        logit = self.model(mask_labels(t, [i]), t.edge_index, t.edge_type, t.edge_attr, targets=torch.tensor([i]),
+        logit = self.model(mask_labels(t, np.array([i])), t.edge_index, t.edge_type, t.edge_attr, targets=torch.tensor([i]),
                            layer_edges=layers)
         return float(torch.sigmoid(logit)[0]), i
 
@@ -141,7 +144,7 @@ class LoadedModel:
         parameters untouched: concurrent requests explain the same shared model.
         """
         target = torch.tensor([i])
-        x = mask_labels(t, [i]).requires_grad_(True)
+        x = mask_labels(t, np.array([i])).requires_grad_(True)
         score = torch.sigmoid(self.model(x, t.edge_index, t.edge_type, t.edge_attr, targets=target))[0]
         (grad,) = torch.autograd.grad(score, x)
         grad_input = (grad[i] * x[i]).detach().numpy()
@@ -153,7 +156,7 @@ class LoadedModel:
                     for j in order if grad_input[j] != 0]
         conns = self._occlusions(t, i, x.detach(), base)
         impacts = _normalised(np.array([c["impact"] for c in conns], dtype=float))
-        for c, n in zip(conns, impacts):
+        for c, n in zip(conns, impacts, strict=True):
             c["impact_norm"] = float(n)
         conns.sort(key=lambda c: -abs(c["impact"]))
         return {"score": base, "connections": conns[:top_k], "features": features}

@@ -24,6 +24,7 @@ from identigraph.model.frame import GraphFrame
 
 
 def graph_features(t: GraphTensors, nodes: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The GADBench "XGBGraph" view of a node as one flat row (see the module docstring), with column names."""
     x = t.x
     n = x.shape[0]
     own_keep = torch.ones(x.shape[1], dtype=torch.bool)
@@ -57,6 +58,8 @@ def graph_features(t: GraphTensors, nodes: np.ndarray) -> tuple[np.ndarray, list
 
 
 class GBDTBaseline:
+    """LightGBM on :func:`graph_features`: the strong tabular yardstick the GNN has to beat."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         b = cfg.baseline
         self.model = lgb.LGBMClassifier(n_estimators=b.n_estimators, learning_rate=b.learning_rate,
@@ -70,13 +73,14 @@ class GBDTBaseline:
         xv, _ = graph_features(t, val_nodes)
         pos = max(float(y.sum()), 1.0)
         self.model.set_params(scale_pos_weight=min(20.0, (len(y) - pos) / pos))
-        self.model.fit(xt, y, eval_set=[(xv, y_val)], eval_metric="average_precision",
+        # eval_X/eval_y, not eval_set: LightGBM 4.7 deprecates eval_set (same validation set, same result)
+        self.model.fit(xt, y, eval_X=xv, eval_y=y_val, eval_metric="average_precision",
                        callbacks=[lgb.early_stopping(50, verbose=False)])
         return self
 
     def predict(self, t: GraphTensors, nodes: np.ndarray) -> np.ndarray:
         xs, _ = graph_features(t, nodes)
-        return self.model.predict_proba(xs)[:, 1]
+        return np.asarray(self.model.predict_proba(xs))[:, 1]
 
 
 def neighbour_block_scores(frame: GraphFrame, label: str = "customer", max_customers: int = 50) -> pd.Series:

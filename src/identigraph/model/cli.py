@@ -10,10 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from identigraph.terminal import make_console
+
 if TYPE_CHECKING:
     from identigraph.model.config import ModelConfig
 
-console = Console()
+console = make_console()
 
 _CONFIG = typer.Option(None, "--model-config", help="model YAML (default: $IDENTIGRAPH_MODEL_CONFIG or the "
                        "packaged model.yaml); IDENTIGRAPH_MODEL__SECTION__KEY env vars override it")

@@ -7,12 +7,14 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 
 def recall_at_precision(y: np.ndarray, score: np.ndarray, precision: float) -> float:
+    """How much fraud a team finds when it can only afford ``precision`` (0 if never reached)."""
     p, r, _ = precision_recall_curve(y, score)
     ok = p >= precision
     return float(r[ok].max()) if ok.any() else 0.0
 
 
 def precision_at_recall(y: np.ndarray, score: np.ndarray, recall: float) -> float:
+    """How clean the queue is when a team must find ``recall`` of the fraud (0 if never reached)."""
     p, r, _ = precision_recall_curve(y, score)
     ok = r >= recall
     return float(p[ok].max()) if ok.any() else 0.0
@@ -33,6 +35,7 @@ def threshold_for_precision(y: np.ndarray, score: np.ndarray, precision: float) 
 
 
 def summary(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """The one row every scorer is reported with, so tables compare like with like (NaN: one class only)."""
     y = np.asarray(y).astype(int)
     score = np.asarray(score, dtype=float)
     if y.min() == y.max():

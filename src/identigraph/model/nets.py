@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -146,6 +147,7 @@ class RelationalConv(nn.Module):
 
     def _per_edge(self, states: list[Tensor], source_state: list[int], plan: LayerPlan) -> Tensor:
         """The per-relation loop's messages, each edge with its own relation's weights gathered."""
+        assert plan.per_edge is not None, "called for per-edge plans only"
         src, rel, attr = plan.per_edge
         if not rel.numel():
             return torch.zeros(0, self.channels, dtype=states[0].dtype, device=states[0].device)
@@ -175,7 +177,7 @@ class FraudGNN(nn.Module):
         if conv not in CONVS:
             raise ValueError(f"conv must be one of {sorted(CONVS)}, not {conv!r}")
         shortcut = sorted(set(shortcut_relations or []))
-        self.hparams = dict(in_dim=in_dim, hidden=hidden, num_relations=num_relations, edge_dim=edge_dim,
+        self.hparams: dict[str, Any] = dict(in_dim=in_dim, hidden=hidden, num_relations=num_relations, edge_dim=edge_dim,
                             layers=layers, conv=conv, dropout=dropout, shortcut_relations=shortcut,
                             relation_dropout=relation_dropout)
         self.is_shortcut = [r in set(shortcut) for r in range(num_relations)]
@@ -217,8 +219,9 @@ class FraudGNN(nn.Module):
         for layer, sel in enumerate(sels):
             ei, et, ea = edge_index[:, sel], edge_type[sel], edge_attr[sel]
             rows = ei[0]
-            if layer > 0 and needs[layer] is not None:  # deep sources read the previous layer's compact state
-                rows = torch.where(deep[sel], _positions(needs[layer], num_nodes)[ei[0]], ei[0])
+            prev = needs[layer]
+            if layer > 0 and prev is not None:  # deep sources read the previous layer's compact state
+                rows = torch.where(deep[sel], _positions(prev, num_nodes)[ei[0]], ei[0])
             plans.append(_plan(ei, et, ea, R, num_nodes, needs[layer + 1], rows))
         return plans
 
@@ -239,7 +242,7 @@ class FraudGNN(nn.Module):
         source_state = [1 if s else 0 for s in self.is_shortcut]
         p = self.hparams["relation_dropout"]
         h, rows = h0, None  # the previous layer's state; rows: the global ids of its rows (None: all)
-        for i, (conv, norm, plan) in enumerate(zip(self.convs, self.norms, plans)):
+        for i, (conv, norm, plan) in enumerate(zip(self.convs, self.norms, plans, strict=True)):
             last = i == len(self.convs) - 1
             if plan.out_nodes is None:
                 h_out = h
@@ -255,4 +258,5 @@ class FraudGNN(nn.Module):
             rows = plan.out_nodes
         if targets is None:
             return self.head(h).view(-1)
+        assert rows is not None, "with targets, the last layer computes only the targets' rows"
         return self.head(h.index_select(0, torch.searchsorted(rows, targets))).view(-1)

@@ -39,6 +39,9 @@ class LinkSummary:
 
 @dataclass
 class RequestGraph:
+    """What the API fetches for one customer: the seed's neighbourhood as of now, the only input the
+    request encoder needs, so serving and the batch path can be held to the same scores."""
+
     as_of: datetime
     seed: str
     vertices: dict[str, tuple[str, dict[str, Any]]]              # id -> (label, properties)
@@ -72,6 +75,12 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _fitted(stat: np.ndarray | None) -> np.ndarray:
+    if stat is None:
+        raise ValueError("RequestEncoder needs a fitted FeatureEncoder")
+    return stat.astype(np.float64)
 
 
 class RequestEncoder:
@@ -110,20 +119,20 @@ class RequestEncoder:
                 self.co_of[elabel[len(CO):]] = i
             elif src == CUSTOMER:
                 self.from_customer[elabel] = i
-        self.mean = encoder.mean.astype(np.float64)
-        self.std = encoder.std.astype(np.float64)
-        self.edge_mean = encoder.edge_mean.astype(np.float64)
-        self.edge_std = encoder.edge_std.astype(np.float64)
+        self.mean = _fitted(encoder.mean)
+        self.std = _fitted(encoder.std)
+        self.edge_mean = _fitted(encoder.edge_mean)
+        self.edge_std = _fitted(encoder.edge_std)
         self.edge_width = sum(c.width() for c in encoder.edge_cols) + 2
         self.shortcuts = encoder.shortcuts
         if self.shortcuts:
-            self.pair_mean = encoder.pair_mean.astype(np.float64)
-            self.pair_std = encoder.pair_std.astype(np.float64)
+            self.pair_mean = _fitted(encoder.pair_mean)
+            self.pair_std = _fitted(encoder.pair_std)
         self.props = {label: [c.name for c in cols] for label, cols in encoder.node_cols.items()}
         self.edge_props = [c.name for c in encoder.edge_cols]
 
     def _label_cols(self) -> list[int]:
-        out = []
+        out: list[int] = []
         for label in self.enc.type_names:
             start, label_set = self.block_start[label], set(self.enc.label_columns.get(label, []))
             for c in self.enc.node_cols.get(label, []):
@@ -284,18 +293,19 @@ class RequestEncoder:
         identifiers: co-links are read in the last layer only, so no seed layer needs the others'."""
         cap = self.enc.hub_degree or 50
         small = np.flatnonzero(identifier & (degree[dst] >= 2) & (degree[dst] <= cap))
-        a_all, b_all = [], []
+        a_all: list[int] = []
+        b_all: list[int] = []
         groups: dict[int, list[int]] = {}
         for k in small.tolist():
             groups.setdefault(int(dst[k]), []).append(k)
         for members in groups.values():
-            for a in members:
-                if src[a] != seed:
+            for i in members:
+                if src[i] != seed:
                     continue
-                for b in members:
-                    if a != b:
-                        a_all.append(a)
-                        b_all.append(b)
+                for j in members:
+                    if i != j:
+                        a_all.append(i)
+                        b_all.append(j)
         if not a_all:
             return np.zeros((2, 0), np.int64), np.zeros(0, np.int64), np.zeros((0, len(PAIR_FEATURES)))
         a, b = np.array(a_all), np.array(b_all)
@@ -321,7 +331,7 @@ class FrameRequests:
         for (_, elabel, _), ef in sorted(frame.edges.items()):
             props = ef.drop(columns=["src", "dst"]).to_dict("records")
             self.rows += [(s, elabel, d, {k: _cell(v) for k, v in p.items()})
-                          for s, d, p in zip(ef["src"], ef["dst"], props)]
+                          for s, d, p in zip(ef["src"], ef["dst"], props, strict=True)]
         table = pd.DataFrame({"src": [r[0] for r in self.rows], "dst": [r[2] for r in self.rows]})
         self.of_customer = table.groupby("src").indices if len(table) else {}
         self.of_identifier = table.groupby("dst").indices if len(table) else {}

@@ -50,8 +50,9 @@ class TorchNeighborSampler(BaseSampler):
         torch.cumsum(deg, 0, out=self.rowptr[1:])
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
-    def _pick(self, frontier: Tensor, fanout: int) -> Tensor:
-        """CSC slots of the sampled incoming edges, grouped by frontier node in frontier order.
+    def _pick(self, frontier: Tensor, fanout: int) -> tuple[Tensor, Tensor]:
+        """CSC slots of the sampled incoming edges, grouped by frontier node in frontier order, and the
+        frontier position each slot belongs to.
 
         Floyd's algorithm, vectorised across nodes, costs O(fanout^2) per capped node regardless of its
         degree, so a hub with a million in-edges costs no more than one with fanout + 1.

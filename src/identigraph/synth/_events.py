@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from identigraph.synth._population import K_CARDS, Pop
+from identigraph.synth._population import K_CARDS, Population
 from identigraph.synth._util import (
     ADD_PM,
     BOOKING,
@@ -31,7 +31,7 @@ from identigraph.synth.params import SynthParams
 COLS = ("cust", "t", "etype", "dev", "ip", "email", "phone", "card")
 
 
-def _calibrate_counts(p: SynthParams, pop: Pop, rng: np.random.Generator) -> np.ndarray:
+def _calibrate_counts(p: SynthParams, pop: Population, rng: np.random.Generator) -> np.ndarray:
     """Non-signup behaviour events per account; legit volume is scaled so the world hits
     ``events_per_customer`` on average."""
     n_norm = np.zeros(pop.n, dtype=np.int64)
@@ -58,7 +58,7 @@ def _calibrate_counts(p: SynthParams, pop: Pop, rng: np.random.Generator) -> np.
     return n_norm
 
 
-def behaviour_events(p: SynthParams, pop: Pop, pools: dict[str, Pool]) -> dict[str, np.ndarray]:
+def behaviour_events(p: SynthParams, pop: Population, pools: dict[str, Pool]) -> dict[str, np.ndarray]:
     rng = rng_for(p.seed, "events")
     N = pop.n
     n_norm = _calibrate_counts(p, pop, rng)
@@ -140,7 +140,7 @@ def behaviour_events(p: SynthParams, pop: Pop, pools: dict[str, Pool]) -> dict[s
     return {k: np.concatenate([out[k], att[k]]) for k in COLS}
 
 
-def _takeover_events(p: SynthParams, pop: Pop, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _takeover_events(p: SynthParams, pop: Population, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """The attacker's session: new device and proxy IP log in, swap email and phone, add a card, spend.
 
     A stealth takeover swaps nothing: its profile step is one more login with the victim's own email, so

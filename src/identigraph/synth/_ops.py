@@ -3,9 +3,11 @@ through customer care, unblocks. These are the noisy labels the later stages lea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from identigraph.synth._population import Pop
+from identigraph.synth._population import Population
 from identigraph.synth._util import (
     ATO_RULES,
     DAY,
@@ -22,7 +24,11 @@ from identigraph.synth._util import (
 )
 from identigraph.synth.params import SynthParams
 
+# where no rule fired: a 0-d object array, because numpy's stubs refuse a bare None in np.where
+_NO_RULE = np.array(None, dtype=object)
 
+
+@dataclass
 class Ops:
     """At most one block per account (arrays indexed by account), plus a flat list of care contacts."""
 
@@ -43,7 +49,7 @@ def _segment_min(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.minimum.reduceat(values, np.r_[0, np.cumsum(sizes)[:-1]])
 
 
-def operations(p: SynthParams, pop: Pop) -> Ops:
+def operations(p: SynthParams, pop: Population) -> Ops:
     rng = rng_for(p.seed, "operations")
     N, T1 = pop.n, p.t1
     delay_med = p.detection_delay_days * DAY
@@ -59,7 +65,7 @@ def operations(p: SynthParams, pop: Pop) -> Ops:
     def set_source(idx: np.ndarray, p_rule: float, rules: np.ndarray) -> None:
         is_rule = rng.random(idx.size) < p_rule
         source[idx] = np.where(is_rule, "rule", "manual")
-        rule[idx] = np.where(is_rule, rules[rng.integers(0, rules.size, idx.size)], None)
+        rule[idx] = np.where(is_rule, rules[rng.integers(0, rules.size, idx.size)], _NO_RULE)
 
     # rings: a ring is found as a whole (most members blocked together) or only piecemeal
     ring_idx = np.flatnonzero(pop.role == RING)
@@ -111,7 +117,7 @@ def operations(p: SynthParams, pop: Pop) -> Ops:
     reason[soft_idx[m]] = "fraud"
     is_rule = rng_s.random(int(m.sum())) < 0.5
     source[soft_idx[m]] = np.where(is_rule, "rule", "manual")
-    rule[soft_idx[m]] = np.where(is_rule, RING_RULES[rng_s.integers(0, RING_RULES.size, int(m.sum()))], None)
+    rule[soft_idx[m]] = np.where(is_rule, RING_RULES[rng_s.integers(0, RING_RULES.size, int(m.sum()))], _NO_RULE)
 
     contacts: list[tuple[np.ndarray, np.ndarray, str]] = []
 
@@ -192,8 +198,5 @@ def operations(p: SynthParams, pop: Pop) -> Ops:
     when = np.concatenate([t for _, t, _ in contacts] + [ct, rt])
     topics = np.concatenate([np.full(c.size, tp, dtype=object) for c, _, tp in contacts] + [topic.astype(object), np.full(rep.size, "other", dtype=object)])
     keep = when < T1
-    ops = Ops()
-    ops.block_t, ops.unblock_t, ops.reason, ops.source, ops.rule = block_t, unblock_t, reason, source, rule
-    ops.contact_cust, ops.contact_t, ops.contact_topic = cust[keep], when[keep], topics[keep]
-    ops.household_fp = household_fp
-    return ops
+    return Ops(block_t=block_t, unblock_t=unblock_t, reason=reason, source=source, rule=rule,
+               contact_cust=cust[keep], contact_t=when[keep], contact_topic=topics[keep], household_fp=household_fp)

@@ -164,7 +164,7 @@ class Pool:
         return np.arange(start, len(self.values), dtype=np.int64)
 
     def array(self) -> np.ndarray:
-        return np.array(self.values + [None], dtype=object)  # code -1 picks the trailing None
+        return np.array([*self.values, None], dtype=object)  # code -1 picks the trailing None
 
     def __len__(self) -> int:
         return len(self.values)

@@ -97,7 +97,7 @@ class SynthParams(BaseModel):
             raise SchemaError(describe_validation(exc)) from None
 
     @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> SynthParams:  # type: ignore[override]
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> SynthParams:
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
@@ -140,7 +140,7 @@ class SynthParams(BaseModel):
     @property
     def cut(self) -> int:
         """First second that belongs to the stream."""
-        return self.t1 - int(round(self.stream_days * 86400))
+        return self.t1 - round(self.stream_days * 86400)
 
     @property
     def nat_pool_size(self) -> int:

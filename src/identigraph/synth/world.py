@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from identigraph.errors import SchemaError
 from identigraph.synth._events import behaviour_events
-from identigraph.synth._ops import operations
-from identigraph.synth._population import build_population
+from identigraph.synth._ops import Ops, operations
+from identigraph.synth._population import Population, build_population
 from identigraph.synth._util import (
     BOOKING,
     COUNTRIES,
@@ -22,6 +22,7 @@ from identigraph.synth._util import (
     MULTI,
     RING,
     SOFT,
+    Pool,
     fixed_ids,
     lognormal,
     rng_for,
@@ -97,24 +98,50 @@ def _str(values: np.ndarray) -> pd.Series:
     return pa.array(np.asarray(values, dtype=object), type=pa.string()).to_pandas()
 
 
-def generate_world(params: SynthParams) -> World:
-    """Deterministic for a given ``params`` (seed included)."""
-    if not isinstance(params, SynthParams):
-        raise SchemaError(f"params: expected SynthParams, got {type(params).__name__}")
-    p = params
-    T1, cut = p.t1, p.cut
-    pop, pools = build_population(p)
-    ev = behaviour_events(p, pop, pools)
-    ops = operations(p, pop)
-    N = pop.n
+@dataclass
+class _CustomerValues:
+    """What the tables say about each account besides its identifiers (generation order)."""
 
-    # blocked accounts cannot act until unblocked
+    ltv: np.ndarray      # lifetime value
+    country: np.ndarray  # ISO code, None where the platform does not know
+
+
+@dataclass
+class _Ids:
+    """Customer ids in creation order and one chronological event-id sequence over every record."""
+
+    cnum: np.ndarray    # customer number per account
+    cid: np.ndarray     # customer id per account
+    idnum: np.ndarray   # event number per record, parts concatenated
+    bounds: np.ndarray  # where each part starts in idnum
+    new_c: np.ndarray   # accounts created in the stream window
+    s_blk: np.ndarray   # accounts blocked in the stream window
+    s_unb: np.ndarray   # accounts unblocked in the stream window
+    s_care: np.ndarray  # care contacts in the stream window
+    eid_part: list[np.ndarray]  # event ids of: identity events, creations, blocks, unblocks, care contacts
+
+
+@dataclass
+class _History:
+    """The four contract tables: everything before the cut."""
+
+    customers: pd.DataFrame
+    identity_events: pd.DataFrame
+    blocks: pd.DataFrame
+    care_contacts: pd.DataFrame
+
+
+def _drop_while_blocked(p: SynthParams, ev: dict[str, np.ndarray], ops: Ops) -> dict[str, np.ndarray]:
+    """Blocked accounts cannot act until unblocked; nothing happens after the end."""
     bt = ops.block_t[ev["cust"]]
     ut = np.where(ops.unblock_t >= 0, ops.unblock_t, np.iinfo(np.int64).max)[ev["cust"]]
-    keep = ~((bt >= 0) & (ev["t"] >= bt) & (ev["t"] < ut)) & (ev["t"] < T1)
-    ev = {k: v[keep] for k, v in ev.items()}
+    keep = ~((bt >= 0) & (ev["t"] >= bt) & (ev["t"] < ut)) & (ev["t"] < p.t1)
+    return {k: v[keep] for k, v in ev.items()}
 
-    # lifetime value: what the bookings paid; fraud mostly charged back or paid with promos
+
+def _customer_values(p: SynthParams, pop: Population, ev: dict[str, np.ndarray]) -> _CustomerValues:
+    """Lifetime value: what the bookings paid; fraud mostly charged back or paid with promos."""
+    N = pop.n
     rng = rng_for(p.seed, "assemble")
     bk = ev["etype"] == BOOKING
     fares = lognormal(rng, 18.0, 0.7, int(bk.sum()))
@@ -122,7 +149,11 @@ def generate_world(params: SynthParams) -> World:
     ltv = np.round(ltv * np.select([pop.role == RING, pop.role == MULTI, pop.role == SOFT], [0.1, 0.4, 0.1], 1.0), 2)
     country = COUNTRIES[pop.country].astype(object)
     country[rng.random(N) < 0.01] = None  # the platform does not always know
+    return _CustomerValues(ltv, country)
 
+
+def _ids(p: SynthParams, pop: Population, ops: Ops, ev: dict[str, np.ndarray]) -> _Ids:
+    N, cut = pop.n, p.cut
     # customer ids follow creation order, like a real autoincrement
     order = np.lexsort((np.arange(N), pop.created))
     cnum = np.empty(N, dtype=np.int64)
@@ -150,12 +181,15 @@ def generate_world(params: SynthParams) -> World:
     eid = fixed_ids("ev", idnum, max(9, len(str(t_all.size))))
     bounds = np.cumsum([0] + [x[0].size for x in parts])
     eid_part = [eid[bounds[i]: bounds[i + 1]] for i in range(len(parts))]
+    return _Ids(cnum, cid, idnum, bounds, new_c, s_blk, s_unb, s_care, eid_part)
 
-    # identity events ---------------------------------------------------------------------------------
+
+def _identity_columns(ev: dict[str, np.ndarray], pools: dict[str, Pool], ids: _Ids) -> dict[str, np.ndarray]:
+    """Identity events as output columns (identifier codes resolved to strings), history and stream alike."""
     vals = {k: pools[k].array() for k in ("device", "ip", "email", "phone", "card")}
-    ev_cols = {
-        "event_id": eid_part[0],
-        "customer_id": cid[ev["cust"]],
+    return {
+        "event_id": ids.eid_part[0],
+        "customer_id": ids.cid[ev["cust"]],
         "event_type": EVENT_TYPES[ev["etype"]],
         "occurred_at": ev["t"],
         "device_id": vals["device"][ev["dev"]],
@@ -164,20 +198,23 @@ def generate_world(params: SynthParams) -> World:
         "phone": vals["phone"][ev["phone"]],
         "card_fingerprint": vals["card"][ev["card"]],
     }
+
+
+def _history(p: SynthParams, pop: Population, ops: Ops, ev: dict[str, np.ndarray], ev_cols: dict[str, np.ndarray],
+             ids: _Ids, values: _CustomerValues) -> _History:
+    cut, cnum, cid = p.cut, ids.cnum, ids.cid
     hist = np.flatnonzero(ev["t"] < cut)
-    hist = hist[np.argsort(idnum[bounds[0]: bounds[1]][hist], kind="stable")]
+    hist = hist[np.argsort(ids.idnum[ids.bounds[0]: ids.bounds[1]][hist], kind="stable")]
     identity_events = pd.DataFrame({
         k: (_ts(v[hist]) if k == "occurred_at" else _str(v[hist])) for k, v in ev_cols.items()
     })
-
-    # customers, blocks, care contacts (history side of the cut) -------------------------------------------
     old = np.flatnonzero(pop.created < cut)
     old = old[np.argsort(cnum[old])]
     customers = pd.DataFrame({
         "customer_id": _str(cid[old]),
         "created_at": _ts(pop.created[old]),
-        "country": _str(country[old]),
-        "lifetime_value": ltv[old].astype(np.float64),
+        "country": _str(values.country[old]),
+        "lifetime_value": values.ltv[old].astype(np.float64),
     })
     b = np.flatnonzero((ops.block_t >= 0) & (ops.block_t < cut))
     b = b[np.lexsort((cnum[b], ops.block_t[b]))]
@@ -197,16 +234,21 @@ def generate_world(params: SynthParams) -> World:
         "contacted_at": _ts(ops.contact_t[cc]),
         "topic": _str(ops.contact_topic[cc]),
     })
+    return _History(customers, identity_events, blocks, care_contacts)
 
-    # stream ----------------------------------------------------------------------------------------------
-    live = np.flatnonzero(ev["t"] >= cut)
+
+def _stream(p: SynthParams, pop: Population, ops: Ops, ev: dict[str, np.ndarray], ev_cols: dict[str, np.ndarray],
+            ids: _Ids, values: _CustomerValues) -> pd.DataFrame:
+    """Every record from the cut on, in event-id (= chronological) order, with the stream's columns."""
+    cid, new_c, s_blk, s_unb, s_care, eid_part = ids.cid, ids.new_c, ids.s_blk, ids.s_unb, ids.s_care, ids.eid_part
+    live = np.flatnonzero(ev["t"] >= p.cut)
     frames = [pd.DataFrame({
         **{k: v[live] for k, v in ev_cols.items() if k not in ("event_id", "occurred_at")},
         "event_id": eid_part[0][live], "occurred_at": ev["t"][live],
     })]
     frames.append(pd.DataFrame({
         "event_id": eid_part[1], "event_type": "customer_created", "customer_id": cid[new_c],
-        "occurred_at": pop.created[new_c], "country": country[new_c], "lifetime_value": ltv[new_c],
+        "occurred_at": pop.created[new_c], "country": values.country[new_c], "lifetime_value": values.ltv[new_c],
     }))
     frames.append(pd.DataFrame({
         "event_id": eid_part[2], "event_type": "block", "customer_id": cid[s_blk], "occurred_at": ops.block_t[s_blk],
@@ -224,7 +266,7 @@ def generate_world(params: SynthParams) -> World:
     st = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(STREAM_COLUMNS))
     st = st.reindex(columns=list(STREAM_COLUMNS))
     st = st.sort_values("event_id", kind="stable").reset_index(drop=True)  # ids are chronological
-    stream = pd.DataFrame({
+    return pd.DataFrame({
         c: (
             _ts(st[c].to_numpy(dtype=np.int64)) if c == "occurred_at"
             else st[c].astype(np.float64) if c == "lifetime_value"
@@ -233,7 +275,10 @@ def generate_world(params: SynthParams) -> World:
         for c in STREAM_COLUMNS
     })
 
-    # ground truth ----------------------------------------------------------------------------------------
+
+def _truth(pop: Population, ops: Ops, ids: _Ids) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Ground truth per customer, plus who is fraud and who of them was caught (for the stats)."""
+    N, cid = pop.n, ids.cid
     is_fraud = (pop.role != LEGIT) | pop.ato
     ftype = np.select([pop.role == RING, pop.role == MULTI, pop.role == SOFT, pop.ato],
                       ["ring", "multi_account", "soft_ring", "ato"], "none")
@@ -242,7 +287,7 @@ def generate_world(params: SynthParams) -> World:
         m = np.flatnonzero((pop.role == r) & (pop.group >= 0))
         gid[m] = [fmt.format(x) for x in pop.group[m].tolist()]
     caught = is_fraud & (ops.block_t >= 0) & (ops.reason == "fraud")
-    t_order = np.argsort(cnum)
+    t_order = np.argsort(ids.cnum)
     truth = pd.DataFrame({
         "customer_id": _str(cid[t_order]),
         "is_fraud": is_fraud[t_order].astype(np.int8),
@@ -251,16 +296,22 @@ def generate_world(params: SynthParams) -> World:
         "fraud_start": _ts(np.where(is_fraud, pop.fraud_start, -1)[t_order]),
         "caught": caught[t_order].astype(np.int8),
     })
+    return truth, is_fraud, caught
 
+
+def _identifiers(pools: dict[str, Pool]) -> pd.DataFrame:
     ident = []
     for kind, col in (("device", "device_id"), ("ip", "ip"), ("email", "email"), ("phone", "phone"), ("card", "card_fingerprint")):
         ident.append(pd.DataFrame({"kind": col, "value": pools[kind].values, "role": pools[kind].roles}))
-    identifiers = pd.concat(ident, ignore_index=True).astype("str")
+    return pd.concat(ident, ignore_index=True).astype("str")
 
+
+def _stats(pop: Population, ops: Ops, ids: _Ids, is_fraud: np.ndarray, caught: np.ndarray,
+           n_identity_events: int) -> dict[str, Any]:
     fp = (pop.role == LEGIT) & ~pop.ato & (ops.block_t >= 0) & (ops.reason == "fraud")
-    review = np.zeros(N, dtype=bool)
+    review = np.zeros(pop.n, dtype=bool)
     review[ops.contact_cust[ops.contact_topic == "block_review"]] = True
-    stats = {
+    return {
         "rings": int(pop.ring_sizes.size),
         "ring_accounts": int((pop.role == RING).sum()),
         "multi_account_clusters": int(pop.multi_sizes.size),
@@ -281,10 +332,28 @@ def generate_world(params: SynthParams) -> World:
         "false_positives_contested": int((fp & review).sum()),
         "false_positives_unblocked": int((fp & (ops.unblock_t >= 0)).sum()),
         "nonfraud_blocks": int(((pop.role == LEGIT) & (ops.block_t >= 0) & (ops.reason != "fraud")).sum()),
-        "stream_new_customers": int(new_c.size),
-        "identity_events_total": int(ev["t"].size),
+        "stream_new_customers": int(ids.new_c.size),
+        "identity_events_total": n_identity_events,
     }
+
+
+def generate_world(params: SynthParams) -> World:
+    """Deterministic for a given ``params`` (seed included): the same seed is the same world, byte for byte."""
+    if not isinstance(params, SynthParams):
+        raise SchemaError(f"params: expected SynthParams, got {type(params).__name__}")
+    p = params
+    pop, pools = build_population(p)
+    ev = behaviour_events(p, pop, pools)
+    ops = operations(p, pop)
+    ev = _drop_while_blocked(p, ev, ops)
+    values = _customer_values(p, pop, ev)
+    ids = _ids(p, pop, ops, ev)
+    ev_cols = _identity_columns(ev, pools, ids)
+    hist = _history(p, pop, ops, ev, ev_cols, ids, values)
+    stream = _stream(p, pop, ops, ev, ev_cols, ids, values)
+    truth, is_fraud, caught = _truth(pop, ops, ids)
     return World(
-        params=p, customers=customers, identity_events=identity_events, blocks=blocks,
-        care_contacts=care_contacts, stream=stream, truth=truth, identifiers=identifiers, stats=stats,
+        params=p, customers=hist.customers, identity_events=hist.identity_events, blocks=hist.blocks,
+        care_contacts=hist.care_contacts, stream=stream, truth=truth, identifiers=_identifiers(pools),
+        stats=_stats(pop, ops, ids, is_fraud, caught, int(ev["t"].size)),
     )
