@@ -231,7 +231,8 @@ def tolokers(work: Path, splits: int, threads: int) -> dict:
         row: dict[str, Any] = {"split": s}
         for name, conv in (("model", "edge"), ("rgcn_ablation", "rgcn")):
             t0 = time.perf_counter()
-            res = train(p.tensors, p.targets, cfg, conv=conv, log=lambda m: print(f"  [{s} {conv}] {m}", flush=True))
+            res = train(p.tensors, p.targets, cfg, conv=conv,
+                        log=lambda m, s=s, conv=conv: print(f"  [{s} {conv}] {m}", flush=True))
             row[name] = {**summary(y_test, predict(res.model, p.tensors, test_nodes, cfg, mode=res.mode)),
                          "seconds": time.perf_counter() - t0, "best_epoch": res.best_epoch,
                          "epoch_seconds": res.epoch_seconds}

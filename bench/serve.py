@@ -165,8 +165,8 @@ class Server:
                "--workers", str(workers)]
         env = dict(os.environ, PYTHONPATH=str(src)) if src else dict(os.environ)
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env,
-                                     stderr=open(work / f"serve-{port}-{workers}.log", "w"))
+        with open(work / f"serve-{port}-{workers}.log", "w") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
         wait_until_ready(self.url, timeout_s=240)
 
     def stop(self) -> None:

@@ -151,7 +151,7 @@ def main() -> None:
                 async def receive(body=body):
                     return {"type": "http.request", "body": body, "more_body": False}
 
-                async def send(message):
+                async def send(message, sent=sent):
                     sent.append(message)
 
                 scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",

@@ -120,8 +120,9 @@ class Consumers:
                    "IDENTIGRAPH__PII__KEY": PII_KEY}
             log = self.work / f"{tag}-{i}.latency"
             log.unlink(missing_ok=True)
-            self.procs.append(subprocess.Popen([exe, "consume", "--latency-log", str(log)], env=env, cwd=REPO,
-                                               stdout=subprocess.DEVNULL, stderr=open(self.work / f"{tag}-{i}.err", "w")))
+            with open(self.work / f"{tag}-{i}.err", "w") as err:  # the child keeps its own copy
+                self.procs.append(subprocess.Popen([exe, "consume", "--latency-log", str(log)], env=env, cwd=REPO,
+                                                   stdout=subprocess.DEVNULL, stderr=err))
 
     def wait_ready(self) -> None:
         for port in self.ports:
@@ -189,7 +190,7 @@ def _sustained(settings: Any, work: Path, bodies: list[str], n: int) -> dict[str
         while not _queue_empty(sqs, url):
             time.sleep(0.5)
         acked_s = time.time() - t_acked
-        cpu = [c - c0 for c, c0 in zip(group.cpu(), cpu_ready)]
+        cpu = [c - c0 for c, c0 in zip(group.cpu(), cpu_ready, strict=True)]
         metrics = group.metrics()
     finally:
         group.stop()

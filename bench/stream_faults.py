@@ -188,10 +188,9 @@ class Run:
         return env
 
     def spawn(self, slot: int, hook: str | None = None) -> None:
-        log = open(self.data / f"consumer-{slot}.log", "ab")
-        p = subprocess.Popen([self.exe, "-v", "consume", "--latency-log", str(self.data / f"latency-{slot}.txt")],
-                             stdout=log, stderr=subprocess.STDOUT, env=self.env(slot, hook), cwd=REPO)
-        log.close()
+        with open(self.data / f"consumer-{slot}.log", "ab") as log:
+            p = subprocess.Popen([self.exe, "-v", "consume", "--latency-log", str(self.data / f"latency-{slot}.txt")],
+                                 stdout=log, stderr=subprocess.STDOUT, env=self.env(slot, hook), cwd=REPO)
         self.procs[slot] = Proc(slot, p, time.time(), hook)
 
     def supervise(self) -> None:

@@ -32,6 +32,16 @@ def make_settings(data_dir: Path, **extra) -> Settings:
     return load_settings(path=packaged_default("identigraph.yaml"), environ={}, overrides=overrides)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the mark it adds must count there
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches the ``services`` fixture (directly or through ``session_client``, ``graph`` or a
+    module fixture built on them) is a ``services`` test, so ``-m "not services"`` never starts the servers,
+    whether or not its module remembered the mark."""
+    for item in items:
+        if "services" in getattr(item, "fixturenames", ()) and item.get_closest_marker("services") is None:
+            item.add_marker(pytest.mark.services)
+
+
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return make_settings(tmp_path_factory.mktemp("identigraph-data"))

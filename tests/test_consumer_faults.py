@@ -219,7 +219,7 @@ def test_an_event_the_graph_refuses_is_found_and_dead_lettered_with_the_servers_
         client.submit(lambda g: g.add_v("customer").property(T.id, "customer:broken").property("n_blocks", "oops"),
                       "iterate")
     sqs, url, dlq = _urls(fresh)
-    publish(sqs, url, bodies[:20] + [bad] + bodies[20:])
+    publish(sqs, url, [*bodies[:20], bad, *bodies[20:]])
     with GraphClient(fresh) as client:
         stats = Consumer(fresh, client=client, sqs=sqs).run(until_empty=True)
     dead = _dead(sqs, dlq)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 
 from conftest import make_settings
 from identigraph.demo import run_demo
 
 
+@pytest.mark.services  # run_demo starts its own Gremlin Server and ElasticMQ (stage 1), not the session fixture
 def test_demo_runs_every_stage_on_a_tiny_world(tmp_path):
     settings = make_settings(tmp_path / "data")
     console = Console(record=True, width=140)

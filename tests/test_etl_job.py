@@ -63,7 +63,7 @@ def test_snapshot_counts_match_an_independent_computation(snap, world):
                        ("card_fingerprint", "has_card")]:
         sub = events.dropna(subset=[col])
         key = sub[col].str.lower() if col == "email" else sub[col]
-        pairs[label] = len(set(zip(sub["customer_id"], key)))
+        pairs[label] = len(set(zip(sub["customer_id"], key, strict=True)))
     assert summary["edges"] == pairs
     assert summary["quarantined_total"] == 0 and summary["events_after_as_of"] == 0
     assert summary["rows_read"]["identity_events"] == len(events)

@@ -37,7 +37,7 @@ def test_spark_pseudonyms_equal_the_graph_layers(spark):
 
     emails = [" Jane.Doe@Example.com ", "bad-email", "@x", "x@", None, "x@y.z", "\tTab@Example.COM"]
     phones = ["+971 50-123-4567", "00971501234567", "12345", None, "(+44) 20 7946 0018", "+0123456789", "971501234567"]
-    df = spark.createDataFrame(list(zip(emails, phones)), ["email", "phone"])
+    df = spark.createDataFrame(list(zip(emails, phones, strict=True)), ["email", "phone"])
     key = spark.sparkContext.broadcast(KEY)
     query = df.select(pseudonym_udf("email", key)(F.col("email")).alias("e"),
                       pseudonym_udf("phone", key)(F.col("phone")).alias("p"))

@@ -82,9 +82,10 @@ def test_labels_move_with_as_of(worlds):
 def test_statuses_are_sane_and_labels_are_good(worlds):
     root, _, t2, reports = worlds
     rows = _labels(root / "labels_t2")
-    truth = {r["customer_id"]: r for r in csv.DictReader(open(root / "world" / "truth.csv", newline=""))}
+    with open(root / "world" / "truth.csv", newline="") as f:
+        truth = {r["customer_id"]: r for r in csv.DictReader(f)}
     label_of = {"matured_fraud": "1", "corrected_fraud": "1", "matured_legit": "0"}
-    for cid, r in rows.items():
+    for r in rows.values():
         assert r["status"] in STATUSES and r["label"] == label_of.get(r["status"], "")
         evidence = json.loads(r["evidence"])
         if r["status"] == "corrected_fraud":

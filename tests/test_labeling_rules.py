@@ -104,7 +104,7 @@ def test_evidence_names_identifiers_and_counts(fired):
     (hit,) = fired["B1"]
     assert (hit.rule, hit.confidence, hit.identifiers_matched) == ("fraud_device", 0.9, 1)
     assert [(i.id, i.customers, i.fraud, i.burst) for i in hit.identifiers] == [("device:d2", 4, 1, None)]
-    card_two, old_card = fired["H1"]
+    card_two, _old_card = fired["H1"]
     assert [(i.id, i.fraud) for i in card_two.identifiers] == [("card:k1", 2)]
     assert [(i.id, i.customers, i.burst) for i in fired["K3"][0].identifiers] == [("email:e1", 4, 4)]
     assert fired["L1"][0].identifiers_matched == 2

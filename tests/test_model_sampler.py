@@ -56,7 +56,7 @@ def test_fanout_respected_edges_real_and_oriented_neighbour_to_seed() -> None:
     in_deg = torch.bincount(data.edge_index[1], minlength=300)
     start = 0
     hop_nodes = torch.split(out.node, out.num_sampled_nodes)
-    for hop, (fanout, n_edges) in enumerate(zip(fanouts, out.num_sampled_edges)):
+    for hop, (fanout, n_edges) in enumerate(zip(fanouts, out.num_sampled_edges, strict=True)):
         hop_dst = dst[start:start + n_edges]
         assert set(hop_dst.tolist()) <= set(hop_nodes[hop].tolist())  # only the previous hop's new nodes expand
         per_node = torch.bincount(hop_dst, minlength=300)

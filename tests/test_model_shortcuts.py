@@ -28,27 +28,30 @@ def fitted():
 def _edges(t, into):
     ids = t.node_ids
     return sorted((ids[int(a)], ids[int(b)], t.relations[int(r)], tuple(np.round(attr, 5)))
-                  for (a, b), r, attr in zip(t.edge_index.T.tolist(), t.edge_type.tolist(), t.edge_attr.numpy())
+                  for (a, b), r, attr in zip(t.edge_index.T.tolist(), t.edge_type.tolist(), t.edge_attr.numpy(),
+                                             strict=True)
                   if ids[int(b)] in into)
 
 
 def test_private_identifiers_become_own_links_and_small_shared_ones_co_links(fitted):
-    frame, enc, t, _ = fitted
+    _frame, enc, t, _ = fitted
     rel = [t.relations[int(r)] for r in t.edge_type]
     ids = t.node_ids
     src, dst = ids[t.edge_index[0].numpy()], ids[t.edge_index[1].numpy()]
     # n5's own device is used by nobody else: one own_ link into n5, no message from n5 into it
-    assert [r for s, d, r in zip(src, dst, rel) if s == "device:own5"] == [f"device|{OWN}has_device|customer"]
-    assert not [d for d, s in zip(dst, src) if d == "device:own5"]
+    assert ([r for s, d, r in zip(src, dst, rel, strict=True) if s == "device:own5"]
+            == [f"device|{OWN}has_device|customer"])
+    assert not [d for d, s in zip(dst, src, strict=True) if d == "device:own5"]
     # r0 and r1 share the emulator (8 customers): co-links both ways, pairwise creation gap ≈ 1 day
-    co = [(s, d, i) for i, (s, d, r) in enumerate(zip(src, dst, rel)) if r == f"customer|{CO}has_device|customer"]
+    co = [(s, d, i) for i, (s, d, r) in enumerate(zip(src, dst, rel, strict=True))
+          if r == f"customer|{CO}has_device|customer"]
     pairs = {(s, d) for s, d, _ in co}
     assert ("customer:r0", "customer:r1") in pairs and ("customer:r1", "customer:r0") in pairs
     assert not any(s == d for s, d, _ in co)
     # the carrier-NAT hub (71 customers > 50) makes no co-links; the 8-customer emulator makes 8 * 7
-    assert not [r for s, d, r in zip(src, dst, rel) if r == f"customer|{CO}used_ip|customer" and
+    assert not [r for s, d, r in zip(src, dst, rel, strict=True) if r == f"customer|{CO}used_ip|customer" and
                 {s, d} <= {f"customer:n{i}" for i in range(70)}]
-    emulator = [1 for s, d, r in zip(src, dst, rel) if r == f"customer|{CO}has_device|customer"
+    emulator = [1 for s, d, r in zip(src, dst, rel, strict=True) if r == f"customer|{CO}has_device|customer"
                 and s.startswith("customer:r") and d.startswith("customer:r")]
     assert len(emulator) == 6 * 5
     width = t.edge_attr.shape[1]
@@ -91,7 +94,7 @@ def test_per_edge_messages_equal_the_per_relation_ones_with_shortcut_sources(fit
     """Shortcut relations read the input embedding, deep ones the layer's state: both conv paths agree."""
     from identigraph.model.nets import _plan
 
-    _, enc, t, net = fitted
+    _, _enc, t, net = fitted
     conv = net.convs[1]
     h0 = torch.relu(net.inp(t.x))
     h = h0 + torch.randn_like(h0)
@@ -105,7 +108,7 @@ def test_per_edge_messages_equal_the_per_relation_ones_with_shortcut_sources(fit
 
 
 def test_explanations_still_name_private_identifiers(fitted):
-    frame, enc, full, net = fitted
+    _frame, enc, full, net = fitted
     model = LoadedModel(model=net, encoder=enc, threshold=0.5, version="t", metrics={}, path=None)
     seed = "customer:n5"
     out = model.explain_tensors(full, int(full.index_of([seed])[0]), top_k=20)
@@ -113,7 +116,7 @@ def test_explanations_still_name_private_identifiers(fitted):
 
 
 def test_relation_dropout_trains_only(fitted):
-    frame, enc, t, _ = fitted
+    _frame, enc, t, _ = fitted
     torch.manual_seed(1)
     net = FraudGNN(t.x.shape[1], 16, len(enc.relations), t.edge_attr.shape[1],
                    shortcut_relations=shortcut_relations(enc.relations), relation_dropout=0.5)

@@ -105,7 +105,7 @@ def test_encoder_round_trip_unseen_categories_and_empty_values_are_finite(toy):
 
 
 def test_label_columns_are_masked_on_self_only(toy):
-    frame, enc, t = toy
+    _frame, enc, t = toy
     i = int(t.index_of(["customer:r0m0"])[0])
     j = int(t.index_of(["customer:r0m1"])[0])
     x = mask_labels(t, [i])
@@ -143,7 +143,7 @@ def test_conv_shapes_permutation_invariance_and_edge_features_matter():
 
 
 def test_training_overfits_a_tiny_graph_and_hidden_own_label_cannot_change_the_score(toy):
-    frame, enc, t = toy
+    frame, _enc, t = toy
     y = frame.vertices["customer"].index.str.startswith("customer:r").astype(float)
     cfg = load_model_config(overrides={"training.epochs": 120, "training.patience": 120, "training.mask_rate": 1.0,
                                        "network.dropout": 0.0, "split": "stratified"})
@@ -198,7 +198,7 @@ def test_metrics_and_threshold_choice():
 def test_targets_from_property_validate_values(toy):
     frame, _, _ = toy
     cfg = load_model_config()
-    with pytest.raises(SchemaError, match="LABEL.PROPERTY"):
+    with pytest.raises(SchemaError, match=r"LABEL\.PROPERTY"):
         build_targets(frame, cfg, target="blocked")
     with pytest.raises(SchemaError, match="no property"):
         build_targets(frame, cfg, target="customer.nope")

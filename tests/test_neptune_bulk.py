@@ -121,7 +121,7 @@ def test_contract_failed_load_raises_with_errors():
         stub.add_response("get_loader_job_status", {"status": "200 OK", "payload": {
             "overallStatus": {"status": "LOAD_FAILED"}, "errors": {"errorLogs": [{"errorCode": "PARSING_ERROR"}]}}},
             {"loadId": "v-9", "details": True, "errors": True})
-        with pytest.raises(GraphError, match="LOAD_FAILED.*PARSING_ERROR"):
+        with pytest.raises(GraphError, match=r"LOAD_FAILED.*PARSING_ERROR"):
             neptune_bulk.wait_for_load(neptune, "v-9", sleep=lambda s: None)
 
 

@@ -20,7 +20,7 @@ def test_core_dependencies_carry_no_model_stack_and_no_pyspark():
 
 def test_the_spark_jobs_and_the_cli_import_nothing_heavy():
     code = ("import sys, identigraph.etl.job, identigraph.labeling.job, identigraph.etl.graph_load, "
-            "identigraph.cli; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,))
+            f"identigraph.cli; print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == ""

@@ -71,7 +71,8 @@ def test_request_encoder_equals_the_batch_encoder(fitted, seed):
     # the same edges, attributes and relations (as sets: the order of a sum does not matter)
     def edge_set(t, ids):
         return sorted((ids[int(a)], ids[int(b)], int(r), tuple(np.round(attr, 5)))
-                      for (a, b), r, attr in zip(t.edge_index.T.tolist(), t.edge_type.tolist(), t.edge_attr.numpy()))
+                      for (a, b), r, attr in zip(t.edge_index.T.tolist(), t.edge_type.tolist(), t.edge_attr.numpy(),
+                                                 strict=True))
     # every edge the seed's score reads (into the seed and into its identifiers) is there, identical
     needed = {seed} | set(graph.identifiers_of(seed))
     assert [e for e in edge_set(fast, fast.node_ids) if e[1] in needed] == \
@@ -129,7 +130,7 @@ def test_the_per_edge_conv_path_equals_the_relation_plan_path(fitted):
     """Request graphs take the per-edge path, training graphs the relation plan: same numbers."""
     from identigraph.model.nets import _plan
 
-    _, enc, full, net = fitted
+    _, _enc, full, net = fitted
     conv = net.convs[0]
     h = torch.relu(net.inp(full.x))
     R = conv.num_relations

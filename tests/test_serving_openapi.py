@@ -104,7 +104,7 @@ def test_call_sequences_never_get_a_server_error(settings, serving_model, servin
     shutil.copytree(serving_model[0], good)
     (tmp_path / "empty").mkdir()
     app = create_app(settings, serving_config(tmp_path, max_batch=5), serving_model[0])
-    customers = serving_world.customers["customer_id"].tolist()[:50] + ["nobody", "signup-x1"]
+    customers = [*serving_world.customers["customer_id"].tolist()[:50], "nobody", "signup-x1"]
     ev = serving_world.identity_events
     identifiers = st.fixed_dictionaries({}, optional={
         c: st.sampled_from(ev[c].dropna().unique().tolist()[:30]) for c in IDENTIFIER_COLUMNS})

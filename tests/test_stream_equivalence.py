@@ -33,7 +33,7 @@ def _extra_history(world, rnd):
     out, n = [], 0
     for i, cid in enumerate(picked):
         base = end - timedelta(days=20) + timedelta(hours=i)
-        def ev(kind, at, **more):
+        def ev(kind, at, cid=cid, **more):
             nonlocal n
             n += 1
             return {"schema_version": 1, "event_id": f"hx{n:05d}", "event_type": kind, "customer_id": cid,

@@ -73,6 +73,7 @@ def source(directory: str | Path | None = None, tables: list[str] | None = None)
 
 
 def find_table(fs: fsys.FS, directory: str, name: str) -> tuple[str, str]:
+    """The contract accepts Parquet or (gzipped) CSV per table, so the reader must find which one was delivered."""
     for suffix, fmt in ((".parquet", "parquet"), (".csv.gz", "csv"), (".csv", "csv")):
         uri = fsys.join(directory, f"{name}{suffix}")
         if fs.exists(uri):
@@ -208,6 +209,7 @@ def quarantine_rows(bad: DataFrame, table: str) -> DataFrame:
 
 
 def validate_customers(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Customers anchor every other table, so a bad id, timestamp, country or value is quarantined here, not loaded."""
     df = df.withColumn("_created", _ts("created_at")).withColumn("_ltv", F.expr("try_cast(lifetime_value as double)"))
     rules = [
         (_blank("customer_id"), "customer_id: missing"),
@@ -281,6 +283,7 @@ def _dedupe(df: DataFrame, keys: list[str], order: list[str], table: str, reason
 
 
 def validate_blocks(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Blocks become the fraud labels, so only rows with a known reason, source and a consistent lifting are kept."""
     df = df.withColumn("_blocked", _ts("blocked_at")).withColumn("_unblocked", _ts("unblocked_at"))
     rules = [
         (_blank("customer_id"), "customer_id: missing"),
@@ -297,6 +300,7 @@ def validate_blocks(df: DataFrame) -> tuple[DataFrame, DataFrame]:
 
 
 def validate_care(df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Care contacts mark contested blocks, so a row without a customer, a time or a known topic cannot count."""
     df = df.withColumn("_at", _ts("contacted_at"))
     rules = [
         (_blank("customer_id"), "customer_id: missing"),

@@ -35,6 +35,7 @@ UPLOAD_THREADS = 8
 
 
 def parse_s3(uri: str) -> tuple[str, str]:
+    """The loader and boto3 need bucket and key apart, and anything but an S3 URI would fail late inside Neptune."""
     parsed = urlparse(uri)
     if parsed.scheme not in ("s3", "s3a", "s3n") or not parsed.netloc:
         raise SchemaError(f"s3: expected s3://bucket/prefix, got {uri!r}")
@@ -95,6 +96,7 @@ def upload_snapshot(s3: Any, snap: str | Path, uri: str) -> tuple[str, list[str]
 
 def start_load(neptune: Any, source: str, iam_role_arn: str, region: str, depends_on: list[str] | None = None,
                parallelism: str = "MEDIUM") -> str:
+    """Queued, not failing on a bad row, never replacing single values: an old snapshot cannot roll the graph back."""
     params: dict[str, Any] = {
         "source": source, "format": "csv", "s3BucketRegion": region, "iamRoleArn": iam_role_arn,
         "mode": "AUTO", "failOnError": False, "parallelism": parallelism,
@@ -108,6 +110,7 @@ def start_load(neptune: Any, source: str, iam_role_arn: str, region: str, depend
 
 def wait_for_load(neptune: Any, load_id: str, poll_s: float = 10.0, timeout_s: float = 6 * 3600,
                   sleep: Any = time.sleep) -> dict[str, Any]:
+    """The loader is asynchronous: only polling tells a finished load from one with unparsable rows or a failed one."""
     deadline = time.monotonic() + timeout_s
     while True:
         payload = neptune.get_loader_job_status(loadId=load_id, details=True, errors=True)["payload"]

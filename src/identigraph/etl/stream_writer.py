@@ -64,6 +64,7 @@ HOT = 3  # an identifier in this many events of one batch is treated as a hub: i
 
 
 def state_id(customer_vertex_id: str) -> str:
+    """One de-duplication state vertex per customer, with an id derived from it, so a write can merge it by id."""
     return f"stream:{customer_vertex_id}"
 
 
@@ -89,6 +90,8 @@ def block_key(event: Block) -> str:
 
 @dataclass
 class WriteResult:
+    """Consumers delete, retry or report each message by its event's outcome, so the outcomes keep the input order."""
+
     outcomes: list[str]  # per event passed in, in order: new | dup | conflict | floor
     committed_at_ms: int  # wall clock once the reply arrived: the commit happened before it
     attempts: int = 1
@@ -273,6 +276,8 @@ def _events(window: int) -> GraphTraversal:
 
 
 class StreamWriter:
+    """Binds the client, the pseudonymisation key and the de-duplication window every batch of one stream must share."""
+
     def __init__(self, client: GraphClient, pseudo: Pseudonymiser, window: int | None = None) -> None:
         self.client = client
         self.pseudo = pseudo

@@ -106,10 +106,12 @@ def normalise_ip(raw: str) -> str:
 
 
 def canonical_device(raw: str) -> str:
+    """SDKs print the same device id in either case, so case must not split one device into two vertices."""
     return canonical_text(raw, "device_id").lower()
 
 
 def canonical_card(raw: str) -> str:
+    """Card fingerprints are the processor's opaque tokens: their case is meaningful, so only the text checks apply."""
     return canonical_text(raw, "card_fingerprint")
 
 

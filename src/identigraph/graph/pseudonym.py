@@ -24,6 +24,8 @@ _MIN_KEY_BYTES = 16
 
 
 class Pseudonymiser:
+    """Keeps the key in one object that never prints it, so every stage hashes emails and phones the same way."""
+
     def __init__(self, key: bytes) -> None:
         if len(key) < _MIN_KEY_BYTES:
             raise PiiKeyError(f"pii key: must be at least {_MIN_KEY_BYTES} bytes, got {len(key)}")
@@ -51,6 +53,7 @@ class Pseudonymiser:
 
 
 def key_file(settings: Settings) -> Path:
+    """The local profile keeps its generated key under the data dir, so every local stage finds the same one."""
     return settings.data_path / "secrets" / "pii.key"
 
 
@@ -95,4 +98,5 @@ def resolve_key(settings: Settings, environ: dict[str, str] | None = None) -> by
 
 
 def from_settings(settings: Settings) -> Pseudonymiser:
+    """Every stage must hash with the one configured key, so they all build their pseudonymiser here."""
     return Pseudonymiser(resolve_key(settings))

@@ -7,10 +7,11 @@ capped list, so callers can tell "3 customers" from "3 of 40,000".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.graph_traversal import GraphTraversal, GraphTraversalSource, __
 from gremlin_python.process.traversal import Direction, P, T
 
 from identigraph.errors import GraphError
@@ -36,6 +37,27 @@ def _vertex_dict(em: dict[Any, Any]) -> dict[str, Any]:
     out = {"id": em[T.id], "label": em[T.label]}
     out.update({k: v for k, v in em.items() if isinstance(k, str)})
     return out
+
+
+_Build = Callable[[GraphTraversalSource], GraphTraversal]
+
+
+# The walk's request builders take the hop's ids as arguments rather than closing over the loop's
+# variables, so each builder (run again on a retry) is bound to the ids it was made for.
+def _vertex_maps(ids: list[str]) -> _Build:
+    return lambda g: g.V(*ids).element_map()
+
+
+def _out_edge_maps(ids: list[str]) -> _Build:
+    return lambda g: g.V(*ids).out_e().element_map()
+
+
+def _identifier_edges(ids: list[str], fanout_cap: int) -> _Build:
+    return lambda g: (
+        g.V(*ids).project("id", "degree", "edges")
+        .by(T.id).by(__.coalesce(__.values("n_customers"), __.in_e().count()))
+        .by(__.in_e().limit(fanout_cap + 1).element_map().fold())
+    )
 
 
 def customer_identity(client: GraphClient, customer: str, deadline: float | None = None) -> list[dict[str, Any]]:
@@ -99,9 +121,9 @@ def neighbourhood(
         if not frontier:
             break
         seen_customers.update(frontier)
-        for v in client.submit(lambda g, ids=frontier: g.V(*ids).element_map(), deadline=deadline):
+        for v in client.submit(_vertex_maps(frontier), deadline=deadline):
             hood.vertices[v[T.id]] = _vertex_dict(v)
-        out_edges = client.submit(lambda g, ids=frontier: g.V(*ids).out_e().element_map(), deadline=deadline)
+        out_edges = client.submit(_out_edge_maps(frontier), deadline=deadline)
         new_identifiers = []
         for em in out_edges:
             e = _edge_dict(em)
@@ -113,11 +135,7 @@ def neighbourhood(
                                                               "label": e["identifier_label"]})
         if depth == hops or not new_identifiers:
             break
-        rows = client.submit(lambda g, ids=new_identifiers: (
-            g.V(*ids).project("id", "degree", "edges")
-            .by(T.id).by(__.coalesce(__.values("n_customers"), __.in_e().count()))
-            .by(__.in_e().limit(fanout_cap + 1).element_map().fold())
-        ), deadline=deadline)
+        rows = client.submit(_identifier_edges(new_identifiers, fanout_cap), deadline=deadline)
         next_frontier: list[str] = []
         for row in rows:
             hood.identifier_degree[row["id"]] = row["degree"]
@@ -137,12 +155,13 @@ def neighbourhood(
     # customers reached at the last hop still need their own properties
     missing = [c for c in frontier if c not in hood.vertices]
     if missing:
-        for v in client.submit(lambda g, ids=missing: g.V(*ids).element_map(), deadline=deadline):
+        for v in client.submit(_vertex_maps(missing), deadline=deadline):
             hood.vertices[v[T.id]] = _vertex_dict(v)
     return hood
 
 
 def counts(client: GraphClient) -> dict[str, int]:
+    """Per-label counts are how loads and tests check what a graph holds without reading every element."""
     vertices = client.submit(lambda g: g.V().group_count().by(T.label), "next")
     edges = client.submit(lambda g: g.E().group_count().by(T.label), "next")
     return {**{f"v:{k}": v for k, v in vertices.items()}, **{f"e:{k}": v for k, v in edges.items()}}

@@ -89,6 +89,7 @@ EDGE_ID_HEX = 32
 
 
 def customer_id(raw: str) -> str:
+    """Vertex ids carry their label, so a customer id can never collide with an identifier's."""
     raw = _non_empty(raw, "customer_id")
     return f"{CUSTOMER}:{raw}"
 
@@ -122,6 +123,8 @@ def _non_empty(value: Any, name: str) -> str:
 
 @dataclass(frozen=True)
 class VertexRecord:
+    """Checked on construction so no writer can send a vertex with a foreign label, id or property."""
+
     id: str
     label: str
     props: dict[str, Any] = field(default_factory=dict)

@@ -45,6 +45,8 @@ CountMode = Literal["max", "add"]
 
 @dataclass
 class UpsertStats:
+    """Loads report throughput and batch sizes, which is how batch limits are tuned."""
+
     vertices: int = 0
     edges: int = 0
     requests: int = 0
@@ -101,6 +103,7 @@ def _vertex_traversal(g: GraphTraversalSource, rows: list[dict[Any, Any]], keys:
 
 
 def edge_rows(records: Sequence[EdgeRecord], counts: CountMode) -> list[dict[Any, Any]]:
+    """The fixed merge traversal reads one flat row per edge; ``add`` rows also carry the zero counts to create with."""
     rows = []
     for r in records:
         props = r.props()
@@ -179,6 +182,8 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 class Upserter:
+    """One load's limits and count mode; its lanes give each identifier one writer, so transactions do not conflict."""
+
     def __init__(self, client: GraphClient, limits: BatchLimits | None = None, counts: CountMode = "max") -> None:
         self.client = client
         self.limits = limits or client.settings.graph.batch
@@ -312,8 +317,8 @@ class Upserter:
         if self.counts == "max":
             ids = [r.id for r in batch]
             existing = set(self.client.submit(lambda g: g.E(*ids).id_()))
-            fresh = [row for row, r in zip(rows, batch) if r.id not in existing]
-            rows = [row for row, r in zip(rows, batch) if r.id in existing]
+            fresh = [row for row, r in zip(rows, batch, strict=True) if r.id not in existing]
+            rows = [row for row, r in zip(rows, batch, strict=True) if r.id in existing]
             if fresh:
                 try:
                     self._submit(lambda g: _create_traversal(g, fresh), len(fresh))

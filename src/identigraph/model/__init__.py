@@ -1,4 +1,4 @@
-"""The model stage: features, the GNN and its GBDT baseline, training, evaluation and artifacts."""
+"""The fraud model: one package so training, batch scoring and the API share a single feature and model code path."""
 
 import warnings
 
