@@ -168,7 +168,7 @@ def test_a_run_that_dies_mid_write_changes_nothing_readers_see(spark, settings, 
     local_latest = (local_snap / "LATEST").read_bytes()
     local_manifest = (local_snap / "runs" / json.loads(local_latest)["run"] / "_manifest.json").read_bytes()
     before = graph_rows(LocalFS(), local_snap)
-    real, calls = job._write_csv, []
+    real, calls = job.write_csv, []
 
     def dies_on_the_fourth_label(df, path, files):
         calls.append(path)
@@ -176,7 +176,7 @@ def test_a_run_that_dies_mid_write_changes_nothing_readers_see(spark, settings, 
             raise RuntimeError("executor lost (injected)")
         real(df, path, files)
 
-    monkeypatch.setattr(job, "_write_csv", dies_on_the_fourth_label)
+    monkeypatch.setattr(job, "write_csv", dies_on_the_fourth_label)
     with pytest.raises(RuntimeError, match="injected"):
         run_etl(spark, settings, s3_input, loc, KEY, overwrite=True)
     assert len(calls) == 4  # three labels were written before the failure

@@ -40,39 +40,15 @@ from identigraph.etl import contract, snapshot
 from identigraph.etl import fs as fsys
 from identigraph.etl import spark as sparkcfg
 from identigraph.etl.transforms import customer_vertices, history_at, identifier_vertices, identity_edges
+from identigraph.etl.spark import drop_checksums, write_csv
 from identigraph.graph import schema
-
-
-def _write_csv(df: DataFrame, path: str | Path, files: int) -> None:
-    (df.coalesce(files).write.mode("overwrite")
-       .option("header", True).option("quote", '"').option("escape", '"')  # RFC 4180: "" inside quotes
-       .option("nullValue", "").option("emptyValue", '""')
-       .option("timestampFormat", snapshot.TS_FORMAT_SPARK)
-       .csv(str(path)))
-    _drop_checksums(path)
-
-
-def _drop_checksums(path: str | Path) -> None:
-    """The local filesystem's ``.crc`` side files (object stores write none): not part of a snapshot."""
-    if fsys.is_local(path):
-        for junk in fsys.local_path(path).rglob(".*.crc"):
-            junk.unlink()
+from identigraph.timestamps import parse_field
 
 
 def _typed(df: DataFrame, columns: dict[str, str], system: list[tuple[str, str]]) -> DataFrame:
     cols = [F.col(src).alias(dst) for src, dst in system]
     cols += [F.col(name).alias(f"{name}:{typ}") for name, typ in columns.items()]
     return df.select(*cols)
-
-
-def _parse_as_of(value: str | datetime | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise SchemaError(f"as_of: not an ISO-8601 timestamp: {value!r}") from None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
 EVENTS = "identity_events"
@@ -229,11 +205,11 @@ def _build(spark: SparkSession, fs: fsys.FS, settings: Settings, src: contract.S
             events = events.join(seen, "event_id", "left_anti").persist()
         if known[EVENTS] is None and not newer_elsewhere and events.isEmpty():
             return None  # unpartitioned events: every one of them already loaded
-    cut = _parse_as_of(as_of)
+    cut = parse_field(as_of, "as_of")
     if cut is None:  # default: the latest valid event, so "now" is what the data says, not the clock
         micros = events.agg(F.unix_micros(F.max("occurred_at"))).first()[0]  # no driver-time-zone shift
         latest = datetime.fromtimestamp(micros / 1e6, tz=timezone.utc) if micros is not None else None
-        prev_cut = _parse_as_of(parent.manifest["as_of"]) if parent is not None else None  # type: ignore[index]
+        prev_cut = parse_field(parent.manifest["as_of"], "as_of") if parent is not None else None  # type: ignore[index]
         cut = max([t for t in (latest, prev_cut) if t is not None], default=datetime.now(timezone.utc))
     step("read and validate", t0)
 
@@ -256,20 +232,20 @@ def _build(spark: SparkSession, fs: fsys.FS, settings: Settings, src: contract.S
         return sparkcfg.output_files(n, etl.output_files, etl.rows_per_file)
 
     for label in schema.IDENTIFIERS:
-        _write_csv(_typed(id_vertices.filter(F.col("label") == label), snapshot.IDENTIFIER_COLUMNS,
+        write_csv(_typed(id_vertices.filter(F.col("label") == label), snapshot.IDENTIFIER_COLUMNS,
                           [("id", "~id"), ("label", "~label")]),
                    fsys.join(prefix, "vertices", label), files(vertex_counts.get(label, 0)))
-    _write_csv(_typed(cust, snapshot.CUSTOMER_COLUMNS, [("id", "~id"), ("label", "~label")]),
+    write_csv(_typed(cust, snapshot.CUSTOMER_COLUMNS, [("id", "~id"), ("label", "~label")]),
                fsys.join(prefix, "vertices", schema.CUSTOMER), files(vertex_counts[schema.CUSTOMER]))
     for edge_label in schema.EDGE_LABELS:
-        _write_csv(_typed(edges.filter(F.col("label") == edge_label), snapshot.EDGE_COLUMNS,
+        write_csv(_typed(edges.filter(F.col("label") == edge_label), snapshot.EDGE_COLUMNS,
                           [("id", "~id"), ("from_id", "~from"), ("to_id", "~to"), ("label", "~label")]),
                    fsys.join(prefix, "edges", edge_label), files(edge_counts.get(edge_label, 0)))
-    _write_csv(blocks_h, fsys.join(prefix, "history", "blocks"), 1)
-    _write_csv(care_h, fsys.join(prefix, "history", "care_contacts"), 1)
+    write_csv(blocks_h, fsys.join(prefix, "history", "blocks"), 1)
+    write_csv(care_h, fsys.join(prefix, "history", "care_contacts"), 1)
     # the ids this run counted, so a later run never counts them again (Parquet, outside the graph files)
     in_window.select("event_id").write.mode("overwrite").parquet(state_uri)
-    _drop_checksums(state_uri)
+    drop_checksums(state_uri)
     step("build and write snapshot", t0)
 
     t0 = time.perf_counter()
@@ -281,7 +257,7 @@ def _build(spark: SparkSession, fs: fsys.FS, settings: Settings, src: contract.S
         counts = {f"{table}: {r['reason']}": r["count"] for r in bad.groupBy("reason").count().collect()}
         if counts:
             bad.coalesce(1).write.mode("overwrite").json(fsys.join(prefix, "_quarantine", table))
-            _drop_checksums(fsys.join(prefix, "_quarantine", table))
+            drop_checksums(fsys.join(prefix, "_quarantine", table))
         by_reason.update(counts)
         row = good.select(F.count(F.lit(1)).alias("good"),
                           F.sum(F.when(F.col(TIME_COLUMN[table]) > ts, 1).otherwise(0)).alias("after")).first()

@@ -46,6 +46,7 @@ from typing import Any
 from identigraph.errors import SchemaError
 from identigraph.etl import fs as fsys
 from identigraph.graph import schema
+from identigraph.timestamps import as_utc, parse_iso
 
 TS_FORMAT_SPARK = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
@@ -74,7 +75,7 @@ def edge_header() -> list[str]:
 
 
 def format_ts(value: datetime) -> str:
-    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    value = as_utc(value)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
@@ -84,7 +85,7 @@ def parse_value(raw: str, neptune_type: str, column: str) -> Any:
         return None
     try:
         if neptune_type == "Date":
-            return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(timezone.utc)
+            return parse_iso(raw)
         if neptune_type in ("Int", "Long", "Short", "Byte"):
             return int(raw)
         if neptune_type in ("Double", "Float"):

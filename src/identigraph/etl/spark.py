@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from pyspark import SparkConf, SparkContext
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from identigraph.config import Settings
+from identigraph.etl import fs as fsys
+from identigraph.etl import snapshot
 
 UTC_JAVA = "-Duser.timezone=UTC"
 SHUFFLE = "spark.sql.shuffle.partitions"
@@ -153,3 +155,20 @@ def effective(spark: SparkSession) -> dict[str, Any]:
     return {"master": spark.sparkContext.master, "shuffle_partitions": int(spark.conf.get(SHUFFLE)),
             "default_parallelism": spark.sparkContext.defaultParallelism,
             "app_name": spark.sparkContext.appName}
+
+
+def write_csv(df: DataFrame, path: str | Path, files: int) -> None:
+    """Write ``df`` as snapshot CSV (``snapshot``'s dialect): every Spark job's staged tables read alike."""
+    (df.coalesce(files).write.mode("overwrite")
+       .option("header", True).option("quote", '"').option("escape", '"')  # RFC 4180: "" inside quotes
+       .option("nullValue", "").option("emptyValue", '""')
+       .option("timestampFormat", snapshot.TS_FORMAT_SPARK)
+       .csv(str(path)))
+    drop_checksums(path)
+
+
+def drop_checksums(path: str | Path) -> None:
+    """The local filesystem's ``.crc`` side files (object stores write none): not part of a snapshot."""
+    if fsys.is_local(path):
+        for junk in fsys.local_path(path).rglob(".*.crc"):
+            junk.unlink()

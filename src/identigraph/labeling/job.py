@@ -42,7 +42,8 @@ from rich.table import Table
 from identigraph.errors import SchemaError
 from identigraph.etl import fs as fsys
 from identigraph.etl import snapshot
-from identigraph.etl.job import _parse_as_of, _write_csv
+from identigraph.etl.spark import write_csv
+from identigraph.etl.transforms import raw_id
 from identigraph.graph import schema
 from identigraph.labeling import verdicts as reviewed
 from identigraph.labeling.config import (
@@ -55,6 +56,7 @@ from identigraph.labeling.config import (
 )
 from identigraph.labeling.maturity import label_of, statuses
 from identigraph.labeling.rules import corrections
+from identigraph.timestamps import parse_field
 
 LABELS_FILE = "labels.csv"
 REPORT_FILE = "report.json"
@@ -105,11 +107,6 @@ def read_csv(spark: SparkSession, files: list[str] | list[Path], wanted: dict[st
     return raw.select(*cols)
 
 
-def _raw_id(col: str, label: str) -> Column:
-    """``customer:c1`` → ``c1`` (ids are opaque and may contain ':': cut the prefix, never split)."""
-    return F.expr(f"substring(`{col}`, {len(label) + 2})")
-
-
 def _history_files(fs: fsys.FS, prefix: str, table: str) -> list[str]:
     return [e.uri for e in fs.list(fsys.join(prefix, "history", table))
             if not e.is_dir and e.name.endswith(".csv") and not e.name.startswith(("_", "."))]
@@ -139,7 +136,7 @@ def read_snapshot(spark: SparkSession, snap: str | Path) -> dict[str, DataFrame]
         if kind == "vertices" and "created_at" in names and "~label" in names:
             v = read_csv(spark, files, {"~id": "String", "~label": "String", "created_at": "Date"}, "vertices")
             customers_parts.append(v.filter(F.col("~label") == schema.CUSTOMER).select(
-                _raw_id("~id", schema.CUSTOMER).alias("customer_id"), "created_at"))
+                raw_id("~id", schema.CUSTOMER).alias("customer_id"), "created_at"))
         elif kind == "edges" and {"~label", "first_seen"} <= set(names):
             e = read_csv(spark, files, {"~from": "String", "~to": "String", "~label": "String",
                                         "first_seen": "Date"}, "edges")
@@ -148,7 +145,7 @@ def read_snapshot(spark: SparkSession, snap: str | Path) -> dict[str, DataFrame]
             # not a customer→identifier edge (a future captain edge, say): not a labeling fact
             edge_parts.append(e.filter(F.col("~from").startswith(f"{schema.CUSTOMER}:")
                                        & F.col("~label").isin(list(schema.EDGE_TO_IDENTIFIER))).select(
-                _raw_id("~from", schema.CUSTOMER).alias("customer_id"), id_type.alias("id_type"),
+                raw_id("~from", schema.CUSTOMER).alias("customer_id"), id_type.alias("id_type"),
                 F.col("~to").alias("identifier"), "first_seen"))
     customers = _union(customers_parts, spark.createDataFrame([], "customer_id string, created_at timestamp"))
     edges = _union(edge_parts, spark.createDataFrame(
@@ -162,12 +159,12 @@ def snapshot_as_of(snap: str | Path, fs: fsys.FS | None = None) -> datetime | No
     fs = fs or fsys.LocalFS()
     resolved = snapshot.resolve(fs, snap)
     if resolved.manifest is not None:
-        return _parse_as_of(resolved.manifest["as_of"])
+        return parse_field(resolved.manifest["as_of"], "as_of")
     path = fsys.join(resolved.prefix, snapshot.SUMMARY)
     if not fs.exists(path):
         return None
     try:
-        return _parse_as_of(json.loads(fsys.read_text(fs, path))["as_of"])
+        return parse_field(json.loads(fsys.read_text(fs, path))["as_of"], "as_of")
     except (ValueError, KeyError, TypeError):
         raise SchemaError(f"snapshot: {path} has no readable as_of") from None
 
@@ -216,7 +213,7 @@ def _check_paths(snap: str | Path, out: str | Path, overwrite: bool, fs: fsys.FS
 
 def resolve_as_of(snap: str | Path, as_of: str | datetime | None, fs: fsys.FS | None = None) -> datetime:
     snap_as_of = snapshot_as_of(snap, fs)
-    wanted = _parse_as_of(as_of)
+    wanted = parse_field(as_of, "as_of")
     if wanted is None:
         if snap_as_of is None:
             raise SchemaError(f"as_of: {snap} has no {snapshot.SUMMARY} to take it from; pass --as-of")
@@ -304,7 +301,7 @@ def _write_labels(fs: fsys.FS, frame: DataFrame, cut: datetime, tmp: str) -> Non
         F.lit(snapshot.format_ts(cut)).alias("label_as_of"),
     ).repartition(1).sortWithinPartitions("customer_id")
     parts_dir = fsys.join(tmp, "_labels")
-    _write_csv(rows, parts_dir, 1)
+    write_csv(rows, parts_dir, 1)
     part = next((e for e in fs.list(parts_dir) if e.name.startswith("part-") and e.name.endswith(".csv")), None)
     if part is None or part.size == 0:  # no customers at as-of: still a file with its header
         fs.write_bytes(fsys.join(tmp, LABELS_FILE), (",".join(LABEL_COLUMNS) + "\n").encode())

@@ -66,6 +66,7 @@ def latency_check(url: str, api_key: str, customer_ids: list[str], expect_versio
 def staging_check(candidate_dir: Path, expect_version: str, cfg: StagingCheckConfig, snapshot: Path | None,
                   staging_url: str | None = None, api_key: str | None = None) -> tuple[Verdict, dict]:
     """Run both parts; the verdict lists every check, the dict holds the figures for the record."""
+    from identigraph.graph.records import customer_key
     from identigraph.model.artifacts import LoadedModel
     from identigraph.model.frame import read_snapshot
 
@@ -79,7 +80,7 @@ def staging_check(candidate_dir: Path, expect_version: str, cfg: StagingCheckCon
         model = LoadedModel.load(candidate_dir, threads=None)
         for check in run_behaviour(model, frame, list(cfg.behaviour)):
             verdict.add(check["check"], check["ok"], check["detail"], scores=check["scores"])
-    ids = [v.removeprefix("customer:") for v in frame.vertices["customer"].index]
+    ids = [customer_key(v) for v in frame.vertices["customer"].index]
     sample = list(np.random.default_rng(0).choice(ids, size=min(len(ids), cfg.requests), replace=False))
     key = api_key or os.environ.get(cfg.api_key_env) or LOCAL_SCORING_KEY
     figures["latency"], checks = latency_check(staging_url or cfg.staging_url, key, sample, expect_version, cfg)
