@@ -17,6 +17,7 @@ deprecated stage transitions and move atomically from one version to the next).
 from __future__ import annotations
 
 import getpass
+import importlib
 import json
 import shutil
 from abc import ABC, abstractmethod
@@ -67,7 +68,14 @@ def read_model_dir(model_dir: Path) -> tuple[str, dict[str, Any]]:
 
 
 class Registry(ABC):
+    """What the promotion flow needs of a model registry, so MLflow and SageMaker are interchangeable."""
+
     name: str
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: LifecycleConfig, data_path: Path) -> Registry:
+        """The back-end as ``cfg`` configures it (``open_registry`` calls this on the class it resolved)."""
 
     @abstractmethod
     def register(self, model_dir: Path, description: str = "") -> ModelVersion: ...
@@ -137,6 +145,13 @@ class MlflowRegistry(Registry):
         self.uri, self.model = uri, model_name
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         self.artifact_root = artifact_root
+
+    @classmethod
+    def from_config(cls, cfg: LifecycleConfig, data_path: Path) -> MlflowRegistry:
+        """``registry.mlflow_uri`` when set, else a local sqlite registry under the data path."""
+        if cfg.registry.mlflow_uri:
+            return cls(cfg.registry.mlflow_uri, cfg.registry.model_name)
+        return cls.local(Path(data_path) / "mlflow", cfg.registry.model_name)
 
     @classmethod
     def local(cls, root: Path, model_name: str) -> MlflowRegistry:
@@ -214,21 +229,19 @@ class MlflowRegistry(Registry):
         return dest
 
 
+BACKENDS: dict[str, str] = {
+    "mlflow": "identigraph.lifecycle.registry.MlflowRegistry",
+    "sagemaker": "identigraph.lifecycle.sagemaker_registry.SageMakerRegistry",
+}
+"""Back-end name → import path of its ``Registry`` class (as Feast maps online stores): a back-end module
+imports this one, never the other way round, and only the chosen one (with its SDK) is imported."""
+
+
 def open_registry(cfg: LifecycleConfig, data_path: Path, backend: str | None = None) -> Registry:
     """The configured back-end (``backend`` overrides ``registry.backend``)."""
     kind = backend or cfg.registry.backend
-    if kind == "mlflow":
-        if cfg.registry.mlflow_uri:
-            return MlflowRegistry(cfg.registry.mlflow_uri, cfg.registry.model_name)
-        return MlflowRegistry.local(Path(data_path) / "mlflow", cfg.registry.model_name)
-    if kind == "sagemaker":
-        import boto3
-
-        from identigraph.lifecycle.sagemaker_registry import SageMakerRegistry
-
-        sm = cfg.sagemaker
-        sm.need("s3_uri", "image_uri")
-        return SageMakerRegistry(boto3.client("sagemaker", region_name=sm.region),
-                                 boto3.client("s3", region_name=sm.region), cfg.registry.model_name,
-                                 sm.s3_uri, sm.image_uri, sm.inference_instance_types)
-    raise LifecycleError(f"unknown registry backend {kind!r}: mlflow or sagemaker")
+    if kind not in BACKENDS:
+        raise LifecycleError(f"unknown registry backend {kind!r}: {' or '.join(BACKENDS)}")
+    module, _, name = BACKENDS[kind].rpartition(".")
+    cls: type[Registry] = getattr(importlib.import_module(module), name)
+    return cls.from_config(cfg, data_path)
