@@ -111,9 +111,9 @@ class GraphTensors:
 def mask_labels(t: GraphTensors, nodes: torch.Tensor | np.ndarray, x: torch.Tensor | None = None) -> torch.Tensor:
     """Copy of ``x`` where ``nodes`` cannot see their own label-derived inputs."""
     x = (t.x if x is None else x).clone()
-    nodes = torch.as_tensor(nodes, dtype=torch.long)
+    nodes = torch.as_tensor(nodes, dtype=torch.long, device=x.device)
     if len(t.label_cols):
-        x[nodes.unsqueeze(1), t.label_cols.unsqueeze(0)] = 0.0
+        x[nodes.unsqueeze(1), t.label_cols.to(x.device).unsqueeze(0)] = 0.0
     x[nodes, t.mask_col] = 1.0
     return x
 
