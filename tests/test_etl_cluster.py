@@ -151,7 +151,7 @@ def test_model_reader_and_labeling_job_read_the_s3_snapshot(spark, s3, s3_snap, 
     assert sorted(remote.vertices) == sorted(here.vertices) and remote.as_of == here.as_of
     for label, frame in here.vertices.items():
         pd.testing.assert_frame_equal(remote.vertices[label].sort_index(), frame.sort_index())
-    run_labeling(spark, loc, f"s3a://{BUCKET}/labels", console=None)
+    run_labeling(spark, loc, f"s3a://{BUCKET}/labels")
     run_labeling(spark, local_snap, tmp_path / "labels")
     remote_labels = s3.get_object(Bucket=BUCKET, Key="labels/labels.csv")["Body"].read().decode()
     assert remote_labels == (tmp_path / "labels" / "labels.csv").read_text() and remote_labels.count("\n") > 100

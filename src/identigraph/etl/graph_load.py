@@ -8,6 +8,7 @@ bounds how many requests hit the graph at once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from identigraph.errors import GraphError, SchemaError
 from identigraph.etl import snapshot
 from identigraph.graph import schema
 from identigraph.graph.schema import EdgeRecord, VertexRecord
+
+log = logging.getLogger(__name__)
 
 
 def vertex_record(row: dict[str, Any]) -> VertexRecord:
@@ -55,11 +58,11 @@ def _load_partition(settings_json: dict[str, Any], columns: list[str], kind: str
     yield {"elements": stats.vertices + stats.edges, "requests": stats.requests, "retries": stats.retries}
 
 
-def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path, console: Console | None = None) -> dict:
-    """Load a snapshot location (its published run) or any Gremlin CSV folder, vertices first."""
+def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path) -> dict:
+    """Load a snapshot location (its published run) or any Gremlin CSV folder, vertices first; progress goes
+    to this module's logger."""
     from identigraph.etl import fs as fsys
 
-    console = console or Console(stderr=True)
     settings_json = settings.model_dump(mode="json")
     parts = settings.etl.load_partitions
     totals = {"elements": 0, "requests": 0, "retries": 0}
@@ -93,18 +96,19 @@ def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path, con
         for r in results:
             for key in totals:
                 totals[key] += r[key]
-        console.print(f"  [green]✓[/] loaded {kind} ({', '.join(group)}): {n:,} in "
-                      f"{time.perf_counter() - t_group:.1f}s")
+        log.info("✓ loaded %s (%s): %s in %.1fs", kind, ", ".join(group), f"{n:,}", time.perf_counter() - t_group)
     seconds = time.perf_counter() - t0
     return {**totals, "seconds": round(seconds, 2), "elements_per_s": round(totals["elements"] / seconds, 1)
             if seconds else 0.0}
 
 
-def load_and_report(spark: SparkSession, settings: Settings, snap: Path, console: Console,
-                    summary_console: Console | None = None) -> dict:
-    """Load, then one line a person reads: what ``etl --load-graph``, ``graph load`` and the demo print."""
-    stats = load_snapshot(spark, settings, snap, console=console)
-    (summary_console or console).print(
+def load_and_report(spark: SparkSession, settings: Settings, snap: str | Path, console: Console | None) -> dict:
+    """Load, then one line a person reads (when given a console): what ``etl --load-graph``, ``graph load``
+    and the demo print."""
+    stats = load_snapshot(spark, settings, snap)
+    if console is None:
+        return stats
+    console.print(
         f"graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
         f"({stats['elements_per_s']:,.0f} elements/s), {stats['requests']:,} requests, {stats['retries']} retries")
     return stats

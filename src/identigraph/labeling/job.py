@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,11 +34,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from rich.console import Console
-from rich.table import Table
 
 from identigraph.errors import SchemaError
 from identigraph.etl import fs as fsys
@@ -57,6 +57,8 @@ from identigraph.labeling.config import (
 from identigraph.labeling.maturity import label_of, statuses
 from identigraph.labeling.rules import corrections
 from identigraph.timestamps import parse_field
+
+log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.csv"
 REPORT_FILE = "report.json"
@@ -249,12 +251,10 @@ def run_labeling(
     config: LabelingConfig | str | Path | None = None,
     truth: str | Path | None = None,
     overwrite: bool = False,
-    console: Console | None = None,
     verdicts: Path | None = None,
 ) -> dict[str, Any]:
     """Write ``labels.csv`` and ``report.json`` under ``out``; returns the report. ``verdicts``: the review
     console's store, whose verdicts override maturity and correction (``labeling.verdicts``)."""
-    console = console or Console(stderr=True)
     fs = fsys.HadoopFS(spark)
     snap, out = fsys.normalise(snap), fsys.normalise(out)
     cfg = config if isinstance(config, LabelingConfig) else load_labeling_config(config)
@@ -274,8 +274,8 @@ def run_labeling(
                       "maturity": cfg.maturity.model_dump(), **report,
                       "seconds": round(time.perf_counter() - started, 2)}
             fs.write_bytes(fsys.join(tmp, REPORT_FILE), (json.dumps(report, indent=2) + "\n").encode())
-        console.print(f"  [green]✓[/] {report['customers']:,} customers labelled as of {report['as_of']} "
-                      f"({report['seconds']:.1f}s)")
+        log.info("✓ %s customers labelled as of %s (%.1fs)", f"{report['customers']:,}", report["as_of"],
+                 report["seconds"])
         return report
     except Exception as exc:
         text = str(exc)
@@ -413,77 +413,21 @@ def _truth_metrics(cells: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def print_report(report: dict[str, Any], console: Console) -> None:
-    """The summary a person reads at the end of a run."""
-    table = Table(title=f"labels as of {report['as_of']}: {report['customers']:,} customers")
-    for col, justify in (("status", "left"), ("label", "center"), ("customers", "right"),
-                         ("before correction", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for s in STATUSES:
-        n, before = report["statuses"][s], report["statuses_before_correction"][s]
-        if n or before:
-            label = "1" if s in FRAUD_STATUSES else "0" if s in LEGIT_STATUSES else "-"
-            table.add_row(s, label, f"{n:,}", f"{before:,}")
-    console.print(table)
-    has_truth = "truth" in report
-    rules = Table(title="correction rules (one pass, against matured fraud only)")
-    for col in ("rule", "conf.", "fired", "alone", *(("true fraud", "precision") if has_truth else ())):
-        rules.add_column(col, justify="left" if col == "rule" else "right")
-    for name, r in report["rules"].items():
-        row = [name, f"{r['confidence']:.2f}", f"{r['fired']:,}", f"{r['only_rule']:,}"]
-        if has_truth:
-            row += [f"{r['true_fraud']:,}", _fmt(r["precision"])]
-        rules.add_row(*row)
-    console.print(rules)
-    v = report.get("verdicts") or {}
-    if v.get("confirm_fraud") or v.get("legitimate"):
-        console.print(f"  reviewers' verdicts: {v['confirm_fraud']:,} fraud, {v['legitimate']:,} legitimate; "
-                      f"{v['changed_status']:,} changed the status a rule or maturity gave "
-                      f"({v['legit_over_rule']:,} legitimate over a firing rule)")
-    if has_truth:
-        _print_truth(report["truth"], console)
-
-
-def _print_truth(t: dict[str, Any], console: Console) -> None:
-    b, a, c = t["before_correction"], t["after_correction"], t["corrections"]
-    quality = Table(title=f"against the truth ({t['fraud_customers']:,} fraudsters)")
-    for col in ("label 1", "count", "true fraud", "precision", "recall", "fraud in label 0"):
-        quality.add_column(col, justify="left" if col == "label 1" else "right")
-    for name, x in (("matured", b), ("final", a)):
-        quality.add_row(name, f"{x['fraud_labels']:,}", f"{x['true_fraud']:,}", _fmt(x["precision"]),
-                        _fmt(x["recall"]), f"{x['fraud_among_legit_labels']:,}/{x['legit_labels']:,}")
-    quality.add_row("corrected", f"{c['promoted']:,}", f"{c['true_fraud_added']:,}", _fmt(c["precision"]), "", "")
-    console.print(quality)
-    console.print(f"  corrections add {c['true_fraud_added']:,} true-fraud labels "
-                  f"(+{_fmt(c['gain_over_matured'], pct=True)} over matured) at precision {_fmt(c['precision'])}")
-    kinds = Table(title="fraud recall by kind")
-    for col in ("kind", "customers", "recall before", "after", "left in label 0"):
-        kinds.add_column(col, justify="left" if col == "kind" else "right")
-    for ft, x in t["per_fraud_type"].items():
-        kinds.add_row(ft, f"{x['customers']:,}", _fmt(x["recall_before"]), _fmt(x["recall_after"]),
-                      f"{x['labelled_legit_after']:,}")
-    console.print(kinds)
-
-
-def _fmt(x: float | None, pct: bool = False) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.1%}" if pct else f"{x:.3f}"
-
-
 def run_job(settings: Any, snap: str | Path, out: str | Path, as_of: str | None = None, config: Path | None = None,
             truth: str | Path | None = None, overwrite: bool = False, console: Console | None = None,
             summary_console: Console | None = None, verdicts: Path | None = None) -> dict[str, Any]:
-    """What ``identigraph label`` runs: a Spark session, the job, the summary."""
+    """What ``identigraph label`` runs: a Spark session, the job, the summary (to ``summary_console``, else
+    ``console``; printed only when one is given)."""
     from identigraph.etl.spark import session
+    from identigraph.labeling.report import print_report
 
-    console = console or Console(stderr=True)
     # every check that needs no data first: a typo should not cost a Spark start-up
     load_labeling_config(config)
     if fsys.is_local(snap) and fsys.is_local(out):
         _check_paths(snap, out, overwrite)
         resolve_as_of(snap, as_of)
     report = run_labeling(session(settings, app_name="identigraph-label"), snap, out, as_of=as_of, config=config,
-                          truth=truth, overwrite=overwrite, console=console, verdicts=verdicts)
-    print_report(report, summary_console or console)
+                          truth=truth, overwrite=overwrite, verdicts=verdicts)
+    if summary_console or console:
+        print_report(report, summary_console or console)  # type: ignore[arg-type]  # one of them is set
     return report
