@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,15 @@ log = logging.getLogger(__name__)
 
 
 def vertex_record(row: dict[str, Any]) -> VertexRecord:
+    """A snapshot row as the upserter's vertex; empty cells stay None so the graph clears what the snapshot no
+    longer has."""
     # empty cells stay None: the snapshot is the state, so a value it no longer has is cleared in the graph
     props = {k: v for k, v in row.items() if not k.startswith("~")}
     return VertexRecord(row["~id"], row["~label"], props)
 
 
 def edge_record(row: dict[str, Any]) -> EdgeRecord:
+    """A snapshot row as the upserter's edge; an ``~id`` off the id scheme is refused, since upserts key on it."""
     counts = {k: int(row[k]) for k in schema.EDGE_COUNT_PROPS if row.get(k) is not None}
     rec = EdgeRecord(row["~from"], row["~label"], row["~to"], row["first_seen"], row["last_seen"], counts)
     if row["~id"] != rec.id:
@@ -56,6 +60,11 @@ def _load_partition(settings_json: dict[str, Any], columns: list[str], kind: str
         else:
             stats = up.edges(edge_record(r) for r in typed)
     yield {"elements": stats.vertices + stats.edges, "requests": stats.requests, "retries": stats.retries}
+
+
+def _load_rows(settings_json: dict[str, Any], columns: list[str], kind: str, rows: Iterable[Any]) -> Iterator[dict]:
+    """``_load_partition`` over Spark Rows (plain tuples once pickled to the executor)."""
+    return _load_partition(settings_json, columns, kind, (tuple(r) for r in rows))
 
 
 def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path) -> dict:
@@ -85,9 +94,7 @@ def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path) -> 
             df = df.coalesce(parts)  # vertices never conflict: no shuffle needed
         t_group = time.perf_counter()
         try:
-            results = df.rdd.mapPartitions(
-                lambda rows, c=columns, k=kind: _load_partition(settings_json, c, k, (tuple(r) for r in rows))
-            ).collect()
+            results = df.rdd.mapPartitions(partial(_load_rows, settings_json, columns, kind)).collect()
         except Exception as exc:  # a task's error arrives wrapped in Py4J/Spark text: keep its last line
             last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or [type(exc).__name__]
             raise GraphError(f"graph load of {kind} ({', '.join(group)}) failed; what was written before "

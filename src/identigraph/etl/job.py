@@ -101,8 +101,9 @@ def run_etl(
     try:
         built = _build(spark, fs, settings, src, out, prefix, state_uri, key, as_of, parent)
         if built is None:
-            summary = {"mode": "incremental", "no_op": True, "run": parent.run,  # type: ignore[union-attr]
-                       "as_of": parent.manifest["as_of"], "input": src.describe()}  # type: ignore[index]
+            assert parent is not None and parent.manifest is not None  # only a run over a published one is a no-op
+            summary = {"mode": "incremental", "no_op": True, "run": parent.run, "as_of": parent.manifest["as_of"],
+                       "input": src.describe()}
             log.info("✓ nothing newer than the published watermark: %s unchanged", out)
             return summary
         summary, manifest = built
@@ -207,8 +208,9 @@ def _read_inputs(spark: SparkSession, fs: fsys.FS, settings: Settings, src: cont
     before = (parent.manifest or {}).get("watermark", {}).get("partitions", {}) if parent else {}
     known = {name: contract.partitions(spark, fs, src, name, part_col) for name in contract.TABLES}
     read_parts: dict[str, list[str]] = {}
-    if parent is not None and known[EVENTS] is not None:
-        read_parts[EVENTS] = [p for p in known[EVENTS] if EVENTS not in before or p > before[EVENTS]]
+    event_parts = known[EVENTS]
+    if parent is not None and event_parts is not None:
+        read_parts[EVENTS] = [p for p in event_parts if EVENTS not in before or p > before[EVENTS]]
     # blocks, care contacts and customers are read whole; where they are partitioned, a newer partition
     # of theirs is news too
     newer_elsewhere = any(v and (name not in before or v[-1] > before[name])

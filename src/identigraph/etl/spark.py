@@ -131,11 +131,16 @@ def was_set(spark: SparkSession, key: str) -> bool:
     return bool(spark.sparkContext.getConf().contains(key))
 
 
+def _shuffle_partitions(spark: SparkSession) -> int:
+    value = spark.conf.get(SHUFFLE)
+    return int(value) if value is not None else 200  # Spark's own default (get() finds it set in practice)
+
+
 def scale_for_input(spark: SparkSession, input_bytes: int) -> int:
     """Shuffle partitions for this input where nobody chose them: about one per 128 MiB of input, at
     least two per core the cluster has. Returns the value in force."""
     if was_set(spark, SHUFFLE):
-        return int(spark.conf.get(SHUFFLE))
+        return _shuffle_partitions(spark)
     cores = max(1, spark.sparkContext.defaultParallelism)
     n = max(2 * cores, math.ceil(input_bytes / BYTES_PER_SHUFFLE_PARTITION))
     n = min(n, MAX_SHUFFLE_PARTITIONS)
@@ -152,7 +157,7 @@ def output_files(rows: int, configured: int | None, rows_per_file: int) -> int:
 
 def effective(spark: SparkSession) -> dict[str, Any]:
     """The settings a run reports (what the cluster and the job ended up with)."""
-    return {"master": spark.sparkContext.master, "shuffle_partitions": int(spark.conf.get(SHUFFLE)),
+    return {"master": spark.sparkContext.master, "shuffle_partitions": _shuffle_partitions(spark),
             "default_parallelism": spark.sparkContext.defaultParallelism,
             "app_name": spark.sparkContext.appName}
 

@@ -40,7 +40,7 @@ def _or_none(fn: Any, value: Any) -> str | None:
 def pseudonym_udf(kind: str, key_broadcast: Any) -> Any:
     """UDF: the keyed hash of a valid email/phone, null for a missing or invalid one."""
 
-    @F.pandas_udf(StringType())
+    @F.pandas_udf(StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted decorator form
     def pseudonymise(values: pd.Series) -> pd.Series:
         pseudo = Pseudonymiser(key_broadcast.value)
         fn = pseudo.email if kind == "email" else pseudo.phone
@@ -53,7 +53,7 @@ def canonical_udf(label: str) -> Any:
     """UDF: ``graph.canonical.canonical_identifier(label, value)`` (what the stream and the API call too),
     null for a missing or invalid value."""
 
-    @F.pandas_udf(StringType())
+    @F.pandas_udf(StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted decorator form
     def canonical(values: pd.Series) -> pd.Series:
         return values.map(lambda v: _or_none(lambda x: canonical_identifier(label, x), v))
 

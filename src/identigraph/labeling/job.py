@@ -158,6 +158,7 @@ def read_snapshot(spark: SparkSession, snap: str | Path) -> dict[str, DataFrame]
 
 
 def snapshot_as_of(snap: str | Path, fs: fsys.FS | None = None) -> datetime | None:
+    """The as-of a snapshot was cut at (its manifest, else its summary), or None for anyone's CSV."""
     fs = fs or fsys.LocalFS()
     resolved = snapshot.resolve(fs, snap)
     if resolved.manifest is not None:
@@ -214,6 +215,7 @@ def _check_paths(snap: str | Path, out: str | Path, overwrite: bool, fs: fsys.FS
 
 
 def resolve_as_of(snap: str | Path, as_of: str | datetime | None, fs: fsys.FS | None = None) -> datetime:
+    """The labels' as-of: the one asked for, which may not be after the snapshot's, else the snapshot's."""
     snap_as_of = snapshot_as_of(snap, fs)
     wanted = parse_field(as_of, "as_of")
     if wanted is None:
@@ -231,8 +233,8 @@ def _staged_output(fs: fsys.FS, out: str) -> Iterator[str]:
     """Locally: ``snapshot.staged`` (rename into place). Object stores have no directory rename: the files
     are written under a staging prefix, then moved into ``out`` one by one, ``report.json`` last."""
     if fsys.is_local(out):
-        with snapshot.staged(fsys.local_path(out), overwrite=True) as tmp:
-            yield str(tmp)
+        with snapshot.staged(fsys.local_path(out), overwrite=True) as local_tmp:
+            yield str(local_tmp)
         return
     tmp = fsys.join(out, f"_staging-{uuid.uuid4().hex[:8]}")
     try:

@@ -14,7 +14,7 @@ labeling job never writes to the console's store.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -52,6 +52,7 @@ def read_verdicts(path: Path, as_of: datetime) -> list[tuple]:
 
 
 def verdict_frame(spark: SparkSession, path: Path, as_of: datetime) -> DataFrame:
+    """The verdicts as a Spark frame the label frame joins on customer_id."""
     # timestamps go in as naive UTC: the job's Spark session runs in UTC like the rest of the labels
     return spark.createDataFrame(read_verdicts(path, as_of), SCHEMA)
 
@@ -63,5 +64,6 @@ def overridden(status: Column) -> Column:
 
 
 def review_evidence() -> Column:
+    """The verdict as evidence in labels.csv, so a reviewer's override is visible next to the rules'."""
     return F.when(F.col("verdict").isNotNull(), F.struct(
         "verdict", "decided_at", "verdict_id", "reviewer")).alias("review")

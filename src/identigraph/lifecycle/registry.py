@@ -34,6 +34,7 @@ PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
 @dataclass
 class ModelVersion:
+    """One registered model as every back-end reports it, so the flow never sees back-end types."""
     version: str                     # the registry's number
     model_version: str               # content hash: what the API reports
     status: str                      # pending | approved | rejected
@@ -48,10 +49,12 @@ class ModelVersion:
 
 
 def now() -> str:
+    """Timestamps in registry records: UTC, seconds, ISO-8601."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def user() -> str:
+    """Who acted, for the registry's audit trail ('unknown' where the platform cannot say)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -204,7 +207,7 @@ class MlflowRegistry(Registry):
             out.append(ModelVersion(
                 version=str(mv.version), model_version=tags.get("model_version", ""),
                 status=tags.get("approval_status", PENDING), stages=sorted(stages.get(str(mv.version), [])),
-                metrics=json.loads(tags.get("metrics", "{}")), source=mv.source,
+                metrics=json.loads(tags.get("metrics", "{}")), source=mv.source or "",
                 created_at=tags.get("registered_at", ""),
                 notes={k: v for k, v in tags.items() if k.startswith(("approved", "rejected", "registered_by"))}))
         return sorted(out, key=lambda m: int(m.version))
@@ -222,6 +225,8 @@ class MlflowRegistry(Registry):
         mv = self.client.get_model_version(self.model, str(version))
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
+        if mv.run_id is None:
+            raise LifecycleError(f"version {version} has no training run to fetch its files from")
         got = Path(self.client.download_artifacts(mv.run_id, "model", str(dest)))
         for item in got.iterdir():  # download_artifacts nests the "model" folder: flatten it into dest
             shutil.move(str(item), dest / item.name)

@@ -39,6 +39,7 @@ CONTENT_TYPES = ["application/json", "text/csv"]   # what the API's /invocations
 
 
 def tar_model_dir(model_dir: Path) -> bytes:
+    """A model directory as the model.tar.gz SageMaker expects (flat, files only)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for f in sorted(Path(model_dir).iterdir()):
@@ -59,6 +60,7 @@ class SageMakerRegistry(Registry):
 
         sm = cfg.sagemaker
         sm.need("s3_uri", "image_uri")
+        assert sm.s3_uri is not None and sm.image_uri is not None  # need() raised otherwise
         return cls(boto3.client("sagemaker", region_name=sm.region), boto3.client("s3", region_name=sm.region),
                    cfg.registry.model_name, sm.s3_uri, sm.image_uri, sm.inference_instance_types)
 

@@ -221,12 +221,12 @@ class FeatureEncoder:
         self.edge_cols = [c for c in (self._fit_column(n, t, all_edges[n]) for n, t in edge_types.items()
                                       if t in ("Date", *NUMERIC, "Bool")) if c is not None]
         raw = self._raw(frame)
-        x, e = raw.x, raw.edge_attr
+        x, ea = raw.x, raw.edge_attr
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
         passthrough = raw.binary
         self.mean[passthrough], self.std[passthrough] = 0.0, 1.0
-        self.edge_mean = e.mean(0) if len(e) else np.zeros(e.shape[1])
-        self.edge_std = (e.std(0) if len(e) else np.zeros(e.shape[1])) + 1e-6
+        self.edge_mean = ea.mean(0) if len(ea) else np.zeros(ea.shape[1])
+        self.edge_std = (ea.std(0) if len(ea) else np.zeros(ea.shape[1])) + 1e-6
         if self.shortcuts:
             pf = raw.pair_attr
             self.pair_mean = pf.mean(0) if len(pf) else np.zeros(len(PAIR_FEATURES))
@@ -473,8 +473,8 @@ class FeatureEncoder:
                 co_of[i] = rel[f"{s}|{CO}{e}|{s}"]
         cap = self.hub_degree or 50
         fwd = (co_of[edge_type] >= 0) if len(edge_type) else np.zeros(0, bool)
-        d = degree[edge_index[1]] if len(edge_type) else np.zeros(0)
-        sel = np.flatnonzero(fwd & (d >= 2) & (d <= cap))
+        dst_degree = degree[edge_index[1]] if len(edge_type) else np.zeros(0)
+        sel = np.flatnonzero(fwd & (dst_degree >= 2) & (dst_degree <= cap))
         empty = (np.zeros((2, 0), np.int64), np.zeros(0, np.int64), np.zeros((0, len(PAIR_FEATURES))))
         if not len(sel):
             return empty
@@ -540,6 +540,8 @@ class FeatureEncoder:
     def to_dict(self) -> dict[str, Any]:
         def cols(cs: list[_Column]) -> list[dict[str, Any]]:
             return [vars(c) for c in cs]
+        assert self.mean is not None and self.std is not None  # encoders are saved after fit
+        assert self.edge_mean is not None and self.edge_std is not None
         return {
             "label_columns": self.label_columns, "max_categories": self.max_categories, "hub_degree": self.hub_degree,
             "shortcuts": self.shortcuts,

@@ -33,6 +33,7 @@ NUMERIC = ("Int", "Long", "Short", "Byte", "Double", "Float")
 
 @dataclass
 class GraphFrame:
+    """A snapshot in memory as pandas frames by label and relation: the one input the encoder reads."""
     as_of: datetime
     vertices: dict[str, pd.DataFrame]            # label -> frame indexed by vertex id
     edges: dict[Relation, pd.DataFrame]          # relation -> columns src, dst, <edge properties>

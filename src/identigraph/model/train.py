@@ -34,6 +34,7 @@ from identigraph.model.sampler import TorchNeighborSampler
 
 
 def select_device(spec: str = "auto") -> torch.device:
+    """The torch device for ``--device``; asking for CUDA where there is none is an error, not a silent CPU run."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
@@ -44,6 +45,7 @@ def select_device(spec: str = "auto") -> torch.device:
 
 @dataclass
 class TrainResult:
+    """A trained model with what the metrics file and the tuner record about how it was trained."""
     model: FraudGNN
     conv: str
     best_epoch: int
@@ -76,14 +78,14 @@ def _seeds_masked(x: torch.Tensor, t: GraphTensors, batch_size: int) -> torch.Te
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, t: GraphTensors, nodes: np.ndarray, cfg: ModelConfig,
+def predict(model: FraudGNN, t: GraphTensors, nodes: np.ndarray, cfg: ModelConfig,
             device: torch.device | None = None, chunks: int | None = None, mode: str = "full") -> np.ndarray:
     """Probabilities for ``nodes``, each scored with its own labels hidden and its neighbours' visible."""
     with cpu_threads(len(t.x), cfg.training.threads):
         return _predict(model, t, nodes, cfg, device, chunks, mode)
 
 
-def _predict(model: torch.nn.Module, t: GraphTensors, nodes: np.ndarray, cfg: ModelConfig,
+def _predict(model: FraudGNN, t: GraphTensors, nodes: np.ndarray, cfg: ModelConfig,
              device: torch.device | None, chunks: int | None, mode: str) -> np.ndarray:
     device = device or next(model.parameters()).device
     model.eval()
@@ -113,7 +115,7 @@ def _predict(model: torch.nn.Module, t: GraphTensors, nodes: np.ndarray, cfg: Mo
 _PLANS: dict[tuple, list] = {}
 
 
-def _cached_plans(model: torch.nn.Module, t: GraphTensors, ei: torch.Tensor, et: torch.Tensor, ea: torch.Tensor,
+def _cached_plans(model: FraudGNN, t: GraphTensors, ei: torch.Tensor, et: torch.Tensor, ea: torch.Tensor,
                   targets: torch.Tensor) -> list:
     """Layer plans reused across epochs: validation scores the same nodes of the same graph every epoch."""
     key = (id(t), ei.data_ptr(), ei.shape[1], tuple(model.is_shortcut), len(model.convs),
@@ -219,7 +221,7 @@ def _full_epoch(o: _Optimiser, t: GraphTensors, split: _Split, train_idx: np.nda
     tc = cfg.training
     xs, ei, et, ea = tensors
     perm = o.rng.permutation(train_idx)
-    masked = perm[: max(1, int(math.ceil(tc.mask_rate * len(perm))))]
+    masked = perm[: max(1, math.ceil(tc.mask_rate * len(perm)))]
     hidden = masked
     if tc.label_dropout > 0:  # neighbours lose their labels too: structure must carry the signal
         others = split.target_nodes[o.rng.random(len(split.target_nodes)) < tc.label_dropout]
