@@ -27,7 +27,8 @@ from identigraph.config_loader import packaged_default
 from identigraph.etl.job import run_etl
 from identigraph.etl.spark import session
 from identigraph.labeling.config import load_labeling_config
-from identigraph.labeling.job import print_report, run_labeling
+from identigraph.labeling.job import run_labeling
+from identigraph.labeling.report import print_report
 from identigraph.synth import SynthParams, generate_world, write_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,16 +52,14 @@ def _one_seed(spark: Any, settings: Any, work: Path, customers: int, seed: int, 
     write_world(world, work / "world", fmt="parquet")
     stats = world.stats
     del world
-    summary = run_etl(spark, settings, work / "world", work / "snapshot", b"bench-key-0123456789abcdef",
-                      console=console)
+    summary = run_etl(spark, settings, work / "world", work / "snapshot", b"bench-key-0123456789abcdef")
     snapshot_s = time.perf_counter() - t0
     cfg = load_labeling_config(CONFIG)
     truth = work / "world" / "truth.csv"
-    report = run_labeling(spark, work / "snapshot", work / "labels", config=CONFIG, truth=truth, console=console)
+    report = run_labeling(spark, work / "snapshot", work / "labels", config=CONFIG, truth=truth)
     print_report(report, console)
     no_guard = cfg.model_copy(update={"maturity": cfg.maturity.model_copy(update={"unconfirmed_blocks": None})})
-    plain = run_labeling(spark, work / "snapshot", work / "labels_no_guard", config=no_guard, truth=truth,
-                         console=console)
+    plain = run_labeling(spark, work / "snapshot", work / "labels_no_guard", config=no_guard, truth=truth)
     q, p = _quality(report), _quality(plain)
     met = {
         "matured_precision": q["matured"]["precision"] >= TARGETS["matured_precision"],

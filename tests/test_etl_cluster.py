@@ -152,7 +152,7 @@ def test_model_reader_and_labeling_job_read_the_s3_snapshot(spark, s3, s3_snap, 
     assert sorted(remote.vertices) == sorted(here.vertices) and remote.as_of == here.as_of
     for label, frame in here.vertices.items():
         pd.testing.assert_frame_equal(remote.vertices[label].sort_index(), frame.sort_index())
-    run_labeling(spark, loc, f"s3a://{BUCKET}/labels", console=None)
+    run_labeling(spark, loc, f"s3a://{BUCKET}/labels")
     run_labeling(spark, local_snap, tmp_path / "labels")
     remote_labels = s3.get_object(Bucket=BUCKET, Key="labels/labels.csv")["Body"].read().decode()
     assert remote_labels == (tmp_path / "labels" / "labels.csv").read_text() and remote_labels.count("\n") > 100
@@ -169,7 +169,7 @@ def test_a_run_that_dies_mid_write_changes_nothing_readers_see(spark, settings, 
     local_latest = (local_snap / "LATEST").read_bytes()
     local_manifest = (local_snap / "runs" / json.loads(local_latest)["run"] / "_manifest.json").read_bytes()
     before = graph_rows(LocalFS(), local_snap)
-    real, calls = job._write_csv, []
+    real, calls = job.write_csv, []
 
     def dies_on_the_fourth_label(df, path, files):
         calls.append(path)
@@ -177,7 +177,7 @@ def test_a_run_that_dies_mid_write_changes_nothing_readers_see(spark, settings, 
             raise RuntimeError("executor lost (injected)")
         real(df, path, files)
 
-    monkeypatch.setattr(job, "_write_csv", dies_on_the_fourth_label)
+    monkeypatch.setattr(job, "write_csv", dies_on_the_fourth_label)
     with pytest.raises(RuntimeError, match="injected"):
         run_etl(spark, settings, s3_input, loc, KEY, overwrite=True)
     assert len(calls) == 4  # three labels were written before the failure

@@ -47,6 +47,8 @@ def main(
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err, show_path=False)])
+    for job in ("identigraph.etl.job", "identigraph.etl.graph_load", "identigraph.labeling.job"):
+        logging.getLogger(job).setLevel(logging.INFO)  # the jobs' progress lines show without -v, as before
     ctx.obj = SettingsFile(config)
 
 
@@ -217,7 +219,7 @@ def graph_load(ctx: typer.Context, snapshot_dir: str = typer.Option(..., "--snap
     from identigraph.etl.spark import session
 
     cfg = settings(ctx)
-    load_and_report(session(cfg), cfg, snapshot_dir, console=err, summary_console=console)
+    load_and_report(session(cfg), cfg, snapshot_dir, console)
 
 
 @graph_app.command("export")

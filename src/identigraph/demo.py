@@ -45,7 +45,7 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
         console.print(stage_rule("3. historical load (Spark): tables → snapshot → graph"))
         spark = session(settings)
         snap = run_etl(spark, settings, demo_dir / "world", demo_dir / "snapshot", pseudonym.resolve_key(settings),
-                       overwrite=True, console=console)
+                       overwrite=True)
         print_summary(snap, console)
         with GraphClient(settings) as client:
             queries.clear(client)
@@ -53,10 +53,11 @@ def run_demo(settings: Settings, customers: int, keep_running: bool, console: Co
         summary["snapshot"] = snap
 
         console.print(stage_rule("3b. training labels (Spark): label maturity, then graph correction of uncaught fraud"))
-        from identigraph.labeling.job import print_report, run_labeling
+        from identigraph.labeling.job import run_labeling
+        from identigraph.labeling.report import print_report
 
         labels = run_labeling(spark, demo_dir / "snapshot", demo_dir / "labels", truth=demo_dir / "world" / "truth.csv",
-                              overwrite=True, console=console)
+                              overwrite=True)
         print_report(labels, console)
         summary["labels"] = labels
 

@@ -19,6 +19,7 @@ import pandas as pd
 from rich.console import Console
 
 from identigraph.config import Settings
+from identigraph.graph.records import customer_key
 from identigraph.services.process import free_port
 
 LOCAL_EVIDENCE_KEY = "local-admin-key"  # score + identity:read; published in conf/serving.yaml, refused in production
@@ -50,7 +51,7 @@ def ring_device(frame: Any, blocked: set[str]) -> str | None:
     if edges is None or edges.empty:
         return None
     links = edges[["src", "dst"]].drop_duplicates()
-    on_blocked = links[links["src"].str.removeprefix("customer:").isin(blocked)]
+    on_blocked = links[links["src"].map(customer_key).isin(blocked)]
     if on_blocked.empty:
         return None
     return on_blocked["dst"].value_counts().index[0].removeprefix("device:")
@@ -62,7 +63,7 @@ def logins_from_ring_device(base: str, customers: pd.DataFrame, skip: set[str], 
     model says, the policy sends them to a person (a flag on a valuable customer is reviewed, not blocked,
     and a device shared with blocked accounts forces at least a review), so these are the cases a review
     team gets every day."""
-    ltv = customers["lifetime_value"].rename(lambda i: i.removeprefix("customer:")).astype(float)
+    ltv = customers["lifetime_value"].rename(customer_key).astype(float)
     rich = ltv[(ltv >= boundary) & ~ltv.index.isin(skip)].sort_values(ascending=False)
     batch = [{"customer_id": c, "action": "login", "identifiers": {"device_id": device}}
              for c in rich.index[:REVIEW_CASES_WANTED]]
@@ -97,7 +98,7 @@ def score_examples(settings: Settings, demo_dir: Path, truth: pd.DataFrame, cons
 
     frame = read_snapshot(demo_dir / "snapshot")
     customers = frame.vertices["customer"]
-    blocked = {i.removeprefix("customer:") for i in customers.index[customers["blocked"] == 1.0]}
+    blocked = {customer_key(i) for i in customers.index[customers["blocked"] == 1.0]}
     serving = load_serving_config()
     # The console's store lives with the demo's world, which every run regenerates: it starts empty too.
     store_file = demo_dir / "review-console.sqlite"

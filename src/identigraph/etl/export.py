@@ -40,6 +40,7 @@ def _pages(client: GraphClient, element: str, label: str, page: int):
 
 
 def export_snapshot(client: GraphClient, out: Path, page: int = 10_000, overwrite: bool = False) -> dict[str, Any]:
+    """Any Gremlin graph back out as a snapshot (Neptune CSV), so a graph built elsewhere trains and loads like ours."""
     counts: dict[str, dict[str, int]] = {"vertices": {}, "edges": {}}
     with snapshot.staged(out, overwrite) as tmp:
         for label in schema.VERTEX_LABELS:

@@ -25,6 +25,7 @@ from identigraph.errors import SchemaError
 
 @dataclass(frozen=True)
 class Entry:
+    """One listing entry, the same shape for every filesystem so callers never branch on the scheme."""
     uri: str
     size: int
     is_dir: bool
@@ -35,6 +36,7 @@ class Entry:
 
 
 def scheme(uri: str | Path) -> str:
+    """The URI's scheme in lower case; '' for a bare path (a Windows drive letter is not a scheme)."""
     text = str(uri)
     parsed = urlparse(text)
     # a Windows drive letter or a bare path has no real scheme
@@ -42,10 +44,12 @@ def scheme(uri: str | Path) -> str:
 
 
 def is_local(uri: str | Path) -> bool:
+    """Local paths skip Hadoop and boto3: the local disk gives atomic renames and no ``.crc`` files."""
     return scheme(uri) in ("", "file")
 
 
 def local_path(uri: str | Path) -> Path:
+    """A local URI (``file:`` or bare) as a ``Path``."""
     text = str(uri)
     return Path(urlparse(text).path) if scheme(text) == "file" else Path(text)
 
@@ -58,6 +62,7 @@ def normalise(uri: str | Path) -> str:
 
 
 def join(base: str, *parts: str) -> str:
+    """URIs join with ``/`` on every filesystem (``os.path.join`` would break ``s3://``)."""
     out = str(base).rstrip("/")
     for p in parts:
         out += "/" + str(p).strip("/")
@@ -65,10 +70,12 @@ def join(base: str, *parts: str) -> str:
 
 
 def parent(uri: str) -> str:
+    """The URI one level up, as ``join`` would have built it."""
     return str(uri).rstrip("/").rsplit("/", 1)[0]
 
 
 def relative(base: str, uri: str) -> str:
+    """``uri`` relative to ``base``, as manifests record files (so a moved snapshot still resolves)."""
     base, uri = str(base).rstrip("/") + "/", str(uri)
     if not uri.startswith(base):
         raise ValueError(f"{uri} is not under {base}")
@@ -76,6 +83,7 @@ def relative(base: str, uri: str) -> str:
 
 
 class FS(Protocol):
+    """The few operations the jobs need outside Spark's readers, so local disk, Hadoop and S3 are interchangeable."""
     def exists(self, uri: str) -> bool: ...
     def is_dir(self, uri: str) -> bool: ...
     def list(self, uri: str, recursive: bool = False) -> list[Entry]: ...
@@ -87,12 +95,13 @@ class FS(Protocol):
 
 
 def read_text(fs: FS, uri: str) -> str:
+    """Manifests, pointers and summaries are UTF-8 JSON on every filesystem."""
     return fs.read_bytes(uri).decode("utf-8")
 
 
 def first_line(fs: FS, uri: str) -> str:
     """The header line of a CSV (gzip or plain), reading only its first 64 KiB."""
-    data = fs.head(uri, 1 << 16)  # type: ignore[attr-defined]
+    data = fs.head(uri, 1 << 16)
     if uri.endswith(".gz"):
         data = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)  # a truncated stream is fine here
     text = data.decode("utf-8", errors="replace")

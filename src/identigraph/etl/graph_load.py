@@ -8,8 +8,10 @@ bounds how many requests hit the graph at once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,19 @@ from identigraph.etl import snapshot
 from identigraph.graph import schema
 from identigraph.graph.schema import EdgeRecord, VertexRecord
 
+log = logging.getLogger(__name__)
+
 
 def vertex_record(row: dict[str, Any]) -> VertexRecord:
+    """A snapshot row as the upserter's vertex; empty cells stay None so the graph clears what the snapshot no
+    longer has."""
     # empty cells stay None: the snapshot is the state, so a value it no longer has is cleared in the graph
     props = {k: v for k, v in row.items() if not k.startswith("~")}
     return VertexRecord(row["~id"], row["~label"], props)
 
 
 def edge_record(row: dict[str, Any]) -> EdgeRecord:
+    """A snapshot row as the upserter's edge; an ``~id`` off the id scheme is refused, since upserts key on it."""
     counts = {k: int(row[k]) for k in schema.EDGE_COUNT_PROPS if row.get(k) is not None}
     rec = EdgeRecord(row["~from"], row["~label"], row["~to"], row["first_seen"], row["last_seen"], counts)
     if row["~id"] != rec.id:
@@ -55,11 +62,16 @@ def _load_partition(settings_json: dict[str, Any], columns: list[str], kind: str
     yield {"elements": stats.vertices + stats.edges, "requests": stats.requests, "retries": stats.retries}
 
 
-def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path, console: Console | None = None) -> dict:
-    """Load a snapshot location (its published run) or any Gremlin CSV folder, vertices first."""
+def _load_rows(settings_json: dict[str, Any], columns: list[str], kind: str, rows: Iterable[Any]) -> Iterator[dict]:
+    """``_load_partition`` over Spark Rows (plain tuples once pickled to the executor)."""
+    return _load_partition(settings_json, columns, kind, (tuple(r) for r in rows))
+
+
+def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path) -> dict:
+    """Load a snapshot location (its published run) or any Gremlin CSV folder, vertices first; progress goes
+    to this module's logger."""
     from identigraph.etl import fs as fsys
 
-    console = console or Console(stderr=True)
     settings_json = settings.model_dump(mode="json")
     parts = settings.etl.load_partitions
     totals = {"elements": 0, "requests": 0, "retries": 0}
@@ -82,9 +94,7 @@ def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path, con
             df = df.coalesce(parts)  # vertices never conflict: no shuffle needed
         t_group = time.perf_counter()
         try:
-            results = df.rdd.mapPartitions(
-                lambda rows, c=columns, k=kind: _load_partition(settings_json, c, k, (tuple(r) for r in rows))
-            ).collect()
+            results = df.rdd.mapPartitions(partial(_load_rows, settings_json, columns, kind)).collect()
         except Exception as exc:  # a task's error arrives wrapped in Py4J/Spark text: keep its last line
             last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or [type(exc).__name__]
             raise GraphError(f"graph load of {kind} ({', '.join(group)}) failed; what was written before "
@@ -93,18 +103,19 @@ def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path, con
         for r in results:
             for key in totals:
                 totals[key] += r[key]
-        console.print(f"  [green]✓[/] loaded {kind} ({', '.join(group)}): {n:,} in "
-                      f"{time.perf_counter() - t_group:.1f}s")
+        log.info("✓ loaded %s (%s): %s in %.1fs", kind, ", ".join(group), f"{n:,}", time.perf_counter() - t_group)
     seconds = time.perf_counter() - t0
     return {**totals, "seconds": round(seconds, 2), "elements_per_s": round(totals["elements"] / seconds, 1)
             if seconds else 0.0}
 
 
-def load_and_report(spark: SparkSession, settings: Settings, snap: Path, console: Console,
-                    summary_console: Console | None = None) -> dict:
-    """Load, then one line a person reads: what ``etl --load-graph``, ``graph load`` and the demo print."""
-    stats = load_snapshot(spark, settings, snap, console=console)
-    (summary_console or console).print(
+def load_and_report(spark: SparkSession, settings: Settings, snap: str | Path, console: Console | None) -> dict:
+    """Load, then one line a person reads (when given a console): what ``etl --load-graph``, ``graph load``
+    and the demo print."""
+    stats = load_snapshot(spark, settings, snap)
+    if console is None:
+        return stats
+    console.print(
         f"graph load: {stats['elements']:,} elements in {stats['seconds']:.1f}s "
         f"({stats['elements_per_s']:,.0f} elements/s), {stats['requests']:,} requests, {stats['retries']} retries")
     return stats

@@ -23,9 +23,13 @@ equals a full recompute; with no new partition (or no new event) the run is a no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,40 +43,18 @@ from identigraph.errors import IdentigraphError, SchemaError
 from identigraph.etl import contract, snapshot
 from identigraph.etl import fs as fsys
 from identigraph.etl import spark as sparkcfg
+from identigraph.etl.spark import drop_checksums, write_csv
 from identigraph.etl.transforms import customer_vertices, history_at, identifier_vertices, identity_edges
 from identigraph.graph import schema
+from identigraph.timestamps import parse_field
 
-
-def _write_csv(df: DataFrame, path: str | Path, files: int) -> None:
-    (df.coalesce(files).write.mode("overwrite")
-       .option("header", True).option("quote", '"').option("escape", '"')  # RFC 4180: "" inside quotes
-       .option("nullValue", "").option("emptyValue", '""')
-       .option("timestampFormat", snapshot.TS_FORMAT_SPARK)
-       .csv(str(path)))
-    _drop_checksums(path)
-
-
-def _drop_checksums(path: str | Path) -> None:
-    """The local filesystem's ``.crc`` side files (object stores write none): not part of a snapshot."""
-    if fsys.is_local(path):
-        for junk in fsys.local_path(path).rglob(".*.crc"):
-            junk.unlink()
+log = logging.getLogger(__name__)
 
 
 def _typed(df: DataFrame, columns: dict[str, str], system: list[tuple[str, str]]) -> DataFrame:
     cols = [F.col(src).alias(dst) for src, dst in system]
     cols += [F.col(name).alias(f"{name}:{typ}") for name, typ in columns.items()]
     return df.select(*cols)
-
-
-def _parse_as_of(value: str | datetime | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise SchemaError(f"as_of: not an ISO-8601 timestamp: {value!r}") from None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
 EVENTS = "identity_events"
@@ -89,15 +71,13 @@ def run_etl(
     key: bytes,
     as_of: str | datetime | None = None,
     overwrite: bool = False,
-    console: Console | None = None,
     incremental: bool = False,
     input_tables: list[str] | None = None,
 ) -> dict[str, Any]:
     """Build and publish one snapshot run; returns the job summary (also the run's ``_summary.json``).
 
     ``incremental`` with nothing published yet is a full load; ``overwrite`` is needed for a full load
-    into a location that already holds something."""
-    console = console or Console(stderr=True)
+    into a location that already holds something. Progress goes to this module's logger."""
     fs = fsys.HadoopFS(spark)
     out = fsys.normalise(out)
     src = contract.source(input_dir, input_tables)
@@ -111,7 +91,7 @@ def run_etl(
                               "run a full load first")
     else:
         if incremental:
-            console.print("  nothing published yet: a full load")
+            log.info("nothing published yet: a full load")
         incremental, parent = False, None
         if fs.exists(out) and snapshot.has_content(fs, out) and not overwrite:
             raise SchemaError(f"snapshot: {out} exists and is not empty (use --overwrite)")
@@ -119,11 +99,12 @@ def run_etl(
     prefix = fsys.join(out, snapshot.RUNS, run_id)
     state_uri = fsys.join(out, snapshot.STATE, "events", run_id)
     try:
-        built = _build(spark, fs, settings, src, out, prefix, state_uri, key, as_of, console, parent)
+        built = _build(spark, fs, settings, src, out, prefix, state_uri, key, as_of, parent)
         if built is None:
-            summary = {"mode": "incremental", "no_op": True, "run": parent.run,  # type: ignore[union-attr]
-                       "as_of": parent.manifest["as_of"], "input": src.describe()}  # type: ignore[index]
-            console.print(f"  [green]✓[/] nothing newer than the published watermark: {out} unchanged")
+            assert parent is not None and parent.manifest is not None  # only a run over a published one is a no-op
+            summary = {"mode": "incremental", "no_op": True, "run": parent.run, "as_of": parent.manifest["as_of"],
+                       "input": src.describe()}
+            log.info("✓ nothing newer than the published watermark: %s unchanged", out)
             return summary
         summary, manifest = built
         summary["run"] = manifest["run"] = run_id
@@ -132,10 +113,8 @@ def run_etl(
         snapshot.publish(fs, out, run_id, manifest)
     except BaseException:
         for uri in (prefix, state_uri):  # best effort: a dead driver leaves them for the next run's GC
-            try:
+            with contextlib.suppress(Exception):
                 fs.delete(uri)
-            except Exception:
-                pass
         raise
     finally:
         spark.catalog.clearCache()  # the validated inputs were cached; nothing of them outlives the job
@@ -186,23 +165,52 @@ def _already_loaded(events: DataFrame) -> DataFrame:
                          F.struct(*cols).alias("row"))
 
 
-def _build(spark: SparkSession, fs: fsys.FS, settings: Settings, src: contract.Source, out: str, prefix: str,
-           state_uri: str, key: bytes, as_of: str | datetime | None, console: Console,
-           parent: snapshot.Resolved | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+@dataclass
+class _Inputs:
+    """What the run reads: the tables validated, the events it has not counted before, and where it stands
+    against the published watermark."""
+    known: dict[str, list[str] | None]          # partitions of each table (None: unpartitioned)
+    before: dict[str, str]                      # the published watermark's partitions
+    read_parts: dict[str, list[str]]            # the partitions read where not all of them are
+    raw: dict[str, DataFrame]
+    validated: dict[str, tuple[DataFrame, DataFrame]]   # table -> (good rows, quarantined rows)
+    events: DataFrame                           # valid events not loaded by an earlier run
+    again: DataFrame | None                     # valid events an earlier run loaded
+    shuffle: int
 
-    def step(name: str, t0: float) -> None:
-        timings[name] = round(time.perf_counter() - t0, 2)
-        console.print(f"  [green]✓[/] {name} ({timings[name]:.1f}s)")
 
-    t0 = time.perf_counter()
+@dataclass
+class _Written:
+    """The graph a run wrote, counted by label."""
+    vertex_counts: dict[str, int]
+    edge_counts: dict[str, int]
+
+
+class _Steps:
+    """Per-step timings for the summary, each logged as it ends so a long run shows where it is."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        log.info("✓ %s (%.1fs)", name, self.timings[name])
+
+
+def _read_inputs(spark: SparkSession, fs: fsys.FS, settings: Settings, src: contract.Source, out: str, key: bytes,
+                 parent: snapshot.Resolved | None) -> _Inputs | None:
+    """Read and validate the tables; ``None`` when an incremental run has nothing newer to add."""
     part_col = settings.etl.partition_column
     before = (parent.manifest or {}).get("watermark", {}).get("partitions", {}) if parent else {}
     known = {name: contract.partitions(spark, fs, src, name, part_col) for name in contract.TABLES}
     read_parts: dict[str, list[str]] = {}
-    if parent is not None and known[EVENTS] is not None:
-        read_parts[EVENTS] = [p for p in known[EVENTS] if EVENTS not in before or p > before[EVENTS]]
+    event_parts = known[EVENTS]
+    if parent is not None and event_parts is not None:
+        read_parts[EVENTS] = [p for p in event_parts if EVENTS not in before or p > before[EVENTS]]
     # blocks, care contacts and customers are read whole; where they are partitioned, a newer partition
     # of theirs is news too
     newer_elsewhere = any(v and (name not in before or v[-1] > before[name])
@@ -218,8 +226,7 @@ def _build(spark: SparkSession, fs: fsys.FS, settings: Settings, src: contract.S
         "blocks": contract.validate_blocks(raw["blocks"]),
         "care_contacts": contract.validate_care(raw["care_contacts"]),
     }
-    customers, events = validated["customers"][0], validated[EVENTS][0].persist()
-    blocks, care = validated["blocks"][0], validated["care_contacts"][0]
+    events = validated[EVENTS][0].persist()
     again = None
     if parent is not None:
         segments = [fsys.join(out, seg) for seg in parent.manifest.get("state", {}).get("events", [])]  # type: ignore[union-attr]
@@ -229,17 +236,28 @@ def _build(spark: SparkSession, fs: fsys.FS, settings: Settings, src: contract.S
             events = events.join(seen, "event_id", "left_anti").persist()
         if known[EVENTS] is None and not newer_elsewhere and events.isEmpty():
             return None  # unpartitioned events: every one of them already loaded
-    cut = _parse_as_of(as_of)
-    if cut is None:  # default: the latest valid event, so "now" is what the data says, not the clock
-        micros = events.agg(F.unix_micros(F.max("occurred_at"))).first()[0]  # no driver-time-zone shift
-        latest = datetime.fromtimestamp(micros / 1e6, tz=timezone.utc) if micros is not None else None
-        prev_cut = _parse_as_of(parent.manifest["as_of"]) if parent is not None else None  # type: ignore[index]
-        cut = max([t for t in (latest, prev_cut) if t is not None], default=datetime.now(timezone.utc))
-    step("read and validate", t0)
+    return _Inputs(known, before, read_parts, raw, validated, events, again, shuffle)
 
-    t0 = time.perf_counter()
+
+def _cut_off(events: DataFrame, as_of: str | datetime | None, parent: snapshot.Resolved | None) -> datetime:
+    """The run's as-of: the one asked for, else the latest valid event, so "now" is what the data says."""
+    cut = parse_field(as_of, "as_of")
+    if cut is not None:
+        return cut
+    # unix_micros: no driver-time-zone shift; an aggregate without grouping always has its one row
+    micros = events.agg(F.unix_micros(F.max("occurred_at"))).first()[0]  # type: ignore[index]  # first() is Row | None
+    latest = datetime.fromtimestamp(micros / 1e6, tz=timezone.utc) if micros is not None else None
+    prev_cut = parse_field(parent.manifest["as_of"], "as_of") if parent is not None else None  # type: ignore[index]
+    return max([t for t in (latest, prev_cut) if t is not None], default=datetime.now(timezone.utc))
+
+
+def _write_graph(spark: SparkSession, settings: Settings, inputs: _Inputs, cut: datetime, prefix: str,
+                 state_uri: str, parent: snapshot.Resolved | None) -> _Written:
+    """Edges, vertices and history at the cut, written as the run's snapshot files, and the ids it counted."""
+    validated = inputs.validated
+    customers, blocks, care = validated["customers"][0], validated["blocks"][0], validated["care_contacts"][0]
     ts = F.lit(cut).cast("timestamp")
-    in_window = events.filter(F.col("occurred_at") <= ts)
+    in_window = inputs.events.filter(F.col("occurred_at") <= ts)
     blocks_h, care_h = history_at(blocks, care, cut)
     edges = identity_edges(in_window)
     if parent is not None:
@@ -256,63 +274,84 @@ def _build(spark: SparkSession, fs: fsys.FS, settings: Settings, src: contract.S
         return sparkcfg.output_files(n, etl.output_files, etl.rows_per_file)
 
     for label in schema.IDENTIFIERS:
-        _write_csv(_typed(id_vertices.filter(F.col("label") == label), snapshot.IDENTIFIER_COLUMNS,
-                          [("id", "~id"), ("label", "~label")]),
-                   fsys.join(prefix, "vertices", label), files(vertex_counts.get(label, 0)))
-    _write_csv(_typed(cust, snapshot.CUSTOMER_COLUMNS, [("id", "~id"), ("label", "~label")]),
-               fsys.join(prefix, "vertices", schema.CUSTOMER), files(vertex_counts[schema.CUSTOMER]))
+        write_csv(_typed(id_vertices.filter(F.col("label") == label), snapshot.IDENTIFIER_COLUMNS,
+                         [("id", "~id"), ("label", "~label")]),
+                  fsys.join(prefix, "vertices", label), files(vertex_counts.get(label, 0)))
+    write_csv(_typed(cust, snapshot.CUSTOMER_COLUMNS, [("id", "~id"), ("label", "~label")]),
+              fsys.join(prefix, "vertices", schema.CUSTOMER), files(vertex_counts[schema.CUSTOMER]))
     for edge_label in schema.EDGE_LABELS:
-        _write_csv(_typed(edges.filter(F.col("label") == edge_label), snapshot.EDGE_COLUMNS,
-                          [("id", "~id"), ("from_id", "~from"), ("to_id", "~to"), ("label", "~label")]),
-                   fsys.join(prefix, "edges", edge_label), files(edge_counts.get(edge_label, 0)))
-    _write_csv(blocks_h, fsys.join(prefix, "history", "blocks"), 1)
-    _write_csv(care_h, fsys.join(prefix, "history", "care_contacts"), 1)
+        write_csv(_typed(edges.filter(F.col("label") == edge_label), snapshot.EDGE_COLUMNS,
+                         [("id", "~id"), ("from_id", "~from"), ("to_id", "~to"), ("label", "~label")]),
+                  fsys.join(prefix, "edges", edge_label), files(edge_counts.get(edge_label, 0)))
+    write_csv(blocks_h, fsys.join(prefix, "history", "blocks"), 1)
+    write_csv(care_h, fsys.join(prefix, "history", "care_contacts"), 1)
     # the ids this run counted, so a later run never counts them again (Parquet, outside the graph files)
     in_window.select("event_id").write.mode("overwrite").parquet(state_uri)
-    _drop_checksums(state_uri)
-    step("build and write snapshot", t0)
+    drop_checksums(state_uri)
+    return _Written(vertex_counts, edge_counts)
 
-    t0 = time.perf_counter()
+
+def _quarantine(inputs: _Inputs, cut: datetime, prefix: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Write the quarantined rows by table; count reasons and check every row read is either good or
+    quarantined. Returns (count by "table: reason", counts by table)."""
+    ts = F.lit(cut).cast("timestamp")
     by_reason: dict[str, int] = {}
     tables: dict[str, dict[str, int]] = {}
-    for table, (good, bad) in validated.items():
-        if table == EVENTS and again is not None:
-            bad = bad.unionByName(_already_loaded(again))
+    for table, (good, bad) in inputs.validated.items():
+        if table == EVENTS and inputs.again is not None:
+            bad = bad.unionByName(_already_loaded(inputs.again))
         counts = {f"{table}: {r['reason']}": r["count"] for r in bad.groupBy("reason").count().collect()}
         if counts:
             bad.coalesce(1).write.mode("overwrite").json(fsys.join(prefix, "_quarantine", table))
-            _drop_checksums(fsys.join(prefix, "_quarantine", table))
+            drop_checksums(fsys.join(prefix, "_quarantine", table))
         by_reason.update(counts)
         row = good.select(F.count(F.lit(1)).alias("good"),
                           F.sum(F.when(F.col(TIME_COLUMN[table]) > ts, 1).otherwise(0)).alias("after")).first()
+        assert row is not None  # an aggregate without grouping always has its one row
         dupes = counts.get(f"{table}: {ALREADY_LOADED}", 0)
-        tables[table] = {"read": raw[table].count(), "good": row["good"] - dupes,
+        tables[table] = {"read": inputs.raw[table].count(), "good": row["good"] - dupes,
                          "quarantined": sum(counts.values()), "after_as_of": row["after"] or 0}
         if table == EVENTS:
             tables[table]["already_loaded"] = dupes
         if tables[table]["read"] != tables[table]["good"] + tables[table]["quarantined"]:
             raise IdentigraphError(f"internal: {table} rows do not add up: {tables[table]}")
-    step("quarantine and counts", t0)
+    return by_reason, tables
 
-    watermark = {"partitions": {**before, **{name: v[-1] for name, v in known.items() if v}},
+
+def _build(spark: SparkSession, fs: fsys.FS, settings: Settings, src: contract.Source, out: str, prefix: str,
+           state_uri: str, key: bytes, as_of: str | datetime | None,
+           parent: snapshot.Resolved | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    steps = _Steps()
+    inputs = None
+    with steps.step("read and validate"):
+        inputs = _read_inputs(spark, fs, settings, src, out, key, parent)
+        cut = _cut_off(inputs.events, as_of, parent) if inputs is not None else None
+    if inputs is None or cut is None:
+        return None
+    with steps.step("build and write snapshot"):
+        written = _write_graph(spark, settings, inputs, cut, prefix, state_uri, parent)
+    with steps.step("quarantine and counts"):
+        by_reason, tables = _quarantine(inputs, cut, prefix)
+    known = inputs.known
+    watermark = {"partitions": {**inputs.before, **{name: v[-1] for name, v in known.items() if v}},
                  "as_of": snapshot.format_ts(cut)}
     state = [*((parent.manifest or {}).get("state", {}).get("events", []) if parent else []),
              fsys.relative(out, state_uri)]
-    summary = {
+    summary: dict[str, Any] = {
         "as_of": snapshot.format_ts(cut),
         "mode": "incremental" if parent is not None else "full",
         "parent": parent.run if parent is not None else None,
         "input": src.describe(),
-        "partitions_read": {name: read_parts.get(name, v) for name, v in known.items() if v is not None},
+        "partitions_read": {name: inputs.read_parts.get(name, v) for name, v in known.items() if v is not None},
         "rows_read": {t: c["read"] for t, c in tables.items()},
         "tables": tables,
         "quarantined": dict(sorted(by_reason.items())),
         "quarantined_total": sum(by_reason.values()),
         "events_after_as_of": tables[EVENTS]["after_as_of"],
-        "vertices": dict(sorted(vertex_counts.items())),
-        "edges": dict(sorted(edge_counts.items())),
-        "spark": {**sparkcfg.effective(spark), "shuffle_partitions": shuffle},
-        "seconds": {**timings, "total": round(time.perf_counter() - started, 2)},
+        "vertices": dict(sorted(written.vertex_counts.items())),
+        "edges": dict(sorted(written.edge_counts.items())),
+        "spark": {**sparkcfg.effective(spark), "shuffle_partitions": inputs.shuffle},
+        "seconds": {**steps.timings, "total": round(time.perf_counter() - steps.started, 2)},
     }
     manifest = {
         "run": summary.get("run"), "parent": summary["parent"], "as_of": summary["as_of"],
@@ -327,20 +366,22 @@ def run_job(settings: Settings, input_dir: str | Path | None, out: str | Path, a
             load_graph: bool = False, overwrite: bool = False, console: Console | None = None,
             summary_console: Console | None = None, incremental: bool = False,
             input_tables: list[str] | None = None) -> dict:
-    """What ``identigraph etl`` and spark-submit both run: snapshot, summary, optional graph load."""
+    """What ``identigraph etl`` and spark-submit both run: snapshot, summary, optional graph load; the
+    summary table goes to ``summary_console`` (else ``console``), printed only when one is given."""
     from identigraph.etl.graph_load import load_and_report
     from identigraph.etl.report import print_summary
     from identigraph.etl.spark import session
     from identigraph.graph import pseudonym
 
-    console = console or Console(stderr=True)
     contract.source(input_dir, input_tables)  # a usage error should not cost a Spark start-up
     spark = session(settings, hive_dir=settings.etl.hive_dir if input_tables else None)
     summary = run_etl(spark, settings, input_dir, out, pseudonym.resolve_key(settings), as_of=as_of,
-                      overwrite=overwrite, console=console, incremental=incremental, input_tables=input_tables)
-    print_summary(summary, summary_console or console)
+                      overwrite=overwrite, incremental=incremental, input_tables=input_tables)
+    shown = summary_console or console
+    if shown is not None and not summary.get("no_op"):
+        print_summary(summary, shown)
     if load_graph and not summary.get("no_op"):
-        summary["graph_load"] = load_and_report(spark, settings, out, console, summary_console)
+        summary["graph_load"] = load_and_report(spark, settings, out, shown)
     return summary
 
 
@@ -358,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--config", type=Path, default=None)
     args = ap.parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True)  # this entry point is the CLI layer of a spark-submit process
+    logging.basicConfig(level=logging.INFO, format="  %(message)s", stream=sys.stderr)
     try:
         run_job(load_settings(args.config), args.input, args.snapshot, args.as_of, args.load_graph,
                 args.overwrite, console, incremental=args.incremental, input_tables=args.input_table)

@@ -23,6 +23,7 @@ SQS_BATCH = 10
 
 @dataclass
 class PublishReport:
+    """What a publish run did, including what may have been sent twice, so a caller can reason about duplicates."""
     sent: int = 0
     resent: int = 0
     failed: list[str] = field(default_factory=list)  # SQS error codes of entries given up on
@@ -47,6 +48,7 @@ def sqs_client(settings: Settings, pool: int = 10) -> Any:
 
 
 def lines(path: Path) -> Iterator[str]:
+    """Non-empty lines of a file, streamed: event files can be larger than memory."""
     with open(path) as fh:
         for line in fh:
             if line.strip():
@@ -116,6 +118,7 @@ def publish(
 
 
 def publish_file(settings: Settings, path: Path, rate: float | None = None) -> PublishReport:
+    """Publish a file of event bodies to the configured queue (what ``identigraph stream publish`` runs)."""
     sqs = sqs_client(settings)
     url = sqs.get_queue_url(QueueName=settings.queues.events)["QueueUrl"]
     report = publish(sqs, url, lines(path), rate=rate)

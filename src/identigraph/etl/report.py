@@ -9,6 +9,7 @@ from rich.table import Table
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """The snapshot summary as one table a person reads after ``identigraph etl``."""
     table = Table(title=f"snapshot as of {summary['as_of']}", show_header=True)
     table.add_column("what")
     table.add_column("count", justify="right")

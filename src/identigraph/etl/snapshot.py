@@ -46,6 +46,7 @@ from typing import Any
 from identigraph.errors import SchemaError
 from identigraph.etl import fs as fsys
 from identigraph.graph import schema
+from identigraph.timestamps import as_utc, parse_iso
 
 TS_FORMAT_SPARK = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
@@ -65,16 +66,19 @@ LEGACY = ("vertices", "edges", "history", "_quarantine", SUMMARY)  # an unversio
 
 
 def vertex_header(label: str) -> list[str]:
+    """Neptune's typed header for a vertex label, from the schema, so every writer agrees on column order."""
     cols = schema.vertex_property_types(label)
     return ["~id", "~label", *(f"{k}:{t}" for k, t in cols.items())]
 
 
 def edge_header() -> list[str]:
+    """Neptune's typed header for edges, from the schema, so every writer agrees on column order."""
     return ["~id", "~from", "~to", "~label", *(f"{k}:{t}" for k, t in EDGE_COLUMNS.items())]
 
 
 def format_ts(value: datetime) -> str:
-    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    """The snapshot's one timestamp format (UTC, milliseconds, ``Z``), which Neptune's loader reads."""
+    value = as_utc(value)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
@@ -84,7 +88,7 @@ def parse_value(raw: str, neptune_type: str, column: str) -> Any:
         return None
     try:
         if neptune_type == "Date":
-            return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(timezone.utc)
+            return parse_iso(raw)
         if neptune_type in ("Int", "Long", "Short", "Byte"):
             return int(raw)
         if neptune_type in ("Double", "Float"):
@@ -147,6 +151,7 @@ def graph_files(fs: fsys.FS, prefix: str) -> list[GraphFile]:
 
 
 def csv_files(folder: Path) -> list[Path]:
+    """The CSV parts of a folder in a stable order; none when the folder is absent."""
     return sorted(p for p in folder.glob("*.csv") if p.is_file()) if folder.exists() else []
 
 
@@ -167,10 +172,11 @@ def iter_rows(folder: Path) -> Iterator[dict[str, Any]]:
 def typed_row(columns: list[tuple[str, str]], values: Any) -> dict[str, Any]:
     """One CSV line as a dict: ``~`` columns as text, the others by their header type."""
     return {name: (value if typ == "System" else parse_value(value or "", typ, name))
-            for (name, typ), value in zip(columns, values)}
+            for (name, typ), value in zip(columns, values, strict=False)}
 
 
 def labels(snapshot: Path, kind: str) -> list[str]:
+    """The labels a local snapshot holds under ``vertices``/``edges`` (its folder names)."""
     root = snapshot / kind
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
 
@@ -214,13 +220,14 @@ def resolve(fs: fsys.FS, location: str | Path) -> Resolved:
 
 
 def has_content(fs: fsys.FS, location: str) -> bool:
+    """Whether a location holds anything, so a full load never overwrites by accident."""
     return bool(fs.list(fsys.normalise(location)))
 
 
 def run_files(fs: fsys.FS, prefix: str) -> list[dict[str, Any]]:
     """Every file of a run (relative path, bytes), as the manifest records them."""
     return [{"path": fsys.relative(prefix, e.uri), "bytes": e.size}
-            for e in fs.list(prefix, recursive=True) if not e.is_dir and not e.name == MANIFEST]
+            for e in fs.list(prefix, recursive=True) if not e.is_dir and e.name != MANIFEST]
 
 
 def publish(fs: fsys.FS, location: str, run_id: str, manifest: dict[str, Any]) -> None:
@@ -284,7 +291,7 @@ class CsvPartWriter:
 
     def __init__(self, path: Path, header: list[str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "w", newline="")
+        self._fh = open(path, "w", newline="")  # noqa: SIM115  # the writer keeps it open across calls; close() closes it
         self._writer = csv.writer(self._fh, quoting=csv.QUOTE_MINIMAL, doublequote=True, lineterminator="\n")
         self._writer.writerow(header)
         self.rows = 0

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from pyspark import SparkConf, SparkContext
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from identigraph.config import Settings
+from identigraph.etl import fs as fsys
+from identigraph.etl import snapshot
 
 UTC_JAVA = "-Duser.timezone=UTC"
 SHUFFLE = "spark.sql.shuffle.partitions"
@@ -129,11 +131,16 @@ def was_set(spark: SparkSession, key: str) -> bool:
     return bool(spark.sparkContext.getConf().contains(key))
 
 
+def _shuffle_partitions(spark: SparkSession) -> int:
+    value = spark.conf.get(SHUFFLE)
+    return int(value) if value is not None else 200  # Spark's own default (get() finds it set in practice)
+
+
 def scale_for_input(spark: SparkSession, input_bytes: int) -> int:
     """Shuffle partitions for this input where nobody chose them: about one per 128 MiB of input, at
     least two per core the cluster has. Returns the value in force."""
     if was_set(spark, SHUFFLE):
-        return int(spark.conf.get(SHUFFLE))
+        return _shuffle_partitions(spark)
     cores = max(1, spark.sparkContext.defaultParallelism)
     n = max(2 * cores, math.ceil(input_bytes / BYTES_PER_SHUFFLE_PARTITION))
     n = min(n, MAX_SHUFFLE_PARTITIONS)
@@ -150,6 +157,23 @@ def output_files(rows: int, configured: int | None, rows_per_file: int) -> int:
 
 def effective(spark: SparkSession) -> dict[str, Any]:
     """The settings a run reports (what the cluster and the job ended up with)."""
-    return {"master": spark.sparkContext.master, "shuffle_partitions": int(spark.conf.get(SHUFFLE)),
+    return {"master": spark.sparkContext.master, "shuffle_partitions": _shuffle_partitions(spark),
             "default_parallelism": spark.sparkContext.defaultParallelism,
             "app_name": spark.sparkContext.appName}
+
+
+def write_csv(df: DataFrame, path: str | Path, files: int) -> None:
+    """Write ``df`` as snapshot CSV (``snapshot``'s dialect): every Spark job's staged tables read alike."""
+    (df.coalesce(files).write.mode("overwrite")
+       .option("header", True).option("quote", '"').option("escape", '"')  # RFC 4180: "" inside quotes
+       .option("nullValue", "").option("emptyValue", '""')
+       .option("timestampFormat", snapshot.TS_FORMAT_SPARK)
+       .csv(str(path)))
+    drop_checksums(path)
+
+
+def drop_checksums(path: str | Path) -> None:
+    """The local filesystem's ``.crc`` side files (object stores write none): not part of a snapshot."""
+    if fsys.is_local(path):
+        for junk in fsys.local_path(path).rglob(".*.crc"):
+            junk.unlink()

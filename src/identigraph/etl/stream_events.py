@@ -17,6 +17,7 @@ from identigraph.errors import PoisonMessage, SchemaError
 from identigraph.graph.canonical import canonical_card, canonical_device
 from identigraph.graph.pseudonym import normalise_email, normalise_phone
 from identigraph.graph.schema import STREAM_EVENT_TYPES, normalise_ip, strip_ascii
+from identigraph.timestamps import parse_iso
 
 NonEmpty = Annotated[StrictStr, Field(min_length=1)]
 Optional = Annotated[StrictStr | None, Field(default=None)]
@@ -35,7 +36,7 @@ class _Event(BaseModel):
     def _iso_utc(cls, value: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError("must be an ISO-8601 string")
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parse_iso(value, to_utc=False)
         if parsed.tzinfo is None:
             raise ValueError("must carry a time zone (UTC, e.g. 2026-06-30T08:15:00Z)")
         return parsed
@@ -188,4 +189,4 @@ def as_tables(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _at(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_iso(value, to_utc=False)

@@ -40,7 +40,7 @@ def _or_none(fn: Any, value: Any) -> str | None:
 def pseudonym_udf(kind: str, key_broadcast: Any) -> Any:
     """UDF: the keyed hash of a valid email/phone, null for a missing or invalid one."""
 
-    @F.pandas_udf(StringType())
+    @F.pandas_udf(StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted decorator form
     def pseudonymise(values: pd.Series) -> pd.Series:
         pseudo = Pseudonymiser(key_broadcast.value)
         fn = pseudo.email if kind == "email" else pseudo.phone
@@ -53,7 +53,7 @@ def canonical_udf(label: str) -> Any:
     """UDF: ``graph.canonical.canonical_identifier(label, value)`` (what the stream and the API call too),
     null for a missing or invalid value."""
 
-    @F.pandas_udf(StringType())
+    @F.pandas_udf(StringType())  # type: ignore[call-overload]  # pyspark's stubs lack the type-hinted decorator form
     def canonical(values: pd.Series) -> pd.Series:
         return values.map(lambda v: _or_none(lambda x: canonical_identifier(label, x), v))
 
@@ -118,14 +118,19 @@ def history_at(blocks: DataFrame, care: DataFrame, as_of: datetime) -> tuple[Dat
     return blocks, care
 
 
+def raw_id(col: str, label: str) -> Column:
+    """``customer:c1`` → ``c1`` as a column (``records.customer_key`` in Python): ids are opaque and may
+    contain ':', so cut the prefix, never split."""
+    return F.expr(f"substring(`{col}`, {len(label) + 2})")
+
+
 def customer_vertices(customers: DataFrame, edges: DataFrame, blocks: DataFrame, care: DataFrame) -> DataFrame:
     """Every customer known at as-of (table, events, history) with its properties and history summary.
 
     ``blocks``/``care`` must already be cut at as-of (``history_at``).
     """
     ids = (customers.select("customer_id")
-           # ids are opaque and may contain ":": cut the "customer:" prefix, never split on ":"
-           .unionByName(edges.select(F.expr(f"substring(from_id, {len(schema.CUSTOMER) + 2})").alias("customer_id")))
+           .unionByName(edges.select(raw_id("from_id", schema.CUSTOMER).alias("customer_id")))
            .unionByName(blocks.select("customer_id")).unionByName(care.select("customer_id"))
            .distinct())
     # "blocked": the latest block is newer than the latest lifting. The stream's unblock events name no block

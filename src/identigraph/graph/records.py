@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -27,10 +27,15 @@ from identigraph.graph.schema import (
     identifier_id,
     strip_ascii,
 )
+from identigraph.timestamps import as_utc
+
+__all__ = ["aggregate", "as_utc", "customer_key", "customer_vertex", "event_edges", "identifier_vertex_id",
+           "parse_ts"]
 
 
 def parse_ts(value: Any, field: str) -> datetime:
-    """UTC datetime from an ISO-8601 string or a timestamp; naive values are taken as UTC."""
+    """UTC datetime from any value a row may hold (ISO-8601 string, pandas or numpy timestamp), for the
+    record builders; naive values are UTC. Plain ISO strings elsewhere go through ``timestamps.parse_iso``."""
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError):
@@ -41,12 +46,13 @@ def parse_ts(value: Any, field: str) -> datetime:
     return ts.to_pydatetime()
 
 
-def as_utc(value: datetime) -> datetime:
-    """gremlinpython returns naive datetimes (UTC); make comparisons explicit."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+def customer_key(vertex_id: str) -> str:
+    """``customer:c1`` → ``c1``: ids are opaque and may contain ':', so cut the prefix, never split."""
+    return vertex_id.removeprefix(f"{CUSTOMER}:")
 
 
 def identifier_vertex_id(label: str, raw: str, pseudo: Pseudonymiser) -> str:
+    """The vertex id of one identifier, pseudonymised where it is PII (the Spark job does the same)."""
     value = pseudo.pseudonymise(label, raw) if label in PII_LABELS else raw
     return identifier_id(label, value)
 

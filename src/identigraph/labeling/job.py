@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,17 +34,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from rich.console import Console
-from rich.table import Table
 
 from identigraph.config_loader import LABELING, config_path
 from identigraph.errors import SchemaError
 from identigraph.etl import fs as fsys
 from identigraph.etl import snapshot
-from identigraph.etl.job import _parse_as_of, _write_csv
+from identigraph.etl.spark import write_csv
+from identigraph.etl.transforms import raw_id
 from identigraph.graph import schema
 from identigraph.labeling import verdicts as reviewed
 from identigraph.labeling.config import (
@@ -55,6 +56,9 @@ from identigraph.labeling.config import (
 )
 from identigraph.labeling.maturity import label_of, statuses
 from identigraph.labeling.rules import corrections
+from identigraph.timestamps import parse_field
+
+log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.csv"
 REPORT_FILE = "report.json"
@@ -105,11 +109,6 @@ def read_csv(spark: SparkSession, files: list[str] | list[Path], wanted: dict[st
     return raw.select(*cols)
 
 
-def _raw_id(col: str, label: str) -> Column:
-    """``customer:c1`` → ``c1`` (ids are opaque and may contain ':': cut the prefix, never split)."""
-    return F.expr(f"substring(`{col}`, {len(label) + 2})")
-
-
 def _history_files(fs: fsys.FS, prefix: str, table: str) -> list[str]:
     return [e.uri for e in fs.list(fsys.join(prefix, "history", table))
             if not e.is_dir and e.name.endswith(".csv") and not e.name.startswith(("_", "."))]
@@ -139,7 +138,7 @@ def read_snapshot(spark: SparkSession, snap: str | Path) -> dict[str, DataFrame]
         if kind == "vertices" and "created_at" in names and "~label" in names:
             v = read_csv(spark, files, {"~id": "String", "~label": "String", "created_at": "Date"}, "vertices")
             customers_parts.append(v.filter(F.col("~label") == schema.CUSTOMER).select(
-                _raw_id("~id", schema.CUSTOMER).alias("customer_id"), "created_at"))
+                raw_id("~id", schema.CUSTOMER).alias("customer_id"), "created_at"))
         elif kind == "edges" and {"~label", "first_seen"} <= set(names):
             e = read_csv(spark, files, {"~from": "String", "~to": "String", "~label": "String",
                                         "first_seen": "Date"}, "edges")
@@ -148,7 +147,7 @@ def read_snapshot(spark: SparkSession, snap: str | Path) -> dict[str, DataFrame]
             # not a customer→identifier edge (a future captain edge, say): not a labeling fact
             edge_parts.append(e.filter(F.col("~from").startswith(f"{schema.CUSTOMER}:")
                                        & F.col("~label").isin(list(schema.EDGE_TO_IDENTIFIER))).select(
-                _raw_id("~from", schema.CUSTOMER).alias("customer_id"), id_type.alias("id_type"),
+                raw_id("~from", schema.CUSTOMER).alias("customer_id"), id_type.alias("id_type"),
                 F.col("~to").alias("identifier"), "first_seen"))
     customers = _union(customers_parts, spark.createDataFrame([], "customer_id string, created_at timestamp"))
     edges = _union(edge_parts, spark.createDataFrame(
@@ -159,15 +158,16 @@ def read_snapshot(spark: SparkSession, snap: str | Path) -> dict[str, DataFrame]
 
 
 def snapshot_as_of(snap: str | Path, fs: fsys.FS | None = None) -> datetime | None:
+    """The as-of a snapshot was cut at (its manifest, else its summary), or None for anyone's CSV."""
     fs = fs or fsys.LocalFS()
     resolved = snapshot.resolve(fs, snap)
     if resolved.manifest is not None:
-        return _parse_as_of(resolved.manifest["as_of"])
+        return parse_field(resolved.manifest["as_of"], "as_of")
     path = fsys.join(resolved.prefix, snapshot.SUMMARY)
     if not fs.exists(path):
         return None
     try:
-        return _parse_as_of(json.loads(fsys.read_text(fs, path))["as_of"])
+        return parse_field(json.loads(fsys.read_text(fs, path))["as_of"], "as_of")
     except (ValueError, KeyError, TypeError):
         raise SchemaError(f"snapshot: {path} has no readable as_of") from None
 
@@ -215,8 +215,9 @@ def _check_paths(snap: str | Path, out: str | Path, overwrite: bool, fs: fsys.FS
 
 
 def resolve_as_of(snap: str | Path, as_of: str | datetime | None, fs: fsys.FS | None = None) -> datetime:
+    """The labels' as-of: the one asked for, which may not be after the snapshot's, else the snapshot's."""
     snap_as_of = snapshot_as_of(snap, fs)
-    wanted = _parse_as_of(as_of)
+    wanted = parse_field(as_of, "as_of")
     if wanted is None:
         if snap_as_of is None:
             raise SchemaError(f"as_of: {snap} has no {snapshot.SUMMARY} to take it from; pass --as-of")
@@ -232,8 +233,8 @@ def _staged_output(fs: fsys.FS, out: str) -> Iterator[str]:
     """Locally: ``snapshot.staged`` (rename into place). Object stores have no directory rename: the files
     are written under a staging prefix, then moved into ``out`` one by one, ``report.json`` last."""
     if fsys.is_local(out):
-        with snapshot.staged(fsys.local_path(out), overwrite=True) as tmp:
-            yield str(tmp)
+        with snapshot.staged(fsys.local_path(out), overwrite=True) as local_tmp:
+            yield str(local_tmp)
         return
     tmp = fsys.join(out, f"_staging-{uuid.uuid4().hex[:8]}")
     try:
@@ -252,12 +253,10 @@ def run_labeling(
     config: LabelingConfig | str | Path | None = None,
     truth: str | Path | None = None,
     overwrite: bool = False,
-    console: Console | None = None,
     verdicts: Path | None = None,
 ) -> dict[str, Any]:
     """Write ``labels.csv`` and ``report.json`` under ``out``; returns the report. ``verdicts``: the review
     console's store, whose verdicts override maturity and correction (``labeling.verdicts``)."""
-    console = console or Console(stderr=True)
     fs = fsys.HadoopFS(spark)
     snap, out = fsys.normalise(snap), fsys.normalise(out)
     cfg = config if isinstance(config, LabelingConfig) else load_labeling_config(config)
@@ -277,8 +276,8 @@ def run_labeling(
                       "maturity": cfg.maturity.model_dump(), **report,
                       "seconds": round(time.perf_counter() - started, 2)}
             fs.write_bytes(fsys.join(tmp, REPORT_FILE), (json.dumps(report, indent=2) + "\n").encode())
-        console.print(f"  [green]✓[/] {report['customers']:,} customers labelled as of {report['as_of']} "
-                      f"({report['seconds']:.1f}s)")
+        log.info("✓ %s customers labelled as of %s (%.1fs)", f"{report['customers']:,}", report["as_of"],
+                 report["seconds"])
         return report
     except Exception as exc:
         text = str(exc)
@@ -304,7 +303,7 @@ def _write_labels(fs: fsys.FS, frame: DataFrame, cut: datetime, tmp: str) -> Non
         F.lit(snapshot.format_ts(cut)).alias("label_as_of"),
     ).repartition(1).sortWithinPartitions("customer_id")
     parts_dir = fsys.join(tmp, "_labels")
-    _write_csv(rows, parts_dir, 1)
+    write_csv(rows, parts_dir, 1)
     part = next((e for e in fs.list(parts_dir) if e.name.startswith("part-") and e.name.endswith(".csv")), None)
     if part is None or part.size == 0:  # no customers at as-of: still a file with its header
         fs.write_bytes(fsys.join(tmp, LABELS_FILE), (",".join(LABEL_COLUMNS) + "\n").encode())
@@ -416,77 +415,21 @@ def _truth_metrics(cells: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def print_report(report: dict[str, Any], console: Console) -> None:
-    """The summary a person reads at the end of a run."""
-    table = Table(title=f"labels as of {report['as_of']}: {report['customers']:,} customers")
-    for col, justify in (("status", "left"), ("label", "center"), ("customers", "right"),
-                         ("before correction", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for s in STATUSES:
-        n, before = report["statuses"][s], report["statuses_before_correction"][s]
-        if n or before:
-            label = "1" if s in FRAUD_STATUSES else "0" if s in LEGIT_STATUSES else "-"
-            table.add_row(s, label, f"{n:,}", f"{before:,}")
-    console.print(table)
-    has_truth = "truth" in report
-    rules = Table(title="correction rules (one pass, against matured fraud only)")
-    for col in ("rule", "conf.", "fired", "alone", *(("true fraud", "precision") if has_truth else ())):
-        rules.add_column(col, justify="left" if col == "rule" else "right")
-    for name, r in report["rules"].items():
-        row = [name, f"{r['confidence']:.2f}", f"{r['fired']:,}", f"{r['only_rule']:,}"]
-        if has_truth:
-            row += [f"{r['true_fraud']:,}", _fmt(r["precision"])]
-        rules.add_row(*row)
-    console.print(rules)
-    v = report.get("verdicts") or {}
-    if v.get("confirm_fraud") or v.get("legitimate"):
-        console.print(f"  reviewers' verdicts: {v['confirm_fraud']:,} fraud, {v['legitimate']:,} legitimate; "
-                      f"{v['changed_status']:,} changed the status a rule or maturity gave "
-                      f"({v['legit_over_rule']:,} legitimate over a firing rule)")
-    if has_truth:
-        _print_truth(report["truth"], console)
-
-
-def _print_truth(t: dict[str, Any], console: Console) -> None:
-    b, a, c = t["before_correction"], t["after_correction"], t["corrections"]
-    quality = Table(title=f"against the truth ({t['fraud_customers']:,} fraudsters)")
-    for col in ("label 1", "count", "true fraud", "precision", "recall", "fraud in label 0"):
-        quality.add_column(col, justify="left" if col == "label 1" else "right")
-    for name, x in (("matured", b), ("final", a)):
-        quality.add_row(name, f"{x['fraud_labels']:,}", f"{x['true_fraud']:,}", _fmt(x["precision"]),
-                        _fmt(x["recall"]), f"{x['fraud_among_legit_labels']:,}/{x['legit_labels']:,}")
-    quality.add_row("corrected", f"{c['promoted']:,}", f"{c['true_fraud_added']:,}", _fmt(c["precision"]), "", "")
-    console.print(quality)
-    console.print(f"  corrections add {c['true_fraud_added']:,} true-fraud labels "
-                  f"(+{_fmt(c['gain_over_matured'], pct=True)} over matured) at precision {_fmt(c['precision'])}")
-    kinds = Table(title="fraud recall by kind")
-    for col in ("kind", "customers", "recall before", "after", "left in label 0"):
-        kinds.add_column(col, justify="left" if col == "kind" else "right")
-    for ft, x in t["per_fraud_type"].items():
-        kinds.add_row(ft, f"{x['customers']:,}", _fmt(x["recall_before"]), _fmt(x["recall_after"]),
-                      f"{x['labelled_legit_after']:,}")
-    console.print(kinds)
-
-
-def _fmt(x: float | None, pct: bool = False) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.1%}" if pct else f"{x:.3f}"
-
-
 def run_job(settings: Any, snap: str | Path, out: str | Path, as_of: str | None = None, config: Path | None = None,
             truth: str | Path | None = None, overwrite: bool = False, console: Console | None = None,
             summary_console: Console | None = None, verdicts: Path | None = None) -> dict[str, Any]:
-    """What ``identigraph label`` runs: a Spark session, the job, the summary."""
+    """What ``identigraph label`` runs: a Spark session, the job, the summary (to ``summary_console``, else
+    ``console``; printed only when one is given)."""
     from identigraph.etl.spark import session
+    from identigraph.labeling.report import print_report
 
-    console = console or Console(stderr=True)
     # every check that needs no data first: a typo should not cost a Spark start-up
     load_labeling_config(config)
     if fsys.is_local(snap) and fsys.is_local(out):
         _check_paths(snap, out, overwrite)
         resolve_as_of(snap, as_of)
     report = run_labeling(session(settings, app_name="identigraph-label"), snap, out, as_of=as_of, config=config,
-                          truth=truth, overwrite=overwrite, console=console, verdicts=verdicts)
-    print_report(report, summary_console or console)
+                          truth=truth, overwrite=overwrite, verdicts=verdicts)
+    if summary_console or console:
+        print_report(report, summary_console or console)  # type: ignore[arg-type]  # one of them is set
     return report

@@ -29,7 +29,8 @@ _BLOCK = "struct<at:timestamp,reason:string,source:string,rule:string,unblocked_
 
 
 def days_us(days: float) -> int:
-    return int(round(days * DAY_US))
+    """Days as Spark's microsecond timestamps, so windows compare as integers."""
+    return round(days * DAY_US)
 
 
 def _us(col: Column) -> Column:
@@ -70,7 +71,7 @@ def statuses(customers: DataFrame, edges: DataFrame, blocks: DataFrame, care: Da
     then, and age falls back to the earliest identifier seen. ``touched``: ever contested or lifted, on any
     block — such a customer is never a correction target.
     """
-    as_of_us = F.lit(int(round(as_of.timestamp() * 1_000_000)))
+    as_of_us = F.lit(round(as_of.timestamp() * 1_000_000))
     per = (_facts(customers, edges, blocks, care, as_of, cfg).groupBy("customer_id").agg(
         F.min("created_at").alias("created_at"), F.min("first_seen").alias("first_seen"),
         F.collect_list("block").alias("blocks"), F.collect_list("review_at").alias("reviews"),

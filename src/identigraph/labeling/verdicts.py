@@ -14,13 +14,14 @@ labeling job never writes to the console's store.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from identigraph.errors import SchemaError
+from identigraph.timestamps import as_utc, parse_iso
 
 REVIEWED_FRAUD, REVIEWED_LEGIT = "reviewed_fraud", "reviewed_legit"
 STATUS_OF = {"confirm_fraud": REVIEWED_FRAUD, "legitimate": REVIEWED_LEGIT}
@@ -32,7 +33,7 @@ def read_verdicts(path: Path, as_of: datetime) -> list[tuple]:
     path = Path(path)
     if not path.is_file():
         raise SchemaError(f"verdicts: {path} is not a file (the review console's store)")
-    cut = as_of.astimezone(timezone.utc) if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
+    cut = as_utc(as_of)
     try:
         db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
         try:
@@ -44,13 +45,14 @@ def read_verdicts(path: Path, as_of: datetime) -> list[tuple]:
         raise SchemaError(f"verdicts: {path} has no readable verdicts table ({exc})") from None
     latest: dict[str, tuple] = {}
     for customer, verdict, decided, vid, reviewer in rows:
-        at = datetime.fromisoformat(decided)
+        at = parse_iso(decided, to_utc=False)
         if at <= cut:
             latest[customer] = (customer, verdict, at.replace(tzinfo=None), int(vid), reviewer)
     return sorted(latest.values())
 
 
 def verdict_frame(spark: SparkSession, path: Path, as_of: datetime) -> DataFrame:
+    """The verdicts as a Spark frame the label frame joins on customer_id."""
     # timestamps go in as naive UTC: the job's Spark session runs in UTC like the rest of the labels
     return spark.createDataFrame(read_verdicts(path, as_of), SCHEMA)
 
@@ -62,5 +64,6 @@ def overridden(status: Column) -> Column:
 
 
 def review_evidence() -> Column:
+    """The verdict as evidence in labels.csv, so a reviewer's override is visible next to the rules'."""
     return F.when(F.col("verdict").isNotNull(), F.struct(
         "verdict", "decided_at", "verdict_id", "reviewer")).alias("review")

@@ -55,11 +55,13 @@ def extended(frame: GraphFrame, customers: list[dict], links: list[dict]) -> Gra
 
 
 def customer(cid: str, frame: GraphFrame, days_old: float, ltv: float) -> dict:
+    """A synthetic customer vertex row, aged relative to the frame's as-of."""
     return {"~id": f"customer:{cid}", "created_at": pd.Timestamp(frame.as_of) - timedelta(days=days_old),
             "country": "AE", "lifetime_value": ltv, "n_blocks": 0.0, "blocked": 0.0, "n_block_reviews": 0.0}
 
 
 def link(cid: str, dst: str, frame: GraphFrame, first_days: float, last_days: float, n: int) -> dict:
+    """A synthetic customer→identifier edge row, dated relative to the frame's as-of."""
     at = pd.Timestamp(frame.as_of)
     return {"src": f"customer:{cid}", "dst": dst, "first_seen": at - timedelta(days=first_days),
             "last_seen": at - timedelta(days=last_days), "event_count": float(n), "n_login": float(n),
@@ -75,6 +77,7 @@ def busiest_fraud_ip(frame: GraphFrame) -> str:
 
 
 def fresh_ring(frame: GraphFrame) -> tuple[GraphFrame, list[str]]:
+    """A ring of new accounts on shared emulators, stolen cards and a known proxy: a model must score it high."""
     proxy = busiest_fraud_ip(frame)
     ring = [f"fresh_ring_{i}" for i in range(10)]
     links = []
@@ -88,6 +91,7 @@ def fresh_ring(frame: GraphFrame) -> tuple[GraphFrame, list[str]]:
 
 
 def household(frame: GraphFrame) -> tuple[GraphFrame, list[str]]:
+    """A long-standing household sharing an IP and a tablet: a model must not score it as a ring."""
     home = [f"home_{i}" for i in range(3)]
     links = []
     for i, c in enumerate(home):
@@ -99,6 +103,8 @@ def household(frame: GraphFrame) -> tuple[GraphFrame, list[str]]:
 
 
 def awkward_graphs(frame: GraphFrame, hub_size: int = 10_001) -> tuple[GraphFrame, list[str]]:
+    """Shapes that break naive encoders (a lonely customer, one with blank properties, a huge hub): scoring must
+    not fail."""
     members = [f"hub_{i}" for i in range(hub_size)]
     customers = [customer(c, frame, days_old=100 + i % 300, ltv=50.0) for i, c in enumerate(members)]
     customers += [{"~id": "customer:lonely"}, {"~id": "customer:blank", "country": None, "created_at": pd.NaT}]

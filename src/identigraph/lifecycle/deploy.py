@@ -22,6 +22,7 @@ from identigraph.lifecycle.registry import ModelVersion, Registry, read_model_di
 
 
 class Deployments:
+    """Which model version each stage serves locally, kept on disk so the API and the flow agree."""
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.models = self.root / "models"

@@ -17,6 +17,7 @@ deprecated stage transitions and move atomically from one version to the next).
 from __future__ import annotations
 
 import getpass
+import importlib
 import json
 import shutil
 from abc import ABC, abstractmethod
@@ -33,6 +34,7 @@ PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
 @dataclass
 class ModelVersion:
+    """One registered model as every back-end reports it, so the flow never sees back-end types."""
     version: str                     # the registry's number
     model_version: str               # content hash: what the API reports
     status: str                      # pending | approved | rejected
@@ -47,10 +49,12 @@ class ModelVersion:
 
 
 def now() -> str:
+    """Timestamps in registry records: UTC, seconds, ISO-8601."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def user() -> str:
+    """Who acted, for the registry's audit trail ('unknown' where the platform cannot say)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -67,7 +71,14 @@ def read_model_dir(model_dir: Path) -> tuple[str, dict[str, Any]]:
 
 
 class Registry(ABC):
+    """What the promotion flow needs of a model registry, so MLflow and SageMaker are interchangeable."""
+
     name: str
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: LifecycleConfig, data_path: Path) -> Registry:
+        """The back-end as ``cfg`` configures it (``open_registry`` calls this on the class it resolved)."""
 
     @abstractmethod
     def register(self, model_dir: Path, description: str = "") -> ModelVersion: ...
@@ -139,6 +150,13 @@ class MlflowRegistry(Registry):
         self.artifact_root = artifact_root
 
     @classmethod
+    def from_config(cls, cfg: LifecycleConfig, data_path: Path) -> MlflowRegistry:
+        """``registry.mlflow_uri`` when set, else a local sqlite registry under the data path."""
+        if cfg.registry.mlflow_uri:
+            return cls(cfg.registry.mlflow_uri, cfg.registry.model_name)
+        return cls.local(Path(data_path) / "mlflow", cfg.registry.model_name)
+
+    @classmethod
     def local(cls, root: Path, model_name: str) -> MlflowRegistry:
         root = Path(root).resolve()
         root.mkdir(parents=True, exist_ok=True)
@@ -189,7 +207,7 @@ class MlflowRegistry(Registry):
             out.append(ModelVersion(
                 version=str(mv.version), model_version=tags.get("model_version", ""),
                 status=tags.get("approval_status", PENDING), stages=sorted(stages.get(str(mv.version), [])),
-                metrics=json.loads(tags.get("metrics", "{}")), source=mv.source,
+                metrics=json.loads(tags.get("metrics", "{}")), source=mv.source or "",
                 created_at=tags.get("registered_at", ""),
                 notes={k: v for k, v in tags.items() if k.startswith(("approved", "rejected", "registered_by"))}))
         return sorted(out, key=lambda m: int(m.version))
@@ -207,6 +225,8 @@ class MlflowRegistry(Registry):
         mv = self.client.get_model_version(self.model, str(version))
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
+        if mv.run_id is None:
+            raise LifecycleError(f"version {version} has no training run to fetch its files from")
         got = Path(self.client.download_artifacts(mv.run_id, "model", str(dest)))
         for item in got.iterdir():  # download_artifacts nests the "model" folder: flatten it into dest
             shutil.move(str(item), dest / item.name)
@@ -214,21 +234,19 @@ class MlflowRegistry(Registry):
         return dest
 
 
+BACKENDS: dict[str, str] = {
+    "mlflow": "identigraph.lifecycle.registry.MlflowRegistry",
+    "sagemaker": "identigraph.lifecycle.sagemaker_registry.SageMakerRegistry",
+}
+"""Back-end name → import path of its ``Registry`` class (as Feast maps online stores): a back-end module
+imports this one, never the other way round, and only the chosen one (with its SDK) is imported."""
+
+
 def open_registry(cfg: LifecycleConfig, data_path: Path, backend: str | None = None) -> Registry:
     """The configured back-end (``backend`` overrides ``registry.backend``)."""
     kind = backend or cfg.registry.backend
-    if kind == "mlflow":
-        if cfg.registry.mlflow_uri:
-            return MlflowRegistry(cfg.registry.mlflow_uri, cfg.registry.model_name)
-        return MlflowRegistry.local(Path(data_path) / "mlflow", cfg.registry.model_name)
-    if kind == "sagemaker":
-        import boto3
-
-        from identigraph.lifecycle.sagemaker_registry import SageMakerRegistry
-
-        sm = cfg.sagemaker
-        sm.need("s3_uri", "image_uri")
-        return SageMakerRegistry(boto3.client("sagemaker", region_name=sm.region),
-                                 boto3.client("s3", region_name=sm.region), cfg.registry.model_name,
-                                 sm.s3_uri, sm.image_uri, sm.inference_instance_types)
-    raise LifecycleError(f"unknown registry backend {kind!r}: mlflow or sagemaker")
+    if kind not in BACKENDS:
+        raise LifecycleError(f"unknown registry backend {kind!r}: {' or '.join(BACKENDS)}")
+    module, _, name = BACKENDS[kind].rpartition(".")
+    cls: type[Registry] = getattr(importlib.import_module(module), name)
+    return cls.from_config(cfg, data_path)

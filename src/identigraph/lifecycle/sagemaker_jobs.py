@@ -24,6 +24,7 @@ MODEL_OUT = "/opt/ml/model"
 
 @dataclass(frozen=True)
 class Instance:
+    """The training instance chosen for a graph, with the reason, so the choice can be reviewed."""
     type: str
     gpus: int
     gpu_memory_gib: int
@@ -55,6 +56,7 @@ def instance_for(estimate: dict[str, Any]) -> Instance:
 
 
 def train_entry(instance: Instance) -> list[str]:
+    """The container's command: torchrun across the GPUs on a multi-GPU instance, plain training otherwise."""
     if instance.type == _MULTI_GPU[0]:
         return ["torchrun", f"--nproc_per_node={instance.gpus}", "--no-python", "identigraph", "train"]
     return ["identigraph", "train"]
@@ -82,6 +84,7 @@ def _channel(name: str, uri: str) -> dict[str, Any]:
 def training_job_request(name: str, cfg: SageMakerConfig, instance: Instance, snapshot_s3: str,
                          labels_s3: str | None, target: str | None, output_s3: str,
                          sets: list[str] | None = None, volume_gib: int = 50) -> dict[str, Any]:
+    """The CreateTrainingJob request for one run, built here so tests check it without AWS."""
     cfg.need("role_arn", "image_uri")
     channels = [_channel("snapshot", snapshot_s3)] + ([_channel("labels", labels_s3)] if labels_s3 else [])
     return {

@@ -57,7 +57,8 @@ def build_pipeline(cfg: LifecycleConfig, instance: Instance, session: Any, targe
     from sagemaker.network import NetworkConfig
     from sagemaker.processing import ProcessingInput, ProcessingOutput, Processor
     from sagemaker.workflow.condition_step import ConditionStep
-    from sagemaker.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo
+    from sagemaker.workflow.conditions import Condition, ConditionEquals, ConditionGreaterThanOrEqualTo
+    from sagemaker.workflow.entities import PipelineVariable
     from sagemaker.workflow.execution_variables import ExecutionVariables
     from sagemaker.workflow.fail_step import FailStep
     from sagemaker.workflow.functions import Join, JsonGet
@@ -69,17 +70,21 @@ def build_pipeline(cfg: LifecycleConfig, instance: Instance, session: Any, targe
 
     sm = cfg.sagemaker
     sm.need("role_arn", "image_uri", "s3_uri")
-    base = sm.s3_uri.rstrip("/")
+    assert sm.role_arn is not None and sm.image_uri is not None and sm.s3_uri is not None  # need() raised otherwise
+    role, base = sm.role_arn, sm.s3_uri.rstrip("/")
     run = Join(on="/", values=[base, "runs", ExecutionVariables.PIPELINE_EXECUTION_ID])
     image = ParameterString("ImageUri", default_value=sm.image_uri)
     train_type = ParameterString("TrainingInstanceType", default_value=instance.type)
     bars = {name: ParameterFloat("Min" + "".join(p.capitalize() for p in name.replace(".", "_").split("_")),
                                  default_value=float(bar)) for name, bar in cfg.gate.min.items()}
-    network = NetworkConfig(subnets=sm.subnets, security_group_ids=sm.security_group_ids) if sm.subnets else None
-    env = {"IDENTIGRAPH_CONFIG": sm.graph_config}
+    # the SDK annotates its lists and dicts as holding str | PipelineVariable: typed so, plain strings fit
+    subnets: list[str | PipelineVariable] = list(sm.subnets)
+    groups: list[str | PipelineVariable] = list(sm.security_group_ids)
+    network = NetworkConfig(subnets=subnets, security_group_ids=groups) if subnets else None
+    env: dict[str, str | PipelineVariable] = {"IDENTIGRAPH_CONFIG": sm.graph_config}
 
     def processor(entry: str, name: str) -> Processor:
-        return Processor(role=sm.role_arn, image_uri=image, instance_count=1,
+        return Processor(role=role, image_uri=image, instance_count=1,
                          instance_type=sm.processing_instance_type, entrypoint=["/bin/sh", "-c", entry],
                          base_job_name=f"identigraph-{name}", sagemaker_session=session, env=env,
                          network_config=network, max_runtime_in_seconds=sm.max_runtime_s)
@@ -95,12 +100,12 @@ def build_pipeline(cfg: LifecycleConfig, instance: Instance, session: Any, targe
     prepare = ProcessingStep("Prepare", step_args=processor(prepare_cmd, "prepare").run(outputs=outputs))
     snapshot_s3 = prepare.properties.ProcessingOutputConfig.Outputs["snapshot"].S3Output.S3Uri
 
-    estimator = Estimator(image_uri=image, role=sm.role_arn, instance_count=1, instance_type=train_type,
+    estimator = Estimator(image_uri=image, role=role, instance_count=1, instance_type=train_type,
                           output_path=Join(on="/", values=[run, "model"]), sagemaker_session=session,
                           container_entry_point=train_entry(instance),
                           container_arguments=train_arguments(labels, target), max_run=sm.max_runtime_s,
                           base_job_name="identigraph-train", environment=env,
-                          subnets=sm.subnets or None, security_group_ids=sm.security_group_ids or None,
+                          subnets=subnets or None, security_group_ids=groups or None,
                           disable_profiler=True)
     channels = {"snapshot": TrainingInput(snapshot_s3)}
     if labels:
@@ -124,7 +129,7 @@ def build_pipeline(cfg: LifecycleConfig, instance: Instance, session: Any, targe
         inputs=eval_inputs, outputs=[ProcessingOutput(output_name="evaluation", source=f"{PROC}/evaluation",
                                                       destination=evaluation_s3)]))
 
-    model = Model(image_uri=image, model_data=model_tar, role=sm.role_arn, sagemaker_session=session,
+    model = Model(image_uri=image, model_data=model_tar, role=role, sagemaker_session=session,
                   env={"IDENTIGRAPH_MODEL_DIR": MODEL_OUT})
     register = ModelStep("Register", step_args=model.register(
         content_types=CONTENT_TYPES, response_types=CONTENT_TYPES,
@@ -133,11 +138,13 @@ def build_pipeline(cfg: LifecycleConfig, instance: Instance, session: Any, targe
         model_metrics=ModelMetrics(model_statistics=MetricsSource(
             content_type="application/json", s3_uri=Join(on="/", values=[evaluation_s3, "metrics.json"]))),
         description="identigraph fraud model from the model-build pipeline"))
-    conditions = [ConditionGreaterThanOrEqualTo(left=JsonGet(step_name=evaluate.name, property_file=report,
-                                                             json_path=name), right=param)
-                  for name, param in bars.items()]
+    # JsonGet is what the SDK's own examples compare; its annotation of ``left`` omits it
+    conditions: list[Condition] = [
+        ConditionGreaterThanOrEqualTo(left=JsonGet(step_name=evaluate.name, property_file=report,  # type: ignore[arg-type]
+                                                   json_path=name), right=param)
+        for name, param in bars.items()]
     if cfg.gate.threshold_reached:  # else the threshold is a best-F1 fallback, not the operating precision
-        conditions.append(ConditionEquals(left=JsonGet(step_name=evaluate.name, property_file=report,
+        conditions.append(ConditionEquals(left=JsonGet(step_name=evaluate.name, property_file=report,  # type: ignore[arg-type]
                                                        json_path="threshold_reached"), right=True))
     below = FailStep("BelowBar", error_message="hold-out figures below the bar ("
                      + ", ".join(f"{n} ≥ {p.name}" for n, p in bars.items()) + "): see the Evaluate step's metrics.json")
@@ -147,4 +154,5 @@ def build_pipeline(cfg: LifecycleConfig, instance: Instance, session: Any, targe
 
 
 def definition(cfg: LifecycleConfig, instance: Instance, session: Any, target: str | None = None) -> dict[str, Any]:
+    """The pipeline's JSON definition, what SageMaker stores and what tests compare."""
     return json.loads(build_pipeline(cfg, instance, session, target).definition())

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from identigraph.etl.neptune_bulk import parse_s3
+from identigraph.lifecycle.config import LifecycleConfig
 from identigraph.lifecycle.gate import LifecycleError, flat_metrics
 from identigraph.lifecycle.registry import (
     APPROVED,
@@ -38,6 +39,7 @@ CONTENT_TYPES = ["application/json", "text/csv"]   # what the API's /invocations
 
 
 def tar_model_dir(model_dir: Path) -> bytes:
+    """A model directory as the model.tar.gz SageMaker expects (flat, files only)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for f in sorted(Path(model_dir).iterdir()):
@@ -47,7 +49,20 @@ def tar_model_dir(model_dir: Path) -> bytes:
 
 
 class SageMakerRegistry(Registry):
+    """Versions as model packages of one group, so SageMaker's own approval and deployment see them."""
+
     name = "sagemaker"
+
+    @classmethod
+    def from_config(cls, cfg: LifecycleConfig, data_path: Path) -> SageMakerRegistry:
+        """Clients for the configured region; needs ``sagemaker.s3_uri`` and ``sagemaker.image_uri``."""
+        import boto3
+
+        sm = cfg.sagemaker
+        sm.need("s3_uri", "image_uri")
+        assert sm.s3_uri is not None and sm.image_uri is not None  # need() raised otherwise
+        return cls(boto3.client("sagemaker", region_name=sm.region), boto3.client("s3", region_name=sm.region),
+                   cfg.registry.model_name, sm.s3_uri, sm.image_uri, sm.inference_instance_types)
 
     def __init__(self, sagemaker: Any, s3: Any, group: str, s3_uri: str, image_uri: str,
                  inference_instances: list[str] | None = None) -> None:

@@ -31,6 +31,7 @@ import pandas as pd
 import yaml
 
 from identigraph.config_loader import set_dotted
+from identigraph.errors import LifecycleError
 from identigraph.lifecycle.config import SearchParam, TuneConfig
 from identigraph.model.config import ModelConfig
 
@@ -59,6 +60,8 @@ def configured(base: ModelConfig, params: dict[str, Any], epochs: int | None = N
 def _suggest(trial: Any, name: str, p: SearchParam) -> Any:
     if p.type == "categorical":
         return trial.suggest_categorical(name, p.choices)
+    if p.low is None or p.high is None:
+        raise LifecycleError(f"tune.space.{name}: a {p.type} parameter needs low and high")
     if p.type == "int":
         return trial.suggest_int(name, int(p.low), int(p.high), log=p.log)
     return trial.suggest_float(name, float(p.low), float(p.high), log=p.log)
@@ -72,6 +75,7 @@ def _inside(value: Any, p: SearchParam) -> bool:
 
 @dataclass
 class TuneResult:
+    """The best trial and every trial, kept so a tuning run can be audited after the fact."""
     best_params: dict[str, Any]
     best_value: float
     trials: list[dict[str, Any]] = field(default_factory=list)
@@ -151,6 +155,7 @@ def run_study(prepared: Any, base: ModelConfig, tcfg: TuneConfig, device: str = 
 
 def write_results(out: Path, result: TuneResult, tcfg: TuneConfig, best_cfg: ModelConfig,
                   extra: dict[str, Any] | None = None) -> None:
+    """The tuned config and the trials, written where ``identigraph train --config`` can take them."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result.trials).to_csv(out / "tuning_trials.csv", index=False, float_format="%.6g")

@@ -24,6 +24,7 @@ from identigraph.model.frame import GraphFrame
 
 @dataclass
 class Targets:
+    """Per-node labels and splits of the target vertices, aligned with the frame so tensors index them directly."""
     label: str                   # vertex label of the target nodes
     ids: np.ndarray              # vertex ids of all target-label nodes (frame order)
     y: np.ndarray                # float, NaN = unknown
@@ -32,6 +33,7 @@ class Targets:
 
 
 def parse_target(spec: str) -> tuple[str, str]:
+    """``LABEL.PROPERTY`` split, with a message a user can act on when it is malformed."""
     if spec.count(".") != 1 or not all(spec.split(".")):
         raise SchemaError(f"--target must look like LABEL.PROPERTY (e.g. customer.blocked), not {spec!r}")
     label, prop = spec.split(".")
@@ -39,6 +41,7 @@ def parse_target(spec: str) -> tuple[str, str]:
 
 
 def targets_from_property(frame: GraphFrame, spec: str) -> tuple[str, pd.Series]:
+    """Labels read from a vertex property (e.g. ``customer.blocked``) when no labels job ran."""
     label, prop = parse_target(spec)
     if label not in frame.vertices:
         raise SchemaError(f"--target {spec}: no vertices labelled {label!r} (have {sorted(frame.vertices)})")
@@ -53,6 +56,7 @@ def targets_from_property(frame: GraphFrame, spec: str) -> tuple[str, pd.Series]
 
 
 def targets_from_labels(frame: GraphFrame, labels_dir: Path, label: str = "customer") -> pd.Series:
+    """Labels from the labeling job's labels.csv, aligned with the frame's vertices (NaN where unknown)."""
     path = Path(labels_dir) / "labels.csv"
     if not path.exists():
         raise SchemaError(f"{labels_dir}: labels.csv is missing (run `identigraph label` first)")
@@ -64,6 +68,7 @@ def targets_from_labels(frame: GraphFrame, labels_dir: Path, label: str = "custo
 
 
 def make_split(frame: GraphFrame, label: str, y: pd.Series, cfg: ModelConfig) -> tuple[np.ndarray, str]:
+    """Train/val/test by the time property where configured or available (no future in training), else stratified."""
     vf = frame.vertices[label]
     n = len(vf)
     known = y.notna().to_numpy()
@@ -96,12 +101,14 @@ def make_split(frame: GraphFrame, label: str, y: pd.Series, cfg: ModelConfig) ->
 
 def build_targets(frame: GraphFrame, cfg: ModelConfig, labels_dir: Path | None = None,
                   target: str | None = None, split: np.ndarray | None = None) -> Targets:
+    """The training targets from the labeling job's labels or a vertex property (exactly one), with their split."""
     if (labels_dir is None) == (target is None):
         raise SchemaError("give exactly one of --labels DIR or --target LABEL.PROPERTY")
     if target is not None:
         label, y = targets_from_property(frame, target)
     else:
         label = cfg.target_label
+        assert labels_dir is not None  # exactly one of the two, checked above
         y = targets_from_labels(frame, labels_dir, label)
     if split is None:
         split, kind = make_split(frame, label, y, cfg)

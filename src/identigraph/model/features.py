@@ -70,6 +70,7 @@ def _slog(values: np.ndarray) -> np.ndarray:
 
 @dataclass
 class GraphTensors:
+    """The encoded graph as tensors, with what training and serving need to hide labels and find nodes."""
     node_ids: np.ndarray                     # vertex id per node index
     node_type: torch.Tensor                  # [N]
     type_names: list[str]
@@ -111,9 +112,9 @@ class GraphTensors:
 def mask_labels(t: GraphTensors, nodes: torch.Tensor | np.ndarray, x: torch.Tensor | None = None) -> torch.Tensor:
     """Copy of ``x`` where ``nodes`` cannot see their own label-derived inputs."""
     x = (t.x if x is None else x).clone()
-    nodes = torch.as_tensor(nodes, dtype=torch.long)
+    nodes = torch.as_tensor(nodes, dtype=torch.long, device=x.device)
     if len(t.label_cols):
-        x[nodes.unsqueeze(1), t.label_cols.unsqueeze(0)] = 0.0
+        x[nodes.unsqueeze(1), t.label_cols.to(x.device).unsqueeze(0)] = 0.0
     x[nodes, t.mask_col] = 1.0
     return x
 
@@ -131,6 +132,14 @@ class _Encoded:
     edge_type: np.ndarray
     edge_attr: np.ndarray         # links' own attributes (zeros on co-links), unstandardised
     pair_attr: np.ndarray         # [co-links, len(PAIR_FEATURES)], unstandardised; co-links are the last edges
+
+
+@dataclass
+class _NodeFeatures:
+    """The node block of an encoding: features, which columns stay unstandardised, which are label-derived."""
+    x: np.ndarray
+    binary: np.ndarray
+    label_col_names: list[str]
 
 
 @dataclass
@@ -212,12 +221,12 @@ class FeatureEncoder:
         self.edge_cols = [c for c in (self._fit_column(n, t, all_edges[n]) for n, t in edge_types.items()
                                       if t in ("Date", *NUMERIC, "Bool")) if c is not None]
         raw = self._raw(frame)
-        x, e = raw.x, raw.edge_attr
+        x, ea = raw.x, raw.edge_attr
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
         passthrough = raw.binary
         self.mean[passthrough], self.std[passthrough] = 0.0, 1.0
-        self.edge_mean = e.mean(0) if len(e) else np.zeros(e.shape[1])
-        self.edge_std = (e.std(0) if len(e) else np.zeros(e.shape[1])) + 1e-6
+        self.edge_mean = ea.mean(0) if len(ea) else np.zeros(ea.shape[1])
+        self.edge_std = (ea.std(0) if len(ea) else np.zeros(ea.shape[1])) + 1e-6
         if self.shortcuts:
             pf = raw.pair_attr
             self.pair_mean = pf.mean(0) if len(pf) else np.zeros(len(PAIR_FEATURES))
@@ -240,9 +249,12 @@ class FeatureEncoder:
             if c.kind == "cat":
                 s = v.astype(object).where(v.notna(), None)
                 for cat in c.categories:
-                    out.append((s == cat).to_numpy(dtype=float)); binary.append(True); names.append(f"{c.name}={cat}")
+                    out.append((s == cat).to_numpy(dtype=float))
+                    binary.append(True)
+                    names.append(f"{c.name}={cat}")
                 out.append((s.notna() & ~s.isin(c.categories)).to_numpy(dtype=float))
-                binary.append(True); names.append(f"{c.name}=other")
+                binary.append(True)
+                names.append(f"{c.name}=other")
                 continue
             if c.kind == "date":
                 raw = _days_before(pd.to_datetime(v, utc=True), as_of)
@@ -252,9 +264,13 @@ class FeatureEncoder:
             else:
                 vals = pd.to_numeric(v, errors="coerce").to_numpy(dtype=float)
             miss = np.isnan(vals)
-            out.append(np.where(miss, 0.0, vals)); binary.append(c.kind == "bool"); names.append(c.name)
+            out.append(np.where(miss, 0.0, vals))
+            binary.append(c.kind == "bool")
+            names.append(c.name)
             if c.has_missing:
-                out.append(miss.astype(float)); binary.append(True); names.append(f"{c.name}:missing")
+                out.append(miss.astype(float))
+                binary.append(True)
+                names.append(f"{c.name}:missing")
         return out, binary, names
 
     def _raw(self, frame: GraphFrame) -> _Encoded:
@@ -262,9 +278,28 @@ class FeatureEncoder:
         as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
         node_ids, node_type, offsets = self._node_order(frame)
         lookup = pd.Series(np.arange(len(node_ids)), index=node_ids)
-        n = len(node_ids)
         edge_index, edge_type, edge_attr, ages = self._edges(frame, lookup, as_of)
-        # node features: one block per vertex label, then the structural block, type one-hot, mask indicator
+        deg, total, first_use, last_use = self._structure(frame, lookup, as_of, edge_index, edge_type, ages)
+        nodes = self._node_features(frame, offsets, len(node_ids), as_of, (deg, total, first_use, last_use))
+        keep = self._message_edges(edge_index, edge_type, total)
+        pair_index = np.zeros((2, 0), np.int64)
+        pair_type = np.zeros(0, np.int64)
+        pair_attr = np.zeros((0, len(PAIR_FEATURES)))
+        if self.shortcuts:
+            edge_type = self._private_links(edge_index, edge_type, total)
+            created = self._created_days(frame, node_ids, as_of)
+            pair_index, pair_type, pair_attr = self._co_links(edge_index, edge_type, ages, total, created)
+        edge_index, edge_type, edge_attr = edge_index[:, keep], edge_type[keep], edge_attr[keep]
+        return _Encoded(node_ids=node_ids, node_type=node_type, offsets=offsets, x=nodes.x,
+                        binary=nodes.binary, label_col_names=nodes.label_col_names,
+                        edge_index=np.concatenate([edge_index, pair_index], axis=1),
+                        edge_type=np.concatenate([edge_type, pair_type]),
+                        edge_attr=np.vstack([edge_attr, np.zeros((pair_index.shape[1], edge_attr.shape[1]))]),
+                        pair_attr=pair_attr)
+
+    def _node_features(self, frame: GraphFrame, offsets: dict[str, tuple[int, int]], n: int, as_of: pd.Timestamp,
+                       structure: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> _NodeFeatures:
+        """One block per vertex label, then the structural block, type one-hot, mask indicator."""
         blocks, binary = [], []
         label_col_names: list[str] = []  # local, not an attribute: the API encodes concurrent requests at once
         for label in self.type_names:
@@ -276,8 +311,9 @@ class FeatureEncoder:
                 block[a:b] = np.column_stack(cols)
             label_set = set(self.label_columns.get(label, []))
             label_col_names += [f"{label}.{nm}" if nm.split("=")[0].split(":")[0] in label_set else "" for nm in names]
-            blocks.append(block); binary += bin_
-        deg, total, first_use, last_use = self._structure(frame, lookup, as_of, edge_index, edge_type, ages)
+            blocks.append(block)
+            binary += bin_
+        deg, total, first_use, last_use = structure
         used = np.isfinite(first_use) & np.isfinite(last_use)
         struct = np.column_stack([np.log1p(total), np.log1p(deg),
                                   np.where(used, _slog(np.where(used, first_use, 0)), 0.0),
@@ -289,21 +325,7 @@ class FeatureEncoder:
         x = np.column_stack([*blocks, struct, type_onehot, np.zeros((n, 1))])
         binary += [False] * struct.shape[1] + [True] * (type_onehot.shape[1] + 1)
         label_col_names += [""] * (struct.shape[1] + type_onehot.shape[1] + 1)
-        keep = self._message_edges(edge_index, edge_type, total)
-        pair_index = np.zeros((2, 0), np.int64)
-        pair_type = np.zeros(0, np.int64)
-        pair_attr = np.zeros((0, len(PAIR_FEATURES)))
-        if self.shortcuts:
-            edge_type = self._private_links(edge_index, edge_type, total)
-            created = self._created_days(frame, node_ids, as_of)
-            pair_index, pair_type, pair_attr = self._co_links(edge_index, edge_type, ages, total, created)
-        edge_index, edge_type, edge_attr = edge_index[:, keep], edge_type[keep], edge_attr[keep]
-        return _Encoded(node_ids=node_ids, node_type=node_type, offsets=offsets, x=x,
-                        binary=np.array(binary, dtype=bool), label_col_names=label_col_names,
-                        edge_index=np.concatenate([edge_index, pair_index], axis=1),
-                        edge_type=np.concatenate([edge_type, pair_type]),
-                        edge_attr=np.vstack([edge_attr, np.zeros((pair_index.shape[1], edge_attr.shape[1]))]),
-                        pair_attr=pair_attr)
+        return _NodeFeatures(x, np.array(binary, dtype=bool), label_col_names)
 
     def _node_order(self, frame: GraphFrame) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]]:
         """Type blocks in ``type_names`` order, frame order inside a block."""
@@ -311,7 +333,9 @@ class FeatureEncoder:
         for ti, label in enumerate(self.type_names):
             vf = frame.vertices.get(label)
             idx = vf.index.to_numpy() if vf is not None else np.array([], dtype=object)
-            ids.append(idx); types.append(np.full(len(idx), ti)); offsets[label] = (start, start + len(idx))
+            ids.append(idx)
+            types.append(np.full(len(idx), ti))
+            offsets[label] = (start, start + len(idx))
             start += len(idx)
         node_ids = np.concatenate(ids) if ids else np.array([], dtype=object)
         return node_ids, (np.concatenate(types) if types else np.zeros(0, np.int64)), offsets
@@ -335,7 +359,10 @@ class FeatureEncoder:
                                    else np.full(len(ef), np.nan) for c in ("first_seen", "last_seen")])
             attr = np.column_stack(cols + extra) if cols or extra else np.zeros((len(ef), 0))
             for a, b, rel in ((si, di, fwd), (di, si, f"{d}|{REV}{e}|{s}")):
-                srcs.append(a); dsts.append(b); etypes.append(np.full(len(a), rel_index[rel])); eattrs.append(attr)
+                srcs.append(a)
+                dsts.append(b)
+                etypes.append(np.full(len(a), rel_index[rel]))
+                eattrs.append(attr)
                 ages.append(age)
         edge_dim = sum(c.width() for c in self.edge_cols) + 2
         if not srcs:
@@ -446,8 +473,8 @@ class FeatureEncoder:
                 co_of[i] = rel[f"{s}|{CO}{e}|{s}"]
         cap = self.hub_degree or 50
         fwd = (co_of[edge_type] >= 0) if len(edge_type) else np.zeros(0, bool)
-        d = degree[edge_index[1]] if len(edge_type) else np.zeros(0)
-        sel = np.flatnonzero(fwd & (d >= 2) & (d <= cap))
+        dst_degree = degree[edge_index[1]] if len(edge_type) else np.zeros(0)
+        sel = np.flatnonzero(fwd & (dst_degree >= 2) & (dst_degree <= cap))
         empty = (np.zeros((2, 0), np.int64), np.zeros(0, np.int64), np.zeros((0, len(PAIR_FEATURES))))
         if not len(sel):
             return empty
@@ -513,6 +540,8 @@ class FeatureEncoder:
     def to_dict(self) -> dict[str, Any]:
         def cols(cs: list[_Column]) -> list[dict[str, Any]]:
             return [vars(c) for c in cs]
+        assert self.mean is not None and self.std is not None  # encoders are saved after fit
+        assert self.edge_mean is not None and self.edge_std is not None
         return {
             "label_columns": self.label_columns, "max_categories": self.max_categories, "hub_degree": self.hub_degree,
             "shortcuts": self.shortcuts,

@@ -25,6 +25,7 @@ import pandas as pd
 from identigraph.errors import SchemaError
 from identigraph.etl import fs as fsys
 from identigraph.etl import snapshot as snap
+from identigraph.timestamps import parse_iso
 
 Relation = tuple[str, str, str]
 NUMERIC = ("Int", "Long", "Short", "Byte", "Double", "Float")
@@ -32,6 +33,7 @@ NUMERIC = ("Int", "Long", "Short", "Byte", "Double", "Float")
 
 @dataclass
 class GraphFrame:
+    """A snapshot in memory as pandas frames by label and relation: the one input the encoder reads."""
     as_of: datetime
     vertices: dict[str, pd.DataFrame]            # label -> frame indexed by vertex id
     edges: dict[Relation, pd.DataFrame]          # relation -> columns src, dst, <edge properties>
@@ -111,7 +113,7 @@ def read_snapshot(path: str | Path, fs: Any = None) -> GraphFrame:
     if as_of_raw is None and fs.exists(summary_uri):
         as_of_raw = json.loads(fsys.read_text(fs, summary_uri)).get("as_of")
     if as_of_raw:
-        as_of = datetime.fromisoformat(as_of_raw.replace("Z", "+00:00"))
+        as_of = parse_iso(as_of_raw, to_utc=False)
     vertices: dict[str, pd.DataFrame] = {}
     types: dict[str, dict[str, str]] = {}
     label_of: dict[str, pd.Series] = {}

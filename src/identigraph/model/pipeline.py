@@ -28,6 +28,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class Prepared:
+    """A snapshot ready to train on or score, so train, predict and tune prepare it one way."""
     frame: GraphFrame
     targets: Targets
     encoder: FeatureEncoder
@@ -37,6 +38,7 @@ class Prepared:
 
 def prepare(snapshot: Path | GraphFrame, cfg: ModelConfig, labels: Path | None = None, target: str | None = None,
             split: np.ndarray | None = None, encoder: FeatureEncoder | None = None) -> Prepared:
+    """Read, label and encode a snapshot (fitting the encoder unless one is given)."""
     frame = snapshot if isinstance(snapshot, GraphFrame) else read_snapshot(Path(snapshot))
     targets = build_targets(frame, cfg, labels, target, split)
     label_columns = {k: list(v) for k, v in cfg.label_columns.items()}
@@ -85,6 +87,7 @@ def effective_config(cfg: ModelConfig, p: Prepared) -> ModelConfig:
 def run_train(snapshot: Path, out: Path, cfg: ModelConfig, labels: Path | None = None, target: str | None = None,
               device: str = "auto", conv: str = "edge", log: Log = print,
               prepared: Prepared | None = None) -> tuple[str, dict[str, Any]]:
+    """What ``identigraph train`` runs: prepare, train, write the model directory with its metrics."""
     p = prepared or prepare(snapshot, cfg, labels, target)
     cfg = effective_config(cfg, p)
     t, tg = p.tensors, p.targets
@@ -94,7 +97,7 @@ def run_train(snapshot: Path, out: Path, cfg: ModelConfig, labels: Path | None =
     result = train(t, tg, cfg, conv=conv, device=device, log=log)
     test_mask = (tg.split == "test") & ~np.isnan(tg.y)
     test_scores = predict(result.model, t, p.nodes[test_mask], cfg, mode=result.mode)
-    metrics = {
+    metrics: dict[str, Any] = {
         "threshold": result.threshold, "threshold_reached": result.threshold_reached,
         "target_precision": cfg.target_precision, "best_epoch": result.best_epoch, "split": tg.kind,
         "val": result.val, "test": summary(tg.y[test_mask], test_scores),
@@ -112,6 +115,7 @@ def run_train(snapshot: Path, out: Path, cfg: ModelConfig, labels: Path | None =
 
 
 def run_predict(snapshot: Path, model_dir: Path, out: Path, cfg: ModelConfig) -> int:
+    """What ``identigraph predict`` runs: score every target vertex of a snapshot with a saved model."""
     loaded = LoadedModel.load(model_dir)
     label = trained_target_label(Path(model_dir))
     frame = read_snapshot(Path(snapshot))
@@ -142,6 +146,7 @@ def trained_target_label(model_dir: Path) -> str:
 
 
 def read_truth(truth: Path) -> pd.DataFrame:
+    """The synthetic world's truth.csv, ids kept as text."""
     return pd.read_csv(truth, dtype={"customer_id": str})
 
 
