@@ -2,7 +2,7 @@
 
 Metrics on a hold-out split say how well a model ranks the fraud it was labelled with; they do not say it
 still does the obvious right things. These scenarios are those things, built on the snapshot the model is
-judged against (tests/test_model_behaviour.py runs household and awkward_graphs from here on a freshly
+judged against (tests/model/test_model_behaviour.py runs household and awkward_graphs from here on a freshly
 trained model; its ring check uses an unseen world instead):
 
 - ``fresh_ring``: ten brand-new accounts nobody has blocked, sharing two emulators and three stolen cards

@@ -8,7 +8,7 @@ from identigraph.config_loader import packaged_default
 from identigraph.errors import ConfigError
 from identigraph.labeling.config import load_labeling_config, parse_labeling_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULE = {"name": "r", "confidence": 0.9, "comment": "c", "via": ["device"], "max_customers": 10, "min_fraud": 1}
 
 

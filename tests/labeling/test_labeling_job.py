@@ -20,7 +20,7 @@ from identigraph.labeling.config import STATUSES
 from identigraph.labeling.job import BLOCK_COLUMNS, LABEL_COLUMNS, run_labeling, snapshot_as_of
 from identigraph.synth import SynthParams, generate_world, write_world
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = packaged_default("labeling.yaml")
 KEY = b"labeling-test-key-0123456789abcdef"
 

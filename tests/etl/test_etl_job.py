@@ -155,7 +155,7 @@ def test_as_of_cuts_events_and_history(spark, settings, world, tmp_path):
 
 def test_spark_submit_runs_the_same_job_and_keeps_the_submitters_settings(settings, world, tmp_path):
     spark_submit = Path(sys.executable).with_name("spark-submit")
-    job = Path(__file__).resolve().parents[1] / "src" / "identigraph" / "etl" / "job.py"
+    job = Path(__file__).resolve().parents[2] / "src" / "identigraph" / "etl" / "job.py"
     out = tmp_path / "submitted"
     env = {**os.environ, "IDENTIGRAPH_PII_KEY": KEY.decode(), "PYSPARK_PYTHON": sys.executable,
            "IDENTIGRAPH__DATA_DIR": str(settings.data_path)}

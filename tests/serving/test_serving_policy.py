@@ -16,7 +16,7 @@ from identigraph.serving.config import PolicyConfig, RateLimit, ServingConfig, l
 from identigraph.serving.neighbourhood import Fetched
 from identigraph.serving.policy import Facts, decide
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULES = [{"name": "device_shared_with_blocked", "identifier": "device", "min_blocked": 2},
          {"name": "card_ring", "identifier": "card", "min_blocked": 3, "at_least": "block"}]
 POLICY = PolicyConfig(lifetime_value_boundary=200, hard_rules=RULES)

@@ -127,7 +127,7 @@ def test_approval_and_promotion_reach_a_running_api_without_dropping_requests(se
         # two models of a 600-customer world differ by training noise, not quality: the "no worse than
         # production" check has its own tests (test_lifecycle_gate.py); here it must not decide the flow
         "gate.max_drop_vs_production": {"test.auprc": 1.0, "test.recall_at_p85": 1.0},
-        # the fresh-ring scenario needs a model trained on a larger world (tests/test_model_behaviour.py);
+        # the fresh-ring scenario needs a model trained on a larger world (tests/model/test_model_behaviour.py);
         # this 600-customer world's models are checked on the other two
         "promotion.staging_check.behaviour": ["household", "awkward_graphs"],
         "promotion.staging_check.requests": 20, "promotion.staging_check.p95_ms": 5000,

@@ -11,7 +11,7 @@ import yaml
 
 from lifecycle_helpers import assert_cli_accepts
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def _load(name: str) -> dict:

@@ -23,7 +23,7 @@ from identigraph.serving.console.store import ConsoleStore
 from test_serving_api import LiveServer
 
 pytestmark = pytest.mark.services
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOT_DIR_ENV = "IDENTIGRAPH_SCREENSHOT_DIR"
 
