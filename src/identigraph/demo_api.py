@@ -22,7 +22,7 @@ from identigraph.config import Settings
 from identigraph.graph.records import customer_key
 from identigraph.services.process import free_port
 
-LOCAL_EVIDENCE_KEY = "local-admin-key"  # score + identity:read; published in conf/serving.yaml, refused in production
+LOCAL_EVIDENCE_KEY = "local-admin-key"  # score + identity:read; published in the packaged serving.yaml, refused in production
 LOCAL_SCORING_KEY = "local-scoring-key"  # score only; published the same way
 LOCAL_REVIEWER_KEY = "local-reviewer-key"  # the review console's sign-in; published the same way
 REVIEW_CASES_WANTED = 5
@@ -171,7 +171,7 @@ def show_console(app: Any, base: str, frame: Any, blocked: set[str], serving: An
     review: dict[str, Any] = {"url": None, "sent": 0, "arrived": 0, "open": 0}
     reviewer = getattr(app.state, "review_console", None)
     if reviewer is None:
-        console.print("  the review console is off (console.enabled in conf/serving.yaml): no cases to show")
+        console.print("  the review console is off (console.enabled in the serving configuration): no cases to show")
         return review
     device = ring_device(frame, blocked)
     # the examples' customers are not scored again: within the review window a second case is a duplicate

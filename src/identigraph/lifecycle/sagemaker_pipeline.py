@@ -8,7 +8,7 @@ what runs in SageMaker is what runs on a laptop and in GitLab CI:
    --estimate`` on a representative snapshot (overridable per execution: ``TrainingInstanceType``).
 3. ``Evaluate`` (ProcessingStep): unpacks model.tar.gz, ``identigraph evaluate``; its metrics.json is a
    PropertyFile the condition reads.
-4. ``QualityBar`` (ConditionStep): the hold-out figures against the same bar as conf/lifecycle.yaml's
+4. ``QualityBar`` (ConditionStep): the hold-out figures against the same bar as the lifecycle configuration's
    gate (pipeline parameters, so an execution can tighten them).
 5. ``Register`` (ModelStep) into the model package group, ``PendingManualApproval`` — a person approves,
    and the approval event triggers the deploy pipeline. Below the bar: ``BelowBar`` (FailStep) says why.

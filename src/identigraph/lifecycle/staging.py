@@ -21,7 +21,7 @@ from identigraph.lifecycle.behaviour import run_behaviour
 from identigraph.lifecycle.config import StagingCheckConfig
 from identigraph.lifecycle.gate import Verdict
 
-LOCAL_SCORING_KEY = "local-scoring-key"   # published with conf/serving.yaml's local_only keys
+LOCAL_SCORING_KEY = "local-scoring-key"   # published with the packaged serving.yaml's local_only keys
 
 
 def latency_check(url: str, api_key: str, customer_ids: list[str], expect_version: str,

@@ -15,7 +15,7 @@ hedged over several brackets, so an aggressive early cut does not decide alone.
 - A second objective (training seconds) gives a Pareto front of quality vs cost; Optuna cannot prune
   multi-objective studies, so such a study trains every trial to the end (or to early stopping).
 - Output, beside the model trained with the best configuration: ``tuning.json`` (summary and every
-  trial), ``tuning_trials.csv`` (the table), ``best_model_config.yaml`` (a conf/model.yaml to train with).
+  trial), ``tuning_trials.csv`` (the table), ``best_model_config.yaml`` (a model configuration to train with).
 """
 
 from __future__ import annotations

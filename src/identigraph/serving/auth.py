@@ -6,7 +6,7 @@ password hash; SHA-256 is the standard for API tokens. Rate limits are per key s
 storm throttles that team, not the fraud checks of everybody else; they count work (a batch of 50 is 50
 scorings, a depth-2 connections read costs what it reads), not calls.
 
-``python -m identigraph.serving.auth < keyfile`` prints the digest to put in ``conf/serving.yaml``
+``python -m identigraph.serving.auth < keyfile`` prints the digest to put in the serving configuration (``api_keys``)
 (read from stdin so the key stays out of shell history).
 """
 
