@@ -34,11 +34,12 @@ def make_settings(data_dir: Path, **extra) -> Settings:
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects: the mark it adds must count there
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that reaches the ``services`` fixture (directly or through ``session_client``, ``graph`` or a
-    module fixture built on them) is a ``services`` test, so ``-m "not services"`` never starts the servers,
-    whether or not its module remembered the mark."""
+    """Every test that reaches the ``services`` or the ``spark`` fixture (directly or through ``session_client``,
+    ``graph`` or a module fixture built on them) is a ``services`` test, so ``-m "not services"`` never starts a
+    server or a Spark session, whether or not its module remembered the mark."""
     for item in items:
-        if "services" in getattr(item, "fixturenames", ()) and item.get_closest_marker("services") is None:
+        needs = set(getattr(item, "fixturenames", ())) & {"services", "spark"}
+        if needs and item.get_closest_marker("services") is None:
             item.add_marker(pytest.mark.services)
 
 
