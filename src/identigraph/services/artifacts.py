@@ -6,6 +6,7 @@ outside the clone, so a fresh checkout (CI) reuses them instead of downloading a
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -96,10 +97,33 @@ def elasticmq_classpath(settings: Settings) -> str:
     return cp
 
 
+def checkpoint_classes(settings: Settings) -> Path:
+    """``templates/checkpoints.groovy`` compiled with the server's own Groovy, once per version of the source."""
+    import hashlib
+
+    source = TEMPLATES / "checkpoints.groovy"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    out = settings.cache_path / f"checkpoints-{digest}"
+    if (out / "IdentigraphCheckpoints.class").exists():
+        return out
+    home = gremlin_server_home(settings)
+    java = require_tool(settings.services.java, "Java")
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([java, "-cp", gremlin_server_classpath(home),
+                           "org.codehaus.groovy.tools.FileSystemCompiler", "-d", str(tmp), str(source)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ServiceError(f"compiling {source.name} failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+    try:
+        tmp.rename(out)
+    except OSError:  # another process compiled it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def install(settings: Settings) -> dict[str, str]:
     """Fetch everything the local services need; idempotent."""
-    from identigraph.services.local import checkpoint_classes
-
     require_tool(settings.services.java, "Java")
     home = gremlin_server_home(settings)
     cp = elasticmq_classpath(settings)

@@ -13,8 +13,6 @@ checkpoint holds its effect (``checkpoint_covers``); Neptune needs none of this,
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,34 +124,6 @@ def gremlin_heap(settings: Settings) -> tuple[str, str]:
     return f"{heap >> 20}m", f"auto: {HEAP_PER_CHECKPOINT_BYTE} × {size / 1e6:,.0f} MB graph file{bound}"
 
 
-def checkpoint_classes(settings: Settings) -> Path:
-    """``templates/checkpoints.groovy`` compiled with the server's own Groovy, once per version of the source."""
-    import hashlib
-    import subprocess
-
-    from identigraph.errors import ServiceError
-
-    source = artifacts.TEMPLATES / "checkpoints.groovy"
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    out = settings.cache_path / f"checkpoints-{digest}"
-    if (out / "IdentigraphCheckpoints.class").exists():
-        return out
-    home = artifacts.gremlin_server_home(settings)
-    java = artifacts.require_tool(settings.services.java, "Java")
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([java, "-cp", artifacts.gremlin_server_classpath(home),
-                           "org.codehaus.groovy.tools.FileSystemCompiler", "-d", str(tmp), str(source)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ServiceError(f"compiling {source.name} failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
-    try:
-        tmp.rename(out)
-    except OSError:  # another process compiled it meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
 def _render_gremlin(settings: Settings) -> Path:
     _, _, conf_dir = _dirs(settings)
     conf_dir = conf_dir / GREMLIN
@@ -241,7 +211,7 @@ def _start_gremlin(settings: Settings) -> tuple[ServiceState, bool]:
     argv = [
         java, f"-Xmx{heap}", "-Xms256m", *_JAVA17_OPENS,
         f"-Dlogback.configurationFile={home / 'conf' / 'logback.xml'}",
-        "-cp", f"{checkpoint_classes(settings)}:{artifacts.gremlin_server_classpath(home)}",
+        "-cp", f"{artifacts.checkpoint_classes(settings)}:{artifacts.gremlin_server_classpath(home)}",
         "org.apache.tinkerpop.gremlin.server.GremlinServer", str(yaml_path),
     ]
     return _process(settings, GREMLIN).start(
