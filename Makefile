@@ -25,10 +25,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-# lint: ruff (lint, import order, public docstrings) over the code and tests, mypy over src/
+# lint: ruff (lint, import order, public docstrings) over the code and tests, mypy over src/, and no import
+# cycle or cross-package private import in src/
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_imports.py
 
 bench: install
 	$(BIN)/python bench/upsert.py

@@ -58,7 +58,7 @@ def cached_jars(settings: Settings) -> list[str] | None:
 
 def install(settings: Settings) -> list[str]:
     """Fetch the jars (idempotent) and return their paths."""
-    from identigraph.services.artifacts import DEPENDENCY_PLUGIN, _mvn
+    from identigraph.services.artifacts import DEPENDENCY_PLUGIN, run_maven
 
     jars = cached_jars(settings)
     if jars:
@@ -68,7 +68,7 @@ def install(settings: Settings) -> list[str]:
         deps = "\n".join(_DEP.format(g=g, a=a, v=v) for g, a, v in ARTIFACTS)
         (Path(tmp) / "pom.xml").write_text(_POM.format(deps=deps))
         out = Path(tmp) / "cp.txt"
-        _mvn(settings, f"{DEPENDENCY_PLUGIN}:build-classpath", f"-Dmdep.outputFile={out}", cwd=Path(tmp))
+        run_maven(settings, f"{DEPENDENCY_PLUGIN}:build-classpath", f"-Dmdep.outputFile={out}", cwd=Path(tmp))
         jars = [p for p in out.read_text().strip().split(":") if p]
     if len(jars) != len(ARTIFACTS) or not any("hadoop-aws" in j for j in jars):
         raise ServiceError(f"resolved S3 classpath is incomplete: {jars}")

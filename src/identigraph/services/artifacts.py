@@ -32,7 +32,8 @@ def require_tool(name: str, what: str) -> str:
     return found
 
 
-def _mvn(settings: Settings, *args: str, cwd: Path | None = None) -> str:
+def run_maven(settings: Settings, *args: str, cwd: Path | None = None) -> str:
+    """Maven in batch mode, its output kept for the error: the one way jars and classpaths are fetched."""
     mvn = require_tool(settings.services.mvn, "Maven")
     proc = subprocess.run(
         [mvn, "-q", "-B", *args], cwd=cwd, capture_output=True, text=True, check=False
@@ -53,7 +54,7 @@ def gremlin_server_home(settings: Settings) -> Path:
     settings.cache_path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.cache_path) as tmp:
         # copy (not get): the file lands where we say, whatever local repository the user's Maven uses
-        _mvn(settings, f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={coords}", f"-DoutputDirectory={tmp}")
+        run_maven(settings, f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={coords}", f"-DoutputDirectory={tmp}")
         zip_path = Path(tmp) / f"gremlin-server-{version}-distribution.zip"
         if not zip_path.exists():
             raise ServiceError(f"Maven reported success but {zip_path.name} is missing")
@@ -89,7 +90,7 @@ def elasticmq_classpath(settings: Settings) -> str:
         pom = Path(tmp) / "pom.xml"
         pom.write_text((TEMPLATES / "elasticmq-pom.xml").read_text().replace("${elasticmq.version}", version))
         out = Path(tmp) / "cp.txt"
-        _mvn(settings, f"{DEPENDENCY_PLUGIN}:build-classpath", f"-Dmdep.outputFile={out}", cwd=Path(tmp))
+        run_maven(settings, f"{DEPENDENCY_PLUGIN}:build-classpath", f"-Dmdep.outputFile={out}", cwd=Path(tmp))
         cp = out.read_text().strip()
     if "elasticmq-server" not in cp:
         raise ServiceError(f"resolved ElasticMQ classpath lacks elasticmq-server: {cp[:200]}")
