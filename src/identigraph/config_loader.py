@@ -154,13 +154,14 @@ def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def describe(exc: ValidationError, title: str, source: str) -> str:
-    """Every bad key on its own line, named by its dotted path; extra keys say "unknown key"."""
-    lines = [f"invalid {title} ({source}):"]
+def describe(exc: ValidationError, title: str, source: str | None = None) -> str:
+    """Every bad key on its own line, named by its dotted path; extra keys say "unknown key". A cross-field
+    check (no path) names its fields itself. ``source`` is the file, when the values came from one."""
+    lines = [f"invalid {title} ({source}):" if source else f"invalid {title}:"]
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "<root>"
+        field = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {field}: {msg}")
+        lines.append(f"  {field}: {msg}" if field else f"  {msg}")
     return "\n".join(lines)
 
 

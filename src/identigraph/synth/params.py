@@ -7,20 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from identigraph.config_loader import describe
 from identigraph.errors import SchemaError
 
 UTC = timezone.utc
-
-
-def describe_validation(exc: ValidationError, what: str = "SynthParams") -> str:
-    """One line per bad field, so the message names what to fix."""
-    lines = [f"invalid {what}:"]
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"])
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        msg = msg.removeprefix("Value error, ")  # cross-field checks name their fields themselves
-        lines.append(f"  {field}: {msg}" if field else f"  {msg}")
-    return "\n".join(lines)
 
 
 class SynthParams(BaseModel):
@@ -94,14 +84,14 @@ class SynthParams(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise SchemaError(describe_validation(exc)) from None
+            raise SchemaError(describe(exc, "SynthParams")) from None
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> SynthParams:
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
-            raise SchemaError(describe_validation(exc)) from None
+            raise SchemaError(describe(exc, "SynthParams")) from None
 
     @field_validator("start", "end")
     @classmethod
