@@ -221,3 +221,19 @@ def test_malformed_csv_line_is_quarantined_whole(spark, settings, world, tmp_pat
                                                      "already_loaded": 0}
     dumped = "".join(f.read_text() for f in (run_dir(tmp_path / "snap") / "_quarantine").rglob("*.json"))
     assert "+971500000000" not in dumped and "a@b.c" not in dumped and "evX" not in dumped
+
+
+def test_a_failed_load_names_the_executors_own_error(spark, settings, snap):
+    """A task's failure reaches the driver as Py4J text ending in the JVM's stack ("... 1 more"): the error a
+    person reads must be the executor's Python error instead."""
+    from identigraph.errors import GraphError
+    from identigraph.services.process import free_port
+
+    out, _ = snap
+    nowhere = settings.model_copy(update={"graph": settings.graph.model_copy(update={
+        "port": free_port(), "retry": settings.graph.retry.model_copy(update={"attempts": 1})})})
+    with pytest.raises(GraphError) as caught:
+        load_snapshot(spark, nowhere, out)
+    message = str(caught.value)
+    assert "graph load of vertices" in message and "re-run to finish" in message
+    assert "Cannot connect to host" in message and not message.rstrip().endswith("more")

@@ -67,6 +67,22 @@ def _load_rows(settings_json: dict[str, Any], columns: list[str], kind: str, row
     return _load_partition(settings_json, columns, kind, (tuple(r) for r in rows))
 
 
+def task_error(exc: BaseException) -> str:
+    """The executor's own Python error line out of the Py4J/Spark text a failed task arrives in.
+
+    That text is the worker's traceback followed by the JVM's stack, so its last line ("... 1 more") says
+    nothing; the line that matters is the first unindented one after the last ``Traceback`` header.
+    """
+    lines = str(exc).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:
+        for line in lines[starts[-1] + 1:]:
+            if line.strip() and not line[0].isspace():
+                return line
+    text = [line for line in lines if line.strip()]
+    return text[-1] if text else type(exc).__name__
+
+
 def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path) -> dict:
     """Load a snapshot location (its published run) or any Gremlin CSV folder, vertices first; progress goes
     to this module's logger."""
@@ -95,10 +111,9 @@ def load_snapshot(spark: SparkSession, settings: Settings, snap: str | Path) -> 
         t_group = time.perf_counter()
         try:
             results = df.rdd.mapPartitions(partial(_load_rows, settings_json, columns, kind)).collect()
-        except Exception as exc:  # a task's error arrives wrapped in Py4J/Spark text: keep its last line
-            last = [ln for ln in str(exc).splitlines() if ln.strip()][-1:] or [type(exc).__name__]
+        except Exception as exc:
             raise GraphError(f"graph load of {kind} ({', '.join(group)}) failed; what was written before "
-                             f"stays (loads are idempotent, re-run to finish): {last[0][:500]}") from None
+                             f"stays (loads are idempotent, re-run to finish): {task_error(exc)[:500]}") from None
         n = sum(r["elements"] for r in results)
         for r in results:
             for key in totals:
