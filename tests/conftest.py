@@ -25,7 +25,10 @@ def make_settings(data_dir: Path, **extra) -> Settings:
         # checkpoints every second: the stream consumer acknowledges a message once one holds it
         "services": {"gremlin": {"port": free_port(), "heap": "1g", "checkpoint_interval_s": 1},
                      "elasticmq": {"port": free_port()}},
-        "graph": {"retry": {"attempts": 6, "initial_backoff_s": 0.02, "max_backoff_s": 0.5}},
+        # short backoffs keep outage tests quick, but 12 attempts (~3.6 s) as shipped: a small world's edge batches
+        # all share customers, so loads conflict every few batches and 6 attempts (0.6 s) lost the optimistic race
+        # in ~1 of 15 loads on a busy box (CI failed that way once)
+        "graph": {"retry": {"attempts": 12, "initial_backoff_s": 0.02, "max_backoff_s": 0.5}},
     }
     overrides.update(extra)
     # The repository's own conf/identigraph.yaml underneath: tests exercise the shipped config.
