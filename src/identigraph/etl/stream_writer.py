@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gremlin_python.process.graph_traversal import GraphTraversal, __
+from gremlin_python.process.strategies import FilterRankingStrategy, PathRetractionStrategy
 from gremlin_python.process.traversal import Cardinality, Direction, Merge, P, T
 
 from identigraph.errors import GraphError
@@ -61,6 +62,10 @@ _TS = 20  # width of the time part of an entry: %Y%m%d%H%M%S%f
 _HID = 12  # hex digits of sha256(event_id)
 _HBODY = 8  # hex digits of sha256(canonical body)
 HOT = 3  # an identifier in this many events of one batch is treated as a hub: its rows go last
+# Pure optimisations that cost Gremlin Server more than they save on this request: they walk its whole step tree
+# once per request (PathRetractionStrategy was 16% of the server's CPU, FilterRankingStrategy 7%) and the request
+# has no path() and no filter chain worth reordering. Gremlin Server only: Neptune plans requests its own way.
+SKIPPED_STRATEGIES = (PathRetractionStrategy, FilterRankingStrategy)
 
 
 def state_id(customer_vertex_id: str) -> str:
@@ -128,38 +133,39 @@ def _set(key: str, value: GraphTraversal, vertex: bool) -> GraphTraversal:
     return __.property(Cardinality.single, key, value) if vertex else __.property(key, value)
 
 
-def _lower(key: str, label: str, vertex: bool = True) -> GraphTraversal:
-    """Set ``key`` to the labelled value if that is lower (or the key is absent); unchanged means untouched."""
-    return __.choose(__.values(key).where(P.lte(label)), __.identity(), _set(key, __.select(label), vertex))
+def _lower(t: GraphTraversal, key: str, label: str, vertex: bool = True) -> GraphTraversal:
+    """Set ``key`` to the labelled value if that is lower (or the key is absent); unchanged means untouched.
+    Both branches keep the element, so the choose runs inline: no side_effect() to close per traverser."""
+    return t.choose(__.values(key).where(P.lte(label)), __.identity(), _set(key, __.select(label), vertex))
 
 
-def _raise(key: str, label: str, vertex: bool = True) -> GraphTraversal:
-    return __.choose(__.values(key).where(P.gte(label)), __.identity(), _set(key, __.select(label), vertex))
+def _raise(t: GraphTraversal, key: str, label: str, vertex: bool = True) -> GraphTraversal:
+    return t.choose(__.values(key).where(P.gte(label)), __.identity(), _set(key, __.select(label), vertex))
 
 
 def _identity_branch() -> GraphTraversal:
-    """Current traverser: the customer vertex (labelled ``cust``); the row is ``r``, its time ``tt``."""
-    count_by_type = __.choose(__.select("r").select("y"))
+    """Current traverser: the customer vertex (labelled ``cust``); the row is ``r``, its time ``tt``.
+
+    The edges run inside ``map(... .fold())``: the fold drains them and map takes its one list, so the child is never
+    run to exhaustion and never closed (a ``side_effect`` child is closed, whole tree, per traverser). Identifier
+    statistics come last and filter: once ``event_count`` was raised, 1 means the edge was new."""
+    per_edge = (__.select("r").select("E").unfold().as_("x")
+                .merge_v(__.select("v")).option(Merge.on_create, __.constant(dict(IDENTIFIER_DEFAULTS))).as_("iv"))
+    per_edge = _raise(_lower(per_edge, "first_seen", "tt"), "last_seen", "tt")
+    per_edge = per_edge.select("x").merge_e(__.select("m")).option(Merge.on_create, __.constant(dict(EDGE_DEFAULTS)))
+    per_edge = _raise(_lower(per_edge, "first_seen", "tt", False), "last_seen", "tt", False)
+    per_edge = per_edge.property("event_count", _plus("event_count")).choose(__.select("r").select("y"))
     for etype in IDENTITY_EVENT_TYPES:
-        count_by_type = count_by_type.option(etype, __.property(f"n_{etype}", _plus(f"n_{etype}")))
-    new_edge_stats = (
-        __.has("event_count", 0).select("iv")
+        per_edge = per_edge.option(etype, __.property(f"n_{etype}", _plus(f"n_{etype}")))
+    per_edge = (
+        per_edge.has("event_count", 1).select("iv")
         .property(Cardinality.single, "n_customers", _plus("n_customers"))
-        .side_effect(__.select("cust").has("blocked", True).select("iv")
-                     .property(Cardinality.single, "n_blocked", _plus("n_blocked")))
-        .side_effect(__.select("cust").has("n_block_reviews", P.gt(0)).select("iv")
-                     .property(Cardinality.single, "n_contested", _plus("n_contested")))
+        .choose(__.select("cust").has("blocked", True),
+                __.property(Cardinality.single, "n_blocked", _plus("n_blocked")))
+        .choose(__.select("cust").has("n_block_reviews", P.gt(0)),
+                __.property(Cardinality.single, "n_contested", _plus("n_contested")))
     )
-    return __.side_effect(
-        __.select("r").select("E").unfold().as_("x")
-        .merge_v(__.select("v")).option(Merge.on_create, __.constant(dict(IDENTIFIER_DEFAULTS))).as_("iv")
-        .side_effect(_lower("first_seen", "tt")).side_effect(_raise("last_seen", "tt"))
-        .select("x").merge_e(__.select("m")).option(Merge.on_create, __.constant(dict(EDGE_DEFAULTS)))
-        .side_effect(new_edge_stats)
-        .side_effect(_lower("first_seen", "tt", False)).side_effect(_raise("last_seen", "tt", False))
-        .property("event_count", _plus("event_count"))
-        .side_effect(count_by_type)
-    )
+    return __.map(per_edge.fold())
 
 
 def _blocked_now() -> GraphTraversal:
@@ -239,21 +245,21 @@ def _created_branch() -> GraphTraversal:
 
 
 def _apply(window: int) -> GraphTraversal:
-    """Current traverser: the customer's state vertex (``st``). Records the event, evicts, applies its effect."""
-    by_type = __.choose(__.select("r").select("y"))
-    identity = _identity_branch()
-    for etype in IDENTITY_EVENT_TYPES:
-        by_type = by_type.option(etype, identity)
-    by_type = (by_type.option("customer_created", _created_branch()).option("block", _block_branch())
-               .option("unblock", _unblock_branch()).option("care_contact", _care_branch()))
-    evict = (__.filter_(__.properties("applied").count().is_(P.gt(window)))
-             .property(Cardinality.single, "floor", __.values("applied").min_())
-             .side_effect(__.properties("applied").order().by(T.value).limit(1).drop()))
+    """Current traverser: the customer's state vertex (``st``). Records the event, evicts, applies its effect.
+
+    The effect is an inline choose (every branch keeps one traverser), not a side_effect: TinkerPop closes a
+    side_effect's child, recursively, each time it runs dry, and this one holds most of the request's steps.
+    Identity events (the only rows with ``E``) share one branch instead of one copy per event type."""
+    history = (__.choose(__.select("r").select("y")).option("customer_created", _created_branch())
+               .option("block", _block_branch()).option("unblock", _unblock_branch())
+               .option("care_contact", _care_branch()))
     return (
         __.property(Cardinality.set_, "applied", __.select("kk"))
-        .side_effect(evict)
+        .choose(__.properties("applied").count().is_(P.gt(window)),
+                __.property(Cardinality.single, "floor", __.values("applied").min_())
+                .side_effect(__.properties("applied").order().by(T.value).limit(1).drop()))
         .select("r").merge_v(__.select("c")).option(Merge.on_create, __.constant(dict(CUSTOMER_DEFAULTS))).as_("cust")
-        .side_effect(by_type)
+        .choose(__.select("r").select("E"), _identity_branch(), history)
         .constant(NEW)
     )
 
@@ -278,10 +284,13 @@ def _events(window: int) -> GraphTraversal:
 class StreamWriter:
     """Binds the client, the pseudonymisation key and the de-duplication window every batch of one stream must share."""
 
-    def __init__(self, client: GraphClient, pseudo: Pseudonymiser, window: int | None = None) -> None:
+    def __init__(self, client: GraphClient, pseudo: Pseudonymiser, window: int | None = None,
+                 skip_strategies: bool | None = None) -> None:
         self.client = client
         self.pseudo = pseudo
         self.window = window or client.settings.stream.dedup_window
+        # withoutStrategies is sent to Gremlin Server only (None: unless the graph is Neptune)
+        self.skip_strategies = not client.is_neptune if skip_strategies is None else skip_strategies
         self._template: tuple[Any, Any] | None = None
 
     def prepare(self, events: list[StreamEvent]) -> _Prepared:
@@ -336,6 +345,8 @@ class StreamWriter:
         events = _events(self.window)
         # the rows go straight into the constant: gremlinpython would otherwise deep-copy every nested map
         events.bytecode.step_instructions[0] = ["constant", rows]
+        if self.skip_strategies:
+            g = g.without_strategies(*SKIPPED_STRATEGIES)
         return g.inject(0).map(events)
 
     def write(self, events: list[StreamEvent]) -> WriteResult:
