@@ -25,7 +25,13 @@ touching identifiers that recur in the batch go last: the hub is read for the la
 only. Unchanged first/last seen are not written, so an identifier is modified only when something moved.
 
 Rows are flat maps injected without gremlinpython's deep copy; the request's step count is fixed (one shape
-per event type, chosen by ``choose``), so it stays under Neptune's step limit whatever the batch size.
+per kind of event, chosen by ``choose``: 345 steps), so it stays under Neptune's step limit whatever the batch size.
+
+Gremlin Server's CPU per event is what limits a consumer, and the request is shaped for it (bench/stream_write.py):
+effects run inline in ``choose`` branches or inside ``map(... .fold())``, never in a ``side_effect`` holding a large
+child, because TinkerPop closes such a child, recursively through every nested traversal, each time it runs dry — once
+per event and per edge, which was a quarter of the server's CPU. On Gremlin Server only, the source also skips two
+optimisation strategies and gives traversers an unmergeable sack (see ``StreamWriter._source``).
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ _HBODY = 8  # hex digits of sha256(canonical body)
 HOT = 3  # an identifier in this many events of one batch is treated as a hub: its rows go last
 # Pure optimisations that cost Gremlin Server more than they save on this request: they walk its whole step tree
 # once per request (PathRetractionStrategy was 16% of the server's CPU, FilterRankingStrategy 7%) and the request
-# has no path() and no filter chain worth reordering. Gremlin Server only: Neptune plans requests its own way.
+# has no path() and no filter chain worth reordering. Gremlin Server only (see StreamWriter._source).
 SKIPPED_STRATEGIES = (PathRetractionStrategy, FilterRankingStrategy)
 
 
@@ -285,12 +291,12 @@ class StreamWriter:
     """Binds the client, the pseudonymisation key and the de-duplication window every batch of one stream must share."""
 
     def __init__(self, client: GraphClient, pseudo: Pseudonymiser, window: int | None = None,
-                 skip_strategies: bool | None = None) -> None:
+                 tune_source: bool | None = None) -> None:
         self.client = client
         self.pseudo = pseudo
         self.window = window or client.settings.stream.dedup_window
-        # withoutStrategies is sent to Gremlin Server only (None: unless the graph is Neptune)
-        self.skip_strategies = not client.is_neptune if skip_strategies is None else skip_strategies
+        # source tuning for Gremlin Server only (None: unless the graph is Neptune)
+        self.tune_source = not client.is_neptune if tune_source is None else tune_source
         self._template: tuple[Any, Any] | None = None
 
     def prepare(self, events: list[StreamEvent]) -> _Prepared:
@@ -345,9 +351,15 @@ class StreamWriter:
         events = _events(self.window)
         # the rows go straight into the constant: gremlinpython would otherwise deep-copy every nested map
         events.bytecode.step_instructions[0] = ["constant", rows]
-        if self.skip_strategies:
-            g = g.without_strategies(*SKIPPED_STRATEGIES)
-        return g.inject(0).map(events)
+        return self._source(g).inject(0).map(events)
+
+    def _source(self, g: Any) -> Any:
+        """On Gremlin Server: skip the strategies that cost more than they save here, and give every traverser a
+        sack with no merge operator, which makes TinkerPop hash traversers by identity instead of hashing their
+        paths (each carries its row map) whenever one enters a step. Neither changes what the request writes.
+        Not on Neptune: it plans requests with its own engine, and neither was checked there (a step it does not run
+        natively sends the whole request to its slower fallback engine)."""
+        return g.with_sack(0).without_strategies(*SKIPPED_STRATEGIES) if self.tune_source else g
 
     def write(self, events: list[StreamEvent]) -> WriteResult:
         """Apply the events; raises what the client raises (connection errors, GraphError). Safe to call again
