@@ -81,7 +81,10 @@ def _jfr(pid: int, action: str, path: Path) -> None:
 
 
 def _phase(settings: Any, writer: Any, batches: list[list[Any]], jfr: Path | None = None) -> dict[str, Any]:
-    gremlin = local._process(settings, local.GREMLIN).state().pid
+    state = local._process(settings, local.GREMLIN).state()
+    if state is None:
+        raise RuntimeError("Gremlin Server is not running: nothing to measure")
+    gremlin = state.pid
     queries.clear(writer.client)
     if jfr:
         _jfr(gremlin, "start", jfr)
