@@ -146,6 +146,20 @@ def test_request_has_a_fixed_number_of_steps(graph, pseudo):
     assert count_steps(small.bytecode) == count_steps(big.bytecode) < graph.settings.graph.batch.max_steps
 
 
+def test_gremlin_server_only_source_tuning_is_not_sent_to_neptune(graph, pseudo):
+    class NeptuneClient:  # what the writer asks of its client to decide; nothing is sent
+        is_neptune = True
+        settings = graph.settings
+
+    prep = StreamWriter(graph, pseudo).prepare([_event(1, device_id="d")])
+
+    def source_steps(writer):
+        return {instruction[0] for instruction in writer._request(graph.g(), prep).bytecode.source_instructions}
+
+    assert {"withSack", "withoutStrategies"} <= source_steps(StreamWriter(graph, pseudo))
+    assert not {"withSack", "withoutStrategies"} & source_steps(StreamWriter(NeptuneClient(), pseudo))
+
+
 def test_identifier_statistics_follow_edges_blocks_unblocks_and_reviews(graph, pseudo):
     w = StreamWriter(graph, pseudo)
     hub = dict(ip="100.64.0.9")
