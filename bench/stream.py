@@ -88,14 +88,10 @@ def _load_before(commit: str) -> Any:
 
 
 def _old_consumer(old: Any, settings: Any, client: Any, sqs: Any) -> Any:
-    """A consumer of an earlier commit on today's settings; the first one measured (c0d2f58) predates the
-    stream settings it has now and read only these three."""
-    try:
-        return old.Consumer(settings, client=client, sqs=sqs)
-    except AttributeError:
-        legacy = settings.model_copy(update={"stream": types.SimpleNamespace(receives_per_batch=5, wait_s=1,
-                                                                                 health_port=0)})
-        return old.Consumer(legacy, client=client, sqs=sqs)
+    """A consumer of an earlier commit on today's stream settings, plus the one the first commit measured
+    (c0d2f58) read and today's do not have."""
+    stream = types.SimpleNamespace(**settings.stream.model_dump(), receives_per_batch=5)
+    return old.Consumer(settings.model_copy(update={"stream": stream}), client=client, sqs=sqs)
 
 
 def _drain_in_process(settings: Any, make_consumer: Any, bodies: list[str]) -> dict[str, Any]:

@@ -290,13 +290,10 @@ def _events(window: int) -> GraphTraversal:
 class StreamWriter:
     """Binds the client, the pseudonymisation key and the de-duplication window every batch of one stream must share."""
 
-    def __init__(self, client: GraphClient, pseudo: Pseudonymiser, window: int | None = None,
-                 tune_source: bool | None = None) -> None:
+    def __init__(self, client: GraphClient, pseudo: Pseudonymiser, window: int | None = None) -> None:
         self.client = client
         self.pseudo = pseudo
         self.window = window or client.settings.stream.dedup_window
-        # source tuning for Gremlin Server only (None: unless the graph is Neptune)
-        self.tune_source = not client.is_neptune if tune_source is None else tune_source
         self._template: tuple[Any, Any] | None = None
 
     def prepare(self, events: list[StreamEvent]) -> _Prepared:
@@ -359,7 +356,7 @@ class StreamWriter:
         paths (each carries its row map) whenever one enters a step. Neither changes what the request writes.
         Not on Neptune: it plans requests with its own engine, and neither was checked there (a step it does not run
         natively sends the whole request to its slower fallback engine)."""
-        return g.with_sack(0).without_strategies(*SKIPPED_STRATEGIES) if self.tune_source else g
+        return g if self.client.is_neptune else g.with_sack(0).without_strategies(*SKIPPED_STRATEGIES)
 
     def write(self, events: list[StreamEvent]) -> WriteResult:
         """Apply the events; raises what the client raises (connection errors, GraphError). Safe to call again
