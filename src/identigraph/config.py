@@ -119,9 +119,10 @@ class QueueConfig(_Strict):
     region: str = "us-east-1"
     events: str = "identigraph-events"
     dead_letter: str = Field("identigraph-events-dlq.fifo", pattern=r"\.fifo$", description=(
-        "FIFO: the consumer sends each poison message with its source MessageId as deduplication id, so a crash "
-        "between the send and the delete cannot dead-letter it twice (if it comes back within FIFO's 5-minute "
-        "deduplication window)"))
+        "FIFO, deduplication scope 'queue' (the default): the consumer sends each poison message with its source "
+        "MessageId as deduplication id (and a group of its own), so a crash between the send and the delete "
+        "cannot dead-letter it twice if it comes back within FIFO's 5-minute deduplication window; later copies "
+        "are de-duplicated by source message id where the DLQ is read ('identigraph dlq')"))
     review: str = "identigraph-review"
     visibility_timeout_s: int = Field(30, ge=2, le=43200)
 

@@ -15,8 +15,10 @@ Only poison reaches the dead-letter queue, always with a ``reason``: unparseable
 applied with another body (``conflict``); an event older than its customer's de-duplication window (``floor``);
 an event the graph refuses deterministically, found by splitting the batch, with the server's message. The DLQ
 is FIFO and each message is sent with its source MessageId as deduplication id, then deleted: a crash in between
-resends the same id, which SQS drops. The broker's own redrive is not used: every receive counts towards it
-(outages, kills, releases), and it would move valid events without a reason.
+resends the same id, which SQS drops within its 5-minute deduplication window. A redelivery later than that is
+dead-lettered again, so the DLQ is read per source message (``identigraph dlq``: ``etl.dead_letters``). The
+broker's own redrive is not used: every receive counts towards it (outages, kills, releases), and it would move
+valid events without a reason.
 
 SIGTERM/SIGINT: stop receiving, finish the batch in hand, release what was received but not written, wait for
 the checkpoint that makes the written batches durable, delete them, exit.
@@ -31,6 +33,7 @@ import queue
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -282,9 +285,12 @@ class Consumer:
             "receive_count": {"DataType": "Number",
                               "StringValue": str(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))},
         }
+        # a group of its own per send: a second copy (a resend after FIFO's deduplication window) in the group
+        # of the first would stay hidden from a reader holding the first (see identigraph.etl.dead_letters)
+        group = f"{message['MessageId']}.{uuid.uuid4().hex[:12]}"
         self._retry("dead_letter", lambda: self.sqs.send_message(
             QueueUrl=self.dlq_url, MessageBody=message["Body"], MessageAttributes=attrs,
-            MessageGroupId=message["MessageId"], MessageDeduplicationId=message["MessageId"]))
+            MessageGroupId=group, MessageDeduplicationId=message["MessageId"]))
         self._at("after_dlq_send")
         self._delete([message])
         with self._lock:
