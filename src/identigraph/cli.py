@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -18,10 +19,13 @@ services_app = typer.Typer(no_args_is_help=True, help="Local Gremlin Server and 
 graph_app = typer.Typer(no_args_is_help=True, help="The identity graph: counts, reads, loads, admin.")
 config_app = typer.Typer(no_args_is_help=True, help="The resolved configuration.")
 stream_app = typer.Typer(no_args_is_help=True, help="The event stream (SQS / ElasticMQ).")
+dlq_app = typer.Typer(no_args_is_help=True, help="The dead-letter queue, one entry per source message (a crash "
+                      "between a DLQ send and its delete can put one there twice).")
 app.add_typer(services_app, name="services")
 app.add_typer(graph_app, name="graph")
 app.add_typer(config_app, name="config")
 app.add_typer(stream_app, name="stream")
+app.add_typer(dlq_app, name="dlq")
 
 console = make_console()
 err = make_console(stderr=True)
@@ -304,6 +308,55 @@ def stream_publish(
     report = publish_file(settings(ctx), events, rate=rate)
     console.print(f"sent {report.sent:,} messages in {report.seconds:.1f}s "
                   f"({report.sent / report.seconds if report.seconds else 0:,.0f}/s), {report.resent} re-sent")
+
+
+_HOLD_S = typer.Option(120, "--hold-s", min=10, max=43200, help="visibility timeout the read holds every DLQ "
+                      "message for (it reads for at most half of it)")
+
+
+def _dlq(ctx: typer.Context) -> tuple[Any, str, str]:
+    """The SQS client, the events queue's URL and the DLQ's."""
+    from identigraph.etl.dead_letters import queue_urls
+    from identigraph.etl.publish import sqs_client
+
+    cfg = settings(ctx)
+    sqs = sqs_client(cfg)
+    return (sqs, *queue_urls(cfg, sqs))
+
+
+@dlq_app.command("list")
+def dlq_list(ctx: typer.Context, hold_s: int = _HOLD_S) -> None:
+    """One JSON line per distinct source message, then a summary line; deletes nothing.
+
+    A line: source_message_id, kind, reason (cut), copies, event_id; never the body (personal data)."""
+    from identigraph.etl import dead_letters
+
+    sqs, _, dlq = _dlq(ctx)
+    listing = dead_letters.read(sqs, dlq, hold_s)
+    dead_letters.release(sqs, dlq, listing.letters)
+    for row in dead_letters.entries(listing):
+        typer.echo(json.dumps(row))
+    typer.echo(json.dumps({"summary": dead_letters.summary(listing)}))
+
+
+@dlq_app.command("compact")
+def dlq_compact(ctx: typer.Context, hold_s: int = _HOLD_S) -> None:
+    """Delete the extra copies of each source message, keeping one (safe to re-run or to kill)."""
+    from identigraph.etl import dead_letters
+
+    sqs, _, dlq = _dlq(ctx)
+    typer.echo(json.dumps(dead_letters.compact(sqs, dlq, hold_s)))
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(ctx: typer.Context, hold_s: int = _HOLD_S) -> None:
+    """Send each distinct source message back to the events queue once, then delete its copies.
+
+    A re-run after a crash may send one again: the consumer de-duplicates by event id."""
+    from identigraph.etl import dead_letters
+
+    sqs, events, dlq = _dlq(ctx)
+    typer.echo(json.dumps(dead_letters.redrive(sqs, dlq, events, hold_s)))
 
 
 @app.command("synth")
