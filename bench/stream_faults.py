@@ -12,7 +12,10 @@ Usage: python bench/stream_faults.py [--customers 20000] [--days 85] [--consumer
    its delete; ones between a DLQ send and its delete, through the consumer's fault hook), ElasticMQ restarts
    (SIGTERM and SIGKILL), Gremlin Server restarts (SIGTERM and SIGKILL) and one SIGSTOP of Gremlin Server
    longer than the visibility timeout.
-3. After the queue drains: the DLQ must hold exactly the poison, once each (per source message); nothing may
+3. After the queue drains: the DLQ is read as it was left (every copy: a source redelivered after a crash
+   between its DLQ send and its delete, later than FIFO's 5-minute deduplication window, is dead-lettered
+   again; reported as ``dlq_messages_raw`` and ``dlq_sources_twice_raw``), then compacted by source message id
+   (``identigraph dlq compact``), after which it must hold exactly the poison, once each; nothing may
    be left in the events queue or in flight; and the streamed graph — every edge's counts and first/last seen,
    every customer's history summary, every identifier's statistics — must equal a historical load (the Spark
    job) of the same events, loaded into a second Gremlin Server. ``expect="writer"`` (the short run in the
@@ -44,6 +47,7 @@ import numpy as np
 
 from identigraph.config import Settings, load_settings
 from identigraph.config_loader import packaged_default
+from identigraph.etl import dead_letters
 from identigraph.etl.publish import publish, sqs_client
 from identigraph.etl.stream_events import TABLE_COLUMNS, as_tables, parse_message
 from identigraph.graph import queries
@@ -297,20 +301,13 @@ def _queue_counts(sqs: Any, url: str) -> tuple[int, int]:
     return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
-def _drain_dlq(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Everything in the (FIFO) DLQ, deleted as read: FIFO holds back a group's next message until the one
-    before it is gone."""
-    out: list[dict[str, Any]] = []
-    empty = 0
-    while empty < 3:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=60,
-                                   MessageAttributeNames=["All"]).get("Messages", [])
-        empty = 0 if msgs else empty + 1
-        out += msgs
-        if msgs:
-            sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                                                            for i, m in enumerate(msgs)])
-    return out
+def _read_dlq(sqs: Any, url: str) -> tuple[dead_letters.Listing, dict[str, Any], dead_letters.Listing]:
+    """The DLQ as it was left (every copy), what ``identigraph dlq compact`` deleted, and the DLQ after it."""
+    raw = dead_letters.read(sqs, url, hold_s=300)
+    dead_letters.release(sqs, url, raw.letters)
+    compacted = dead_letters.compact(sqs, url, hold_s=300)
+    after = dead_letters.read(sqs, url, hold_s=300)
+    return raw, compacted, after
 
 
 def _graph(client: GraphClient) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -431,7 +428,7 @@ def run(plan: Plan, data: Path | None = None, out: Path | None = None) -> dict[s
                 p.popen.kill()
             r.dead.append(p)
         left = _queue_counts(sqs, url)
-        dead = _drain_dlq(sqs, dlq)
+        raw_dlq, compacted, dlq_after = _read_dlq(sqs, dlq)
         with GraphClient(r.settings) as client:
             got = _graph(client)
         cpu_services: dict[str, float] = {}
@@ -441,14 +438,13 @@ def run(plan: Plan, data: Path | None = None, out: Path | None = None) -> dict[s
         local.down(r.settings)
 
     # ---- checks ----------------------------------------------------------------------------------------------
-    by_source: dict[str, int] = {}
+    # raw: every copy, as the consumers left them; after: once compacted by source message id
+    twice_raw = [s for s, copies in raw_dlq.by_source().items() if len(copies) > 1]
+    twice = [s for s, copies in dlq_after.by_source().items() if len(copies) > 1]
     dead_bodies: dict[str, int] = {}
-    for m in dead:
-        sid = m["MessageAttributes"]["source_message_id"]["StringValue"]
-        by_source[sid] = by_source.get(sid, 0) + 1
-        dead_bodies[m["Body"]] = dead_bodies.get(m["Body"], 0) + 1
-    twice = [s for s, n in by_source.items() if n > 1]
-    no_reason = [m for m in dead if not m["MessageAttributes"].get("reason", {}).get("StringValue")]
+    for x in dlq_after.letters:
+        dead_bodies[x.body] = dead_bodies.get(x.body, 0) + 1
+    no_reason = [x for x in raw_dlq.letters if not x.reason]
     ambiguous = set(pub_report["ambiguous_bodies"])
     poison_ok = all(dead_bodies.get(p, 0) == 1 or (p in ambiguous and dead_bodies.get(p, 0) in (1, 2))
                     for p in ev["poison"])
@@ -459,7 +455,7 @@ def run(plan: Plan, data: Path | None = None, out: Path | None = None) -> dict[s
             lost_conflicts.append(json.loads(orig)["event_id"])
         applied_variant[json.loads(orig)["event_id"]] = json.loads(other) if n_o >= 1 and n_v == 0 else None
     expected_dead = set(ev["poison"]) | {b for pair in ev["conflicts"] for b in pair}
-    unexpected = [b for b in dead_bodies if b not in expected_dead]
+    unexpected = {x.body for x in raw_dlq.letters} - expected_dead
     applied = [applied_variant.get(rec["event_id"]) or rec for rec in ev["records"]]
     want = _expected_graph(plan, r, applied)
     diffs = _differences(got, want)
@@ -494,8 +490,10 @@ def run(plan: Plan, data: Path | None = None, out: Path | None = None) -> dict[s
     result.update({
         "checks": {
             "graph_equals_historical_load": not diffs, "differences": len(diffs), "first_differences": diffs[:10],
-            "dlq_holds_each_poison_once": poison_ok and not twice, "dlq_messages": len(dead),
-            "dlq_sources_twice": len(twice), "dlq_without_reason": len(no_reason),
+            "dlq_holds_each_poison_once": poison_ok and not twice, "dlq_messages": len(dlq_after.letters),
+            "dlq_sources_twice": len(twice), "dlq_messages_raw": len(raw_dlq.letters),
+            "dlq_sources_twice_raw": len(twice_raw), "dlq_compact_deleted": compacted["deleted"],
+            "dlq_unread": raw_dlq.unread + dlq_after.unread, "dlq_without_reason": len(no_reason),
             "dlq_unexpected_bodies": len(unexpected), "conflict_pairs_without_dlq_copy": len(lost_conflicts),
             "left_in_queue_visible_inflight": list(left),
         },
@@ -538,7 +536,7 @@ def main() -> None:
     print(f"-> {out}")
     ok = res["checks"]
     if ok["differences"] or not ok["dlq_holds_each_poison_once"] or ok["dlq_unexpected_bodies"] or any(
-            ok["left_in_queue_visible_inflight"]) or ok["dlq_without_reason"]:
+            ok["left_in_queue_visible_inflight"]) or ok["dlq_without_reason"] or ok["dlq_unread"]:
         sys.exit(1)
 
 
