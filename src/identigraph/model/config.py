@@ -32,7 +32,7 @@ class TrainingConfig(StrictModel):
     lr: float = Field(0.005, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     epochs: int = Field(150, ge=1)
-    patience: int = Field(20, ge=1)
+    patience: int = Field(50, ge=1)
     min_delta: float = Field(0.001, ge=0, description="validation AUPRC gain that counts as better")
     mask_rate: float = Field(0.5, gt=0, le=1)
     relation_dropout: float = Field(0.5, ge=0, lt=1, description=(
