@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,9 +93,8 @@ def read(sqs: Any, url: str, hold_s: int = 120, wait_s: int = 1, empty_polls: in
                    int(visible["Attributes"]["ApproximateNumberOfMessages"]))
 
 
-def _batch(sqs: Any, call: str, url: str, entries: list[dict[str, Any]]) -> int:
-    """A delete or visibility batch call over ``entries`` (10 at a time): how many succeeded."""
-    fn = sqs.delete_message_batch if call == "delete" else sqs.change_message_visibility_batch
+def _batch(fn: Callable[..., dict[str, Any]], url: str, entries: list[dict[str, Any]]) -> int:
+    """A batch call (delete, change visibility) over ``entries``, 10 at a time: how many succeeded."""
     done = 0
     for i in range(0, len(entries), SQS_BATCH):
         part = [{"Id": str(j), **e} for j, e in enumerate(entries[i:i + SQS_BATCH])]
@@ -104,12 +104,13 @@ def _batch(sqs: Any, call: str, url: str, entries: list[dict[str, Any]]) -> int:
 
 def delete(sqs: Any, url: str, letters: list[DeadLetter]) -> int:
     """Delete held letters; how many went (a receipt whose hold ran out may be refused)."""
-    return _batch(sqs, "delete", url, [{"ReceiptHandle": x.receipt} for x in letters])
+    return _batch(sqs.delete_message_batch, url, [{"ReceiptHandle": x.receipt} for x in letters])
 
 
 def release(sqs: Any, url: str, letters: list[DeadLetter]) -> None:
     """Make held letters visible again now (a refused one becomes visible when its hold runs out)."""
-    _batch(sqs, "visibility", url, [{"ReceiptHandle": x.receipt, "VisibilityTimeout": 0} for x in letters])
+    _batch(sqs.change_message_visibility_batch, url,
+           [{"ReceiptHandle": x.receipt, "VisibilityTimeout": 0} for x in letters])
 
 
 def _event_id(body: str) -> str | None:
