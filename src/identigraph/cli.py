@@ -300,14 +300,17 @@ def consume(
 def stream_publish(
     ctx: typer.Context,
     events: Path = typer.Option(..., "--events", exists=True, dir_okay=False, help="JSONL, one message body a line"),
-    rate: float | None = typer.Option(None, "--rate", min=0.1, help="messages per second (default: as fast as possible)"),
+    rate: float | None = typer.Option(None, "--rate", min=0.1, help="events per second (default: as fast as possible)"),
+    pack: int = typer.Option(1, "--pack", min=1, max=1000, help="events per SQS message ({\"events\": [...]}, "
+                             "at most 256 KB); a line that is not JSON is always sent alone"),
 ) -> None:
     """Replay a JSONL stream into the events queue (lines are sent as they are, poison included)."""
     from identigraph.etl.publish import publish_file
 
-    report = publish_file(settings(ctx), events, rate=rate)
-    console.print(f"sent {report.sent:,} messages in {report.seconds:.1f}s "
-                  f"({report.sent / report.seconds if report.seconds else 0:,.0f}/s), {report.resent} re-sent")
+    report = publish_file(settings(ctx), events, rate=rate, events_per_message=pack)
+    console.print(f"sent {report.events:,} events in {report.sent:,} messages in {report.seconds:.1f}s "
+                  f"({report.events / report.seconds if report.seconds else 0:,.0f} events/s), "
+                  f"{report.resent} re-sent")
 
 
 _HOLD_S = typer.Option(120, "--hold-s", min=10, max=43200, help="visibility timeout the read holds every DLQ "

@@ -106,7 +106,7 @@ def test_cli_publish_into_elasticmq(settings, services, tmp_path):
            "IDENTIGRAPH__SERVICES__ELASTICMQ__PORT": str(settings.services.elasticmq.port)}
     proc = subprocess.run([exe, "stream", "publish", "--events", str(path)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "sent 24 messages" in proc.stdout
+    assert "sent 24 events in 24 messages" in proc.stdout
     got = []
     while True:
         msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])

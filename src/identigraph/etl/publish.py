@@ -1,7 +1,8 @@
 """Replay a JSONL stream into the events queue — for demos, benchmarks and tests.
 
 Lines are sent as they are (a malformed line is the consumer's poison to handle, which is the point of
-replaying it); batches of 10, an optional steady rate, and entries SQS reports as failed are re-sent. A call
+replaying it), one per message or ``pack`` per message (``etl.packing``); batches of 10 messages within
+SQS's 256 KiB per call, an optional steady rate of events, and entries SQS reports as failed are re-sent. A call
 that fails outright (the queue restarting) is retried too; it may have been stored before it failed, so a
 retried batch can arrive twice (``ambiguous`` counts them), which the consumer's de-duplication absorbs.
 Nothing is dropped silently: what could not be sent after the retries is reported and fails the command.
@@ -17,6 +18,7 @@ from typing import Any
 
 from identigraph.config import Settings
 from identigraph.errors import IdentigraphError
+from identigraph.etl.packing import MAX_BYTES, Packed, pack
 
 SQS_BATCH = 10
 
@@ -24,7 +26,8 @@ SQS_BATCH = 10
 @dataclass
 class PublishReport:
     """What a publish run did, including what may have been sent twice, so a caller can reason about duplicates."""
-    sent: int = 0
+    sent: int = 0  # messages
+    events: int = 0  # events in the messages sent (more than ``sent`` when packed)
     resent: int = 0
     failed: list[str] = field(default_factory=list)  # SQS error codes of entries given up on
     seconds: float = 0.0
@@ -64,15 +67,18 @@ def publish(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     outage_s: float = 300.0,
+    events_per_message: int = 1,
 ) -> PublishReport:
-    """Send every body; ``rate`` caps messages per second over the whole run. A queue that does not answer
-    for ``outage_s`` fails the run."""
+    """Send every body, ``events_per_message`` to a message; ``rate`` caps events per second over the whole
+    run. A queue that does not answer for ``outage_s`` fails the run."""
     report = PublishReport()
     start = clock()
-    batch: list[str] = []
+    batch: list[Packed] = []
+    batch_bytes = 0
 
     def flush() -> None:
-        pending = {str(i): body for i, body in enumerate(batch)}
+        pending = {str(i): p.body for i, p in enumerate(batch)}
+        events = {str(i): p.events for i, p in enumerate(batch)}
         for attempt in range(attempts):
             entries = [{"Id": i, "MessageBody": b} for i, b in pending.items()]
             down_since = None
@@ -88,7 +94,8 @@ def publish(
                     report.ambiguous_bodies.extend(pending.values())
                     sleep(0.5)
             for ok in response.get("Successful", []):
-                pending.pop(ok["Id"], None)
+                if pending.pop(ok["Id"], None) is not None:
+                    report.events += events[ok["Id"]]
             report.sent += len(entries) - len(pending)
             if not pending:
                 return
@@ -100,15 +107,21 @@ def publish(
             sleep(min(2.0, 0.05 * 2 ** attempt))
 
     def send() -> None:
-        if rate:  # the n-th message may leave no earlier than n / rate seconds after the start
-            wait = start + (report.sent + len(batch)) / rate - clock()
+        nonlocal batch_bytes
+        if rate:  # the n-th event may leave no earlier than n / rate seconds after the start
+            wait = start + (report.events + sum(p.events for p in batch)) / rate - clock()
             if wait > 0:
                 sleep(wait)
         flush()
         batch.clear()
+        batch_bytes = 0
 
-    for body in bodies:
-        batch.append(body)
+    for message in pack(bodies, events_per_message):
+        size = len(message.body.encode())
+        if batch and batch_bytes + size > MAX_BYTES:  # SQS limits a send batch's total as well
+            send()
+        batch.append(message)
+        batch_bytes += size
         if len(batch) == SQS_BATCH:
             send()
     if batch:
@@ -117,11 +130,12 @@ def publish(
     return report
 
 
-def publish_file(settings: Settings, path: Path, rate: float | None = None) -> PublishReport:
+def publish_file(settings: Settings, path: Path, rate: float | None = None,
+                 events_per_message: int = 1) -> PublishReport:
     """Publish a file of event bodies to the configured queue (what ``identigraph stream publish`` runs)."""
     sqs = sqs_client(settings)
     url = sqs.get_queue_url(QueueName=settings.queues.events)["QueueUrl"]
-    report = publish(sqs, url, lines(path), rate=rate)
+    report = publish(sqs, url, lines(path), rate=rate, events_per_message=events_per_message)
     if report.failed:
         raise IdentigraphError(f"{len(report.failed)} messages could not be sent after retries "
                                f"({sorted(set(report.failed))}); {report.sent} were sent")
