@@ -288,3 +288,24 @@ def test_killed_after_commit_before_delete_then_restarted_counts_once(fresh):
         stats = Consumer(fresh, client=client, sqs=sqs).run(until_empty=True)
     assert stats.duplicates > 0  # the killed process's commits were found applied
     assert _edge_counts(fresh) == _expected(fresh, bodies) and _in_queue(sqs, url) == 0
+
+
+def test_packed_messages_poison_alone_duplicates_once_and_a_kill_loses_nothing(fresh):
+    """Events packed 25 to a message (``etl.packing``): a bad element is dead-lettered alone, with its position
+    as its source id, the rest are applied once, and a consumer killed after a commit loses nothing."""
+    bodies = _bodies(21, customers=40)
+    poison = [json.dumps({"schema_version": 1, "event_type": "login"}), json.dumps([1, 2])]
+    sqs, url, dlq = _urls(fresh)
+    stream = bodies[:30] + poison[:1] + bodies[30:] + poison[1:] + bodies[:20]  # 20 sent twice
+    rep = publish(sqs, url, stream, events_per_message=25)
+    assert rep.events == len(stream) and rep.sent == -(-len(stream) // 25)
+    proc = _consume_process(fresh, "after_commit:2", batch_max=40)
+    assert proc.returncode == -signal.SIGKILL
+    time.sleep(2 * VISIBILITY + 1)
+    with GraphClient(fresh) as client:
+        stats = Consumer(fresh, client=client, sqs=sqs).run(until_empty=True)
+    assert stats.messages < stats.received  # several events per message
+    assert _edge_counts(fresh) == _expected(fresh, bodies) and _in_queue(sqs, url) == 0
+    dead = _dead(sqs, dlq)
+    assert sorted(json.loads(m["Body"]) for m in dead if m["Body"].startswith("{")) == [json.loads(poison[0])]
+    assert len(dead) == 2 and all(":" in m["MessageAttributes"]["source_message_id"]["StringValue"] for m in dead)

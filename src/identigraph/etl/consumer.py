@@ -20,6 +20,9 @@ dead-lettered again, so the DLQ is read per source message (``identigraph dlq``:
 broker's own redrive is not used: every receive counts towards it (outages, kills, releases), and it would move
 valid events without a reason.
 
+A message may carry several events (``etl.packing``): each is handled as a message of its own would be, and
+the message is deleted once all of them are durable or dead-lettered.
+
 SIGTERM/SIGINT: stop receiving, finish the batch in hand, release what was received but not written, wait for
 the checkpoint that makes the written batches durable, delete them, exit.
 """
@@ -45,6 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from identigraph import logs
 from identigraph.config import Settings
 from identigraph.errors import GraphError, GraphTimeout, PoisonMessage
+from identigraph.etl.packing import unpack
 from identigraph.etl.publish import SQS_BATCH, sqs_client
 from identigraph.etl.stream_events import parse_message
 from identigraph.etl.stream_writer import CONFLICT, DUPLICATE, FLOOR, NEW, StreamWriter
@@ -63,7 +67,8 @@ FAULT_ENV = "IDENTIGRAPH_STREAM_KILL_AT"
 @dataclass
 class ConsumerStats:
     """What one consumer run did, counted so a drain or a test can check nothing was lost or applied twice."""
-    received: int = 0
+    received: int = 0  # events (a packed message holds several)
+    messages: int = 0  # SQS messages received
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
@@ -84,7 +89,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.received = Counter("identigraph_stream_received", "messages received", registry=r)
+        self.received = Counter("identigraph_stream_received", "events received", registry=r)
         self.written = Counter("identigraph_stream_written", "events applied to the graph", registry=r)
         self.duplicates = Counter("identigraph_stream_duplicates", "events already applied (redeliveries)", registry=r)
         self.dead = Counter("identigraph_stream_dead_lettered", "messages moved to the DLQ, by kind", ["kind"], registry=r)
@@ -151,6 +156,8 @@ class Consumer:
         self._lock = threading.Lock()
         self._held: dict[str, dict[str, Any]] = {}  # receipt handle -> message
         self._deadline: dict[str, float] = {}  # receipt handle -> monotonic time its visibility runs out
+        self._open: dict[str, set[str]] = {}  # receipt handle -> its events (unit ids) not yet durable or dead
+        self._open_units = 0
         self._staged: queue.Queue[dict[str, Any]] = queue.Queue()
         self._awaiting: list[_Batch] = []  # written, not yet durable
         self._rewrite: queue.Queue[_Batch] = queue.Queue()
@@ -228,27 +235,46 @@ class Consumer:
         results = [chunk(parts[0])] if len(parts) == 1 else list((pool or self._pool).map(chunk, parts))
         return [m for d, _ in results for m in d], [m for _, r in results for m in r]
 
-    def _hold(self, messages: list[dict[str, Any]]) -> None:
+    def _hold(self, messages: list[dict[str, Any]], units: list[dict[str, Any]]) -> None:
         deadline = time.monotonic() + self.visibility
         with self._lock:
             for m in messages:
                 self._held[m["ReceiptHandle"]] = m
                 self._deadline[m["ReceiptHandle"]] = deadline
-            self.metrics.held.set(len(self._held))
+            for u in units:
+                self._open.setdefault(u["ReceiptHandle"], set()).add(u["MessageId"])
+            self._open_units += len(units)
+            self.metrics.held.set(self._open_units)
 
-    def _unhold(self, messages: list[dict[str, Any]]) -> None:
+    def _forget(self, messages: list[dict[str, Any]]) -> None:
         with self._lock:
             for m in messages:
                 self._held.pop(m["ReceiptHandle"], None)
                 self._deadline.pop(m["ReceiptHandle"], None)
-            self.metrics.held.set(len(self._held))
+                self._open_units -= len(self._open.pop(m["ReceiptHandle"], ()))
+            self.metrics.held.set(self._open_units)
 
     def held(self) -> int:
+        """Events received and not yet deleted (what ``stream.max_in_flight`` bounds)."""
         with self._lock:
-            return len(self._held)
+            return self._open_units
 
     # ---- SQS operations -------------------------------------------------------------------------------------
-    def _delete(self, messages: list[dict[str, Any]]) -> None:
+    def _delete(self, units: list[dict[str, Any]]) -> None:
+        """Close these events; delete each message whose events are all closed. A message handed back (released)
+        is no longer tracked and never deleted here: its redelivery carries its events again."""
+        messages = []
+        with self._lock:
+            for u in units:
+                left = self._open.get(u["ReceiptHandle"])
+                if left is None or u["MessageId"] not in left:
+                    continue
+                left.discard(u["MessageId"])
+                self._open_units -= 1
+                if not left:
+                    messages.append(self._held[u["ReceiptHandle"]])
+        if not messages:
+            return
         done, rejected = self._batched(
             "delete", messages, lambda i, m: {"Id": i, "ReceiptHandle": m["ReceiptHandle"]},
             lambda entries: self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries))
@@ -256,7 +282,7 @@ class Consumer:
             log.warning("delete_rejected", extra={"count": len(rejected)})
         with self._lock:
             self.stats.deleted += len(done)
-        self._unhold(messages)
+        self._forget(messages)
 
     def _set_visibility(self, messages: list[dict[str, Any]], seconds: int,
                         pool: ThreadPoolExecutor | None = None) -> None:
@@ -270,12 +296,19 @@ class Consumer:
                 if m["ReceiptHandle"] in self._deadline:
                     self._deadline[m["ReceiptHandle"]] = deadline
 
-    def _release(self, messages: list[dict[str, Any]]) -> None:
-        """Hand messages back for immediate redelivery (received but not written, or written but not durable)."""
-        if messages:
-            self._set_visibility(messages, 0)
-            self.stats.released += len(messages)
-            self._unhold(messages)
+    def _release(self, units: list[dict[str, Any]]) -> None:
+        """Hand the messages of these events back for immediate redelivery (received but not written, or written
+        but not durable), with all their events: those already applied come back as duplicates."""
+        if not units:
+            return
+        with self._lock:
+            messages = list({u["ReceiptHandle"]: self._held[u["ReceiptHandle"]] for u in units
+                             if u["ReceiptHandle"] in self._held}.values())
+            for m in messages:  # from here no sibling's delete reaches the message
+                self._open_units -= len(self._open.pop(m["ReceiptHandle"], ()))
+        self._set_visibility(messages, 0)
+        self.stats.released += len(units)
+        self._forget(messages)
 
     def _dead_letter(self, message: dict[str, Any], kind: str, reason: str) -> None:
         attrs = {
@@ -318,13 +351,15 @@ class Consumer:
                 with self._lock:
                     self._empty_polls += 1
                 continue
-            self._hold(messages)
+            units = [u for m in messages for u in _units(m)]
+            self._hold(messages, units)
             with self._lock:
                 self._empty_polls = 0
-                self.stats.received += len(messages)
-            self.metrics.received.inc(len(messages))
-            for m in messages:
-                self._staged.put(m)
+                self.stats.received += len(units)
+                self.stats.messages += len(messages)
+            self.metrics.received.inc(len(units))
+            for u in units:
+                self._staged.put(u)
 
     def _heartbeat(self) -> None:
         """Keep every held message invisible: those within 3/4 of a visibility timeout of reappearing are
@@ -470,6 +505,8 @@ class Consumer:
         good, events = [], []
         for m in messages:
             try:
+                if "Poison" in m:
+                    raise PoisonMessage(m["Poison"])
                 events.append(parse_message(m["Body"]))
                 good.append(m)
             except PoisonMessage as exc:
@@ -585,6 +622,19 @@ class Consumer:
                              f"acknowledges a message once a checkpoint of the local graph holds it, so it must run "
                              f"with the data directory of the Gremlin Server it writes to ('identigraph services "
                              f"up'), or against Neptune (graph.kind: neptune)")
+
+
+def _units(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events a message carries, each shaped like a message of its own (``etl.packing``): an envelope's
+    element ``i`` gets the id ``<MessageId>:<i>``, which is also its source id in the DLQ."""
+    try:
+        parts = unpack(message["Body"])
+    except PoisonMessage as exc:
+        return [{**message, "Poison": str(exc)}]
+    if parts is None:
+        return [message]
+    mid = message["MessageId"]
+    return [{**message, "MessageId": f"{mid}:{i}", "Body": b} for i, b in enumerate(parts)]
 
 
 def _sender_fault(exc: BaseException) -> bool:
