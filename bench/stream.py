@@ -1,7 +1,8 @@
 """The stream end to end — publish → ElasticMQ → consumer → Gremlin Server — measured in one run.
 
 Usage: python bench/stream.py [--customers 20000] [--backlog 30000] [--consumers 1,2,3] [--rate 1000]
-                              [--seconds 30] [--before c0d2f58] [--out bench/results/stream.json]
+                              [--seconds 30] [--before c0d2f58] [--packs 1] [--no-in-process]
+                              [--out bench/results/stream.json]
 
 Events: a synthetic world's stream replicated with fresh event ids (every event is new work), a hub IP put
 into 15% of the identity events (a carrier NAT: in nearly every batch). Everything runs on this machine's
@@ -14,6 +15,10 @@ cores, ElasticMQ and Gremlin Server included; the graph is cleared between phase
 3. Latency: events published at ``--rate`` for ``--seconds`` to one consumer process; per event, seconds from
    SQS's SentTimestamp to the commit that applied it (p50/p99/max), and the time until a checkpoint made it
    durable and it was deleted (the acknowledgement, which is what the consumer waits for locally).
+
+``--packs 1,50``: phases 2 and 3 once per number of events per SQS message (``etl.packing``), in one run. A
+packed message leaves when it is full, so at ``--rate`` r an event also waits up to (pack - 1) / r in the
+publisher before its SentTimestamp; that wait is reported beside the latency, not inside it.
 """
 
 from __future__ import annotations
@@ -179,10 +184,10 @@ def _queue_empty(sqs: Any, url: str) -> bool:
     return a["ApproximateNumberOfMessages"] == "0" and a["ApproximateNumberOfMessagesNotVisible"] == "0"
 
 
-def _sustained(settings: Any, work: Path, bodies: list[str], n: int) -> dict[str, Any]:
+def _sustained(settings: Any, work: Path, bodies: list[str], n: int, pack: int = 1) -> dict[str, Any]:
     sqs = sqs_client(settings)
     url = sqs.get_queue_url(QueueName=settings.queues.events)["QueueUrl"]
-    publish(sqs, url, bodies)
+    publish(sqs, url, bodies, events_per_message=pack)
     svc0 = _services_cpu(settings)
     group = Consumers(settings, work, n, f"sustained{n}")
     try:
@@ -207,7 +212,7 @@ def _sustained(settings: Any, work: Path, bodies: list[str], n: int) -> dict[str
     with GraphClient(settings) as client:
         queries.clear(client)
     k = len(bodies) / 1000
-    return {"consumers": n, "events": len(bodies), "seconds_first_to_last_commit": round(window, 2),
+    return {"consumers": n, "events_per_message": pack, "events": len(bodies), "seconds_first_to_last_commit": round(window, 2),
             "events_per_s": round(len(bodies) / window), "last_delete_after_last_commit_s": round(acked_s, 1),
             "conflicts": int(metrics.get("conflicts", 0)), "graph_retries": int(metrics.get("graph_retries", 0)),
             "written": int(metrics.get("written", 0)), "duplicates": int(metrics.get("duplicates", 0)),
@@ -215,7 +220,7 @@ def _sustained(settings: Any, work: Path, bodies: list[str], n: int) -> dict[str
                                       **{s: round((svc1[s] - svc0[s]) / k, 3) for s in svc0}}}
 
 
-def _latency(settings: Any, work: Path, bodies: list[str], rate: float) -> dict[str, Any]:
+def _latency(settings: Any, work: Path, bodies: list[str], rate: float, pack: int = 1) -> dict[str, Any]:
     sqs = sqs_client(settings)
     url = sqs.get_queue_url(QueueName=settings.queues.events)["QueueUrl"]
     group = Consumers(settings, work, 1, "latency")
@@ -223,7 +228,7 @@ def _latency(settings: Any, work: Path, bodies: list[str], rate: float) -> dict[
         group.wait_ready()
         svc0, c0, me0 = _services_cpu(settings), group.cpu(), time.process_time()
         t0 = time.perf_counter()
-        rep = publish(sqs, url, bodies, rate=rate)
+        rep = publish(sqs, url, bodies, rate=rate, events_per_message=pack)
         while len(group.latencies()) < len(bodies):
             time.sleep(0.5)
         t_committed = time.time()
@@ -237,7 +242,8 @@ def _latency(settings: Any, work: Path, bodies: list[str], rate: float) -> dict[
         group.stop()
     x = (lat[:, 1] - lat[:, 0]) / 1000
     k = len(bodies) / 1000
-    return {"offered_per_s": rate, "achieved_publish_per_s": round(rep.sent / rep.seconds), "events": len(bodies),
+    return {"offered_per_s": rate, "events_per_message": pack, "publisher_wait_max_s": round((pack - 1) / rate, 3),
+            "achieved_publish_per_s": round(rep.events / rep.seconds), "events": len(bodies),
             "p50_s": round(float(np.percentile(x, 50)), 3), "p99_s": round(float(np.percentile(x, 99)), 3),
             "max_s": round(float(x.max()), 3), "last_delete_after_last_commit_s": round(ack_tail, 1),
             "cpu_s_per_1000_events": {"consumer": round((c1[0] - c0[0]) / k, 3), "publisher": round((me1 - me0) / k, 3),
@@ -253,6 +259,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--before", default="c0d2f58", help="commit whose consumer is the 'before' (empty: skip)")
+    ap.add_argument("--packs", default="1", help="events per SQS message for phases 2 and 3, e.g. 1,50")
+    ap.add_argument("--no-in-process", action="store_true", help="skip phase 1 (before/after in this process)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "stream.json")
     args = ap.parse_args()
 
@@ -281,19 +289,25 @@ def main() -> None:
                 settings, lambda c, s: _old_consumer(old, settings, c, s),
                 _bodies(records, args.backlog, "bf"))}
             print(json.dumps({"before": result["before"]}), flush=True)
-        result["after"] = _drain_in_process(settings, lambda c, s: Consumer(settings, client=c, sqs=s),
-                                            _bodies(records, args.backlog, "af"))
-        print(json.dumps({"after": result["after"]}), flush=True)
-        if args.before:
+        if not args.no_in_process:
+            result["after"] = _drain_in_process(settings, lambda c, s: Consumer(settings, client=c, sqs=s),
+                                                _bodies(records, args.backlog, "af"))
+            print(json.dumps({"after": result["after"]}), flush=True)
+        if args.before and not args.no_in_process:
             result["after_over_before_events_per_s"] = round(
                 result["after"]["events_per_s"] / result["before"]["events_per_s"], 2)
-        result["sustained"] = []
-        for n in [int(x) for x in args.consumers.split(",") if x]:
-            r = _sustained(settings, work, _bodies(records, args.backlog, f"s{n}_"), n)
-            result["sustained"].append(r)
+        packs = [int(x) for x in args.packs.split(",") if x]
+        result["sustained"], result["latencies"] = [], []
+        for pack in packs:
+            for n in [int(x) for x in args.consumers.split(",") if x]:
+                r = _sustained(settings, work, _bodies(records, args.backlog, f"s{n}p{pack}_"), n, pack)
+                result["sustained"].append(r)
+                print(json.dumps(r), flush=True)
+        for pack in packs:
+            r = _latency(settings, work, _bodies(records, int(args.rate * args.seconds), f"lt{pack}_"), args.rate, pack)
+            result["latencies"].append(r)
             print(json.dumps(r), flush=True)
-        result["latency"] = _latency(settings, work, _bodies(records, int(args.rate * args.seconds), "lt"), args.rate)
-        print(json.dumps(result["latency"]), flush=True)
+        result["latency"] = result["latencies"][0]
     finally:
         local.down(settings)
     args.out.parent.mkdir(parents=True, exist_ok=True)
