@@ -116,6 +116,21 @@ def _drain_in_process(settings: Any, make_consumer: Any, bodies: list[str]) -> d
             "batches": stats.batches, "cpu_s_per_1000_events": {k: round(v / n * 1000, 3) for k, v in cpu.items()}}
 
 
+def _in_process(settings: Any, records: list[dict], backlog: int, before: str, result: dict[str, Any]) -> None:
+    """Phase 1: the backlog drained by commit ``before``'s consumer (when given), then by today's."""
+    if before:
+        old = _load_before(before)
+        result["before"] = {"commit": before, **_drain_in_process(
+            settings, lambda c, s: _old_consumer(old, settings, c, s), _bodies(records, backlog, "bf"))}
+        print(json.dumps({"before": result["before"]}), flush=True)
+    result["after"] = _drain_in_process(settings, lambda c, s: Consumer(settings, client=c, sqs=s),
+                                        _bodies(records, backlog, "af"))
+    print(json.dumps({"after": result["after"]}), flush=True)
+    if before:
+        result["after_over_before_events_per_s"] = round(
+            result["after"]["events_per_s"] / result["before"]["events_per_s"], 2)
+
+
 class Consumers:
     """``identigraph consume`` processes, their latency logs and /metrics."""
 
@@ -283,19 +298,8 @@ def main() -> None:
         "checkpoint_interval_s": settings.services.gremlin.checkpoint_interval_s}
     local.up(settings)
     try:
-        if args.before:
-            old = _load_before(args.before)
-            result["before"] = {"commit": args.before, **_drain_in_process(
-                settings, lambda c, s: _old_consumer(old, settings, c, s),
-                _bodies(records, args.backlog, "bf"))}
-            print(json.dumps({"before": result["before"]}), flush=True)
         if not args.no_in_process:
-            result["after"] = _drain_in_process(settings, lambda c, s: Consumer(settings, client=c, sqs=s),
-                                                _bodies(records, args.backlog, "af"))
-            print(json.dumps({"after": result["after"]}), flush=True)
-        if args.before and not args.no_in_process:
-            result["after_over_before_events_per_s"] = round(
-                result["after"]["events_per_s"] / result["before"]["events_per_s"], 2)
+            _in_process(settings, records, args.backlog, args.before, result)
         packs = [int(x) for x in args.packs.split(",") if x]
         result["sustained"], result["latencies"] = [], []
         for pack in packs:
