@@ -352,14 +352,17 @@ def dlq_compact(ctx: typer.Context, hold_s: int = _HOLD_S) -> None:
 
 
 @dlq_app.command("redrive")
-def dlq_redrive(ctx: typer.Context, hold_s: int = _HOLD_S) -> None:
+def dlq_redrive(ctx: typer.Context, hold_s: int = _HOLD_S,
+                kind: list[str] | None = typer.Option(None, "--kind", help=(
+                    "only messages dead-lettered with this kind (poison, refused, conflict, floor); "
+                    "repeat for several; default: all"))) -> None:
     """Send each distinct source message back to the events queue once, then delete its copies.
 
     A re-run after a crash may send one again: the consumer de-duplicates by event id."""
     from identigraph.etl import dead_letters
 
     sqs, events, dlq = _dlq(ctx)
-    typer.echo(json.dumps(dead_letters.redrive(sqs, dlq, events, hold_s)))
+    typer.echo(json.dumps(dead_letters.redrive(sqs, dlq, events, hold_s, set(kind) if kind else None)))
 
 
 @app.command("synth")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_settings
+from identigraph.errors import IdentigraphError
 from identigraph.etl import dead_letters
 from identigraph.etl.publish import sqs_client
 from identigraph.services import local
@@ -41,10 +42,10 @@ def queues(own):
     return sqs, events, dlq
 
 
-def _dead_letter(sqs, dlq, body, source, dedup, group=None):
+def _dead_letter(sqs, dlq, body, source, dedup, group=None, kind="poison"):
     """A DLQ message as the consumer sends it (its own group per send, unless ``group`` says otherwise)."""
     attrs = {"reason": {"DataType": "String", "StringValue": "body: not JSON (JSONDecodeError)"},
-             "kind": {"DataType": "String", "StringValue": "poison"},
+             "kind": {"DataType": "String", "StringValue": kind},
              "source_message_id": {"DataType": "String", "StringValue": source}}
     sqs.send_message(QueueUrl=dlq, MessageBody=body, MessageAttributes=attrs, MessageGroupId=group or dedup,
                      MessageDeduplicationId=dedup)
@@ -124,6 +125,21 @@ def test_redrive_reaches_copies_hidden_behind_their_fifo_group(queues):
     assert report["sent"] == 4 and report["deleted"] == 15 and report["left"] == 0
     assert sorted(_bodies(sqs, events)) == sorted(["{z"] + [f"{{s{i}" for i in range(3)])
     assert _bodies(sqs, dlq) == []
+
+
+def test_redrive_by_kind_sends_back_only_that_kind_and_leaves_the_rest(queues):
+    sqs, events, dlq = queues
+    refused = json.dumps({"event_id": "ev-r", "event_type": "login", "ip": IP, "customer_id": "c2"})
+    _dead_letter(sqs, dlq, refused, "src-r", "src-r", kind="refused")
+    _dead_letter(sqs, dlq, refused, "src-r", "src-r-later", kind="refused")
+    _dead_letter(sqs, dlq, "{p", "src-p", "src-p")  # poison: a redrive would only dead-letter it again
+    with pytest.raises(IdentigraphError, match="unknown dead-letter kind"):
+        dead_letters.redrive(sqs, dlq, events, HOLD, {"refsued"})
+    report = dead_letters.redrive(sqs, dlq, events, HOLD, {"refused"})
+    assert (report["sent"], report["deleted"], report["left"]) == (1, 2, 1)
+    assert _bodies(sqs, events) == [refused]
+    left = dead_letters.read(sqs, dlq, HOLD)
+    assert [(x.source_id, x.kind) for x in left.letters] == [("src-p", "poison")]  # released, not deleted
 
 
 def test_cli_dlq_list_prints_no_body(own, queues):

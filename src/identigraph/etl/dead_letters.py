@@ -29,6 +29,7 @@ from identigraph.config import Settings
 from identigraph.errors import IdentigraphError
 from identigraph.etl.publish import SQS_BATCH, publish
 
+KINDS = ("poison", "refused", "conflict", "floor")  # what the consumer dead-letters with (``Consumer._dead_letter``)
 REASON_CHARS = 200  # of the reason in a listing: a graph server's message can run to thousands
 
 
@@ -156,24 +157,31 @@ def compact(sqs: Any, url: str, hold_s: int = 120) -> dict[str, Any]:
     return {**summary(listing), "deleted": deleted}
 
 
-def redrive(sqs: Any, url: str, stream_url: str, hold_s: int = 120) -> dict[str, Any]:
+def redrive(sqs: Any, url: str, stream_url: str, hold_s: int = 120,
+            kinds: set[str] | None = None) -> dict[str, Any]:
     """Send each distinct dead-lettered message back to the stream queue once, then delete all its copies
-    (for after its cause is fixed: a producer's bug, a graph refusal).
+    (for after its cause is fixed: a producer's bug, a graph refusal). ``kinds`` (e.g. ``{"refused"}``): only
+    sources whose oldest copy has one of these kinds; the rest stay in the DLQ untouched, so a fix for one
+    cause does not send back poison that would only be dead-lettered again.
 
     Only what the first read holds is redriven; later rounds delete further copies of those sources (ones
     that were hidden behind a deleted copy of their FIFO group) and leave everything else, such as messages
     the consumer dead-letters anew meanwhile. Each body is sent before its copies are deleted: a crash in
     between sends it again on the next run, which is harmless for a valid event, since the consumer
     de-duplicates by event id in the graph (a resent poison message is dead-lettered again, once per send)."""
+    if kinds is not None and not kinds <= set(KINDS):
+        raise IdentigraphError(f"unknown dead-letter kind(s) {sorted(kinds - set(KINDS))}: one of {list(KINDS)}")
     listing = read(sqs, url, hold_s)
-    groups = listing.by_source()
+    groups = {sid: copies for sid, copies in listing.by_source().items() if kinds is None or copies[0].kind in kinds}
     _check_held(listing)
     report = publish(sqs, stream_url, [copies[0].body for copies in groups.values()])
     if report.failed:
+        release(sqs, url, listing.letters)
         raise IdentigraphError(f"{len(report.failed)} messages could not be sent to the stream queue "
                                f"({sorted(set(report.failed))}): nothing deleted from the DLQ")
-    deleted = delete(sqs, url, listing.letters)
-    others: dict[str, DeadLetter] = {}  # by message id: one whose hold ran out is received again
+    deleted = delete(sqs, url, [x for x in listing.letters if x.source_id in groups])
+    # by message id (one whose hold ran out is received again): not redriven, released at the end
+    others: dict[str, DeadLetter] = {x.message_id: x for x in listing.letters if x.source_id not in groups}
     while True:
         more = read(sqs, url, hold_s)
         ours = [x for x in more.letters if x.source_id in groups]
