@@ -8,7 +8,7 @@ import torch
 
 from identigraph.model.features import FeatureEncoder, mask_labels
 from identigraph.model.nets import FraudGNN
-from model_graphs import customer, link, make_frame, with_stats
+from model_graphs import customer, link, live_edge_terms, make_frame, with_stats
 
 LABEL_COLS = {"customer": ["n_blocks", "last_block_at", "blocked", "n_block_reviews"]}
 
@@ -45,7 +45,7 @@ def test_stored_statistics_and_hub_cut_make_the_api_frame_score_like_the_full_gr
     from_hub = (t_full.edge_index[0] == hub_full).sum().item()
     assert into_hub == 0 and from_hub == 81
     torch.manual_seed(0)
-    net = FraudGNN(t_full.x.shape[1], 16, len(enc.relations), t_full.edge_attr.shape[1]).eval()
+    net = live_edge_terms(FraudGNN(t_full.x.shape[1], 16, len(enc.relations), t_full.edge_attr.shape[1])).eval()
 
     def seed_score(t):
         i = int(t.index_of(["customer:seed"])[0])

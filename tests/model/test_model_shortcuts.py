@@ -11,6 +11,7 @@ from identigraph.model.artifacts import LoadedModel
 from identigraph.model.features import CO, OWN, FeatureEncoder, mask_labels, shortcut_relations
 from identigraph.model.nets import FraudGNN
 from identigraph.model.request_path import RequestEncoder
+from model_graphs import live_edge_terms
 from test_request_path import LABEL_COLS, SEEDS, request_graph, toy_world
 
 
@@ -20,8 +21,8 @@ def fitted():
     enc = FeatureEncoder(LABEL_COLS, hub_degree=50, shortcuts=True).fit(frame)
     t = enc.transform(frame)
     torch.manual_seed(5)
-    net = FraudGNN(t.x.shape[1], 16, len(enc.relations), t.edge_attr.shape[1],
-                   shortcut_relations=shortcut_relations(enc.relations)).eval()
+    net = live_edge_terms(FraudGNN(t.x.shape[1], 16, len(enc.relations), t.edge_attr.shape[1],
+                                   shortcut_relations=shortcut_relations(enc.relations))).eval()
     return frame, enc, t, net
 
 

@@ -19,7 +19,7 @@ from identigraph.model.frame import read_snapshot
 from identigraph.model.metrics import recall_at_precision, summary, threshold_for_precision
 from identigraph.model.nets import FraudGNN, RelationalConv, _plan
 from identigraph.model.train import predict, train
-from model_graphs import customer, link, make_frame
+from model_graphs import customer, link, live_edge_terms, make_frame
 
 LABEL_COLS = {"customer": ["n_blocks", "last_block_at", "last_block_reason", "last_block_source",
                            "last_block_rule", "blocked", "last_unblock_at", "n_block_reviews", "last_care_at"]}
@@ -122,7 +122,7 @@ def test_conv_shapes_permutation_invariance_and_edge_features_matter():
     ei = torch.randint(0, n, (2, e))
     et = torch.randint(0, r, (e,))
     ea = torch.randn(e, de)
-    conv = RelationalConv(d, r, de)
+    conv = live_edge_terms(RelationalConv(d, r, de))
 
     def run(x, ei, et, ea):
         return conv([x], [0] * r, x, _plan(ei, et, ea, r, len(x), None))
@@ -140,6 +140,41 @@ def test_conv_shapes_permutation_invariance_and_edge_features_matter():
     plain = RelationalConv(d, r, de, edge_features=False)
     plain_out = plain([x], [0] * r, x, _plan(ei, et, ea, r, n, None))
     assert torch.allclose(plain([x], [0] * r, x, _plan(ei, et, ea + 1.0, r, n, None)), plain_out)  # RGCN: blind to them
+
+
+def test_residual_gate_starts_as_the_plain_rgcn_learns_from_edges_and_drops_them_in_training_only():
+    torch.manual_seed(0)
+    n, e, d, r, de = 12, 40, 8, 3, 4
+    x, ei, et, ea = torch.randn(n, d), torch.randint(0, n, (2, e)), torch.randint(0, r, (e,)), torch.randn(e, de)
+    y = torch.randn(n, d)
+    for per_edge in (False, True):  # the per-relation loop and the small-graph path
+        plan = _plan(ei, et, ea, r, n, None, per_edge=per_edge)
+        edge, plain = RelationalConv(d, r, de), RelationalConv(d, r, de, edge_features=False)
+        plain.load_state_dict({k: v for k, v in edge.state_dict().items() if k in plain.state_dict()})
+        assert torch.equal(edge([x], [0] * r, x, plan), plain([x], [0] * r, x, plan))  # same message at init
+        ((edge([x], [0] * r, x, plan) - y) ** 2).sum().backward()
+        assert edge.edge_weight.grad.abs().sum() > 0  # and the edge terms get a gradient from the first step
+        dropped = live_edge_terms(RelationalConv(d, r, de, edge_dropout=0.5))
+        a, b = dropped([x], [0] * r, x, plan), dropped([x], [0] * r, x, plan)
+        assert not torch.allclose(a, b)  # training: the edge features are dropped, differently each step
+        dropped.eval()
+        kept = RelationalConv(d, r, de)
+        kept.load_state_dict(dropped.state_dict())
+        assert torch.equal(dropped([x], [0] * r, x, plan), kept.eval()([x], [0] * r, x, plan))  # scoring: never
+
+
+def test_models_saved_before_the_gate_choice_load_with_the_sigmoid_gate(tmp_path, toy):
+    _frame, enc, t = toy
+    model = FraudGNN(t.x.shape[1], 16, len(t.relations), t.edge_attr.shape[1], edge_gate="sigmoid")
+    save_model(tmp_path / "m", model, enc, {"model": {"target_label": "customer"}}, {"threshold": 0.5}, "card")
+    blob = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    del blob["hparams"]["edge_gate"]  # what a model trained before the choice holds
+    torch.save(blob, tmp_path / "m" / "model.pt")
+    loaded = LoadedModel.load(tmp_path / "m")
+    assert not loaded.model.convs[0].residual_gate
+    assert FraudGNN(t.x.shape[1], 16, len(t.relations), t.edge_attr.shape[1]).convs[0].residual_gate
+    with pytest.raises(ValueError, match="edge_gate"):
+        FraudGNN(t.x.shape[1], 16, len(t.relations), t.edge_attr.shape[1], edge_gate="softmax")
 
 
 def test_training_overfits_a_tiny_graph_and_hidden_own_label_cannot_change_the_score(toy):

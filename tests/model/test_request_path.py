@@ -10,7 +10,7 @@ from identigraph.model.artifacts import LoadedModel
 from identigraph.model.features import FeatureEncoder, mask_labels
 from identigraph.model.nets import FraudGNN
 from identigraph.model.request_path import FrameRequests, RequestEncoder, RequestGraph
-from model_graphs import customer, link, make_frame, with_stats
+from model_graphs import customer, link, live_edge_terms, make_frame, with_stats
 
 LABEL_COLS = {"customer": ["n_blocks", "last_block_at", "last_block_reason", "last_block_source",
                            "last_block_rule", "blocked", "last_unblock_at", "n_block_reviews", "last_care_at"]}
@@ -52,8 +52,8 @@ def fitted():
     frame = toy_world()
     enc = FeatureEncoder(LABEL_COLS, hub_degree=50).fit(frame)
     torch.manual_seed(3)
-    net = FraudGNN(enc.transform(frame).x.shape[1], 16, len(enc.relations),
-                   enc.transform(frame).edge_attr.shape[1]).eval()
+    net = live_edge_terms(FraudGNN(enc.transform(frame).x.shape[1], 16, len(enc.relations),
+                                   enc.transform(frame).edge_attr.shape[1])).eval()
     return frame, enc, enc.transform(frame), net
 
 

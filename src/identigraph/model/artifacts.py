@@ -83,7 +83,7 @@ class LoadedModel:
             metrics = json.loads((model_dir / "metrics.json").read_text())
         except (OSError, ValueError, KeyError) as exc:
             raise SchemaError(f"{model_dir} is not a model directory: {exc}") from None
-        model = FraudGNN(**blob["hparams"])
+        model = FraudGNN(**{"edge_gate": "sigmoid", **blob["hparams"]})  # saved before the gate was a choice
         model.load_state_dict(blob["state_dict"])
         model.eval()
         return cls(model=model, encoder=encoder, threshold=float(metrics["threshold"]), version=metrics["version"],

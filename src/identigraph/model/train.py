@@ -268,7 +268,8 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
     pos_weight = torch.tensor(min(tc.max_pos_weight, (len(y_train) - pos) / max(pos, 1.0)), device=dev)
     model = FraudGNN(t.x.shape[1], cfg.network.hidden, len(t.relations), t.edge_attr.shape[1],
                      cfg.network.layers, conv, cfg.network.dropout, shortcut_relations=shortcut_relations(t.relations),
-                     relation_dropout=tc.relation_dropout).to(dev)
+                     relation_dropout=tc.relation_dropout, edge_gate=cfg.network.edge_gate,
+                     edge_dropout=tc.edge_dropout).to(dev)
     net: torch.nn.Module = model
     if place.distributed:
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
