@@ -190,8 +190,8 @@ class FraudGNN(nn.Module):
     ``shortcut_relations``: relation ids that run only in the last layer from their sources' input embedding
     (see the module docstring). ``relation_dropout`` (training only): each (node, relation) loses all its
     last-layer edges with this probability, so no single kind of evidence can carry the model alone.
-    ``edge_dropout`` (training only): dropout on the edge features the edge terms read; without it the edge
-    terms fit how the platform's labelled frauds look and lose to the plain RGCN on the fraud nobody caught.
+    ``edge_dropout`` (training only): dropout on the edge features the edge terms read, so no one of them
+    becomes a crutch; off by default (measured in ``bench/RESULTS.md``: it helped on one world, not the next).
     """
 
     def __init__(self, in_dim: int, hidden: int, num_relations: int, edge_dim: int, layers: int = 2,
