@@ -80,10 +80,11 @@ def live_edge_terms(net):
     a test of the edge-aware path on an untrained net would otherwise not exercise the edges at all."""
     import torch
 
-    convs = [net] if hasattr(net, "edge_weight") else list(getattr(net, "convs", []))
+    from identigraph.model.nets import RelationalConv
+
     with torch.no_grad():
-        for conv in convs:
-            if getattr(conv, "edge_features", False):
+        for conv in net.modules():  # the net itself when it is one conv
+            if isinstance(conv, RelationalConv) and conv.edge_features:
                 conv.edge_weight.normal_(0.0, 0.3)
                 conv.gate_bias.normal_(0.0, 0.3)
     return net
