@@ -5,6 +5,7 @@ them disturbs nobody. Each test would fail on the consumer before issue 14 (name
 """
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -220,13 +221,30 @@ def test_an_event_the_graph_refuses_is_found_and_dead_lettered_with_the_servers_
                       "iterate")
     sqs, url, dlq = _urls(fresh)
     publish(sqs, url, [*bodies[:20], bad, *bodies[20:]])
-    with GraphClient(fresh) as client:
-        stats = Consumer(fresh, client=client, sqs=sqs).run(until_empty=True)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # type: ignore[method-assign]
+    consumer_log = logging.getLogger("identigraph.consumer")
+    consumer_log.addHandler(handler)
+    level, consumer_log.level = consumer_log.level, logging.INFO
+    try:
+        with GraphClient(fresh) as client:
+            stats = Consumer(fresh, client=client, sqs=sqs).run(until_empty=True)
+    finally:
+        consumer_log.removeHandler(handler)
+        consumer_log.level = level
     dead = _dead(sqs, dlq)
     assert [m["Body"] for m in dead] == [bad]
     attrs = dead[0]["MessageAttributes"]
     assert attrs["kind"]["StringValue"] == "refused" and "graph refused" in attrs["reason"]["StringValue"]
-    assert "500" in attrs["reason"]["StringValue"]  # the server's own message
+    server_message = attrs["reason"]["StringValue"]
+    assert "500" in server_message  # the server's own message
+    # it can echo the values it refused (device ids, IPs): the DLQ keeps it beside the body, the log does not
+    logged = [r for r in records if r.getMessage() == "dead_lettered"]
+    assert [r.kind for r in logged] == ["refused"]
+    assert logged[0].message_id == attrs["source_message_id"]["StringValue"]
+    shown = logged[0].reason
+    assert "500" not in shown and "refused this event" not in shown and "DLQ" in shown
     assert stats.splits > 0 and stats.applied == 40
     assert _edge_counts(fresh) == _expected(fresh, bodies)
 

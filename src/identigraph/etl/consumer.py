@@ -48,6 +48,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from identigraph import logs
 from identigraph.config import Settings
 from identigraph.errors import GraphError, GraphTimeout, PoisonMessage
+from identigraph.etl import dead_letters as dead_kinds
 from identigraph.etl.packing import unpack
 from identigraph.etl.publish import SQS_BATCH, sqs_client
 from identigraph.etl.stream_events import parse_message
@@ -330,8 +331,10 @@ class Consumer:
             self.stats.dead_lettered += 1
             self.stats.dead_by_kind[kind] = self.stats.dead_by_kind.get(kind, 0) + 1
         self.metrics.dead.labels(kind=kind).inc()
-        log.info("dead_lettered", extra={"message_id": message["MessageId"], "kind": kind,
-                                         "reason": reason[:300]})
+        # a graph server's message can echo the values it refused (IPs, device ids: personal data); it stays in
+        # the DLQ, with the body it describes, and is read there (``identigraph dlq list``)
+        shown = "withheld from the log, see the DLQ" if kind == dead_kinds.REFUSED else reason[:300]
+        log.info("dead_lettered", extra={"message_id": message["MessageId"], "kind": kind, "reason": shown})
 
     # ---- threads --------------------------------------------------------------------------------------------
     def _receiver(self, wait_s: int) -> None:
@@ -454,10 +457,12 @@ class Consumer:
                 self.stats.applied += outcome == NEW
                 self.stats.duplicates += outcome == DUPLICATE
             elif outcome == CONFLICT:
-                self._dead_letter(m, "conflict", f"event_id {e.event_id!r} was already applied with a different body;"
+                self._dead_letter(m, dead_kinds.CONFLICT,
+                                  f"event_id {e.event_id!r} was already applied with a different body;"
                                   " this one was not applied")
             elif outcome == FLOOR:
-                self._dead_letter(m, "floor", f"event {e.event_id!r} (occurred_at {e.occurred_at.isoformat()}) is "
+                self._dead_letter(m, dead_kinds.FLOOR,
+                                  f"event {e.event_id!r} (occurred_at {e.occurred_at.isoformat()}) is "
                                   f"older than the {self.writer.window} newest events de-duplication remembers for "
                                   f"customer {e.customer_id!r}: applying it could count it twice; not applied")
         self.metrics.written.inc(result.applied)
@@ -476,7 +481,7 @@ class Consumer:
             if not self._graph_answers():
                 raise GraphError(f"graph unavailable while isolating a refused event: {exc}") from exc
             cause = exc.__cause__ or exc
-            self._dead_letter(messages[0], "refused", f"the graph refused this event: {str(cause)[:3000]}")
+            self._dead_letter(messages[0], dead_kinds.REFUSED, f"the graph refused this event: {str(cause)[:3000]}")
             return
         self.stats.splits += 1
         mid = len(events) // 2
@@ -510,7 +515,7 @@ class Consumer:
                 events.append(parse_message(m["Body"]))
                 good.append(m)
             except PoisonMessage as exc:
-                self._dead_letter(m, "poison", str(exc))
+                self._dead_letter(m, dead_kinds.POISON, str(exc))
         if events:
             self._write(good, events)
         self.stats.batches += 1

@@ -29,7 +29,9 @@ from identigraph.config import Settings
 from identigraph.errors import IdentigraphError
 from identigraph.etl.publish import SQS_BATCH, publish
 
-KINDS = ("poison", "refused", "conflict", "floor")  # what the consumer dead-letters with (``Consumer._dead_letter``)
+# what the consumer dead-letters with (``Consumer._dead_letter``): an event that cannot be read, one the graph
+# refused, an event_id already applied with another body, an event older than the customer's applied floor
+POISON, REFUSED, CONFLICT, FLOOR = KINDS = ("poison", "refused", "conflict", "floor")
 REASON_CHARS = 200  # of the reason in a listing: a graph server's message can run to thousands
 
 
