@@ -226,13 +226,14 @@ def test_an_event_the_graph_refuses_is_found_and_dead_lettered_with_the_servers_
     handler.emit = records.append  # type: ignore[method-assign]
     consumer_log = logging.getLogger("identigraph.consumer")
     consumer_log.addHandler(handler)
-    level, consumer_log.level = consumer_log.level, logging.INFO
+    level = consumer_log.level
+    consumer_log.setLevel(logging.INFO)  # setLevel, not .level =: only it clears the logger's isEnabledFor cache
     try:
         with GraphClient(fresh) as client:
             stats = Consumer(fresh, client=client, sqs=sqs).run(until_empty=True)
     finally:
         consumer_log.removeHandler(handler)
-        consumer_log.level = level
+        consumer_log.setLevel(level)
     dead = _dead(sqs, dlq)
     assert [m["Body"] for m in dead] == [bad]
     attrs = dead[0]["MessageAttributes"]
