@@ -47,6 +47,10 @@ class TrainingConfig(StrictModel):
     edge_dropout: float = Field(0.0, ge=0, lt=1, description=(
         "dropout on the edge features the edge-aware conv reads, in training (0: off). 0.5 helped on one hard "
         "world and hurt on another, and failed a behaviour test (bench/RESULTS.md)"))
+    ema_decay: float = Field(0.0, ge=0, lt=1, description=(
+        "validate and keep an exponential moving average of the weights, updated once per epoch, instead of "
+        "the last step's weights (0: off): a full-batch epoch is one noisy step on a random half of the labels. "
+        "0.9 moved neither model by more than the seed sd on two hard worlds (bench/RESULTS.md)"))
     max_pos_weight: float = Field(20.0, ge=1)
     full_batch_max_nodes: int = Field(3_000_000, ge=0)
     num_neighbors: list[int] = Field(default_factory=lambda: [15, 10])

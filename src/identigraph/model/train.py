@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch_geometric.data import Data
 from torch_geometric.loader import NodeLoader
 
@@ -280,7 +281,11 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     y_val = split.y_all[torch.as_tensor(val_idx)].numpy()
-    best = (-1.0, 0, copy.deepcopy(model.state_dict()))
+    # what is validated and kept: the weights, or their moving average over epochs (same keys either way)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True) \
+        if tc.ema_decay > 0 else None
+    kept: FraudGNN = ema.module if ema is not None else model  # type: ignore[assignment]
+    best = (-1.0, 0, copy.deepcopy(kept.state_dict()))
     history: list[dict] = []
     started = time.perf_counter()
     epoch_times = []
@@ -296,13 +301,15 @@ def _train(t: GraphTensors, targets: Targets, cfg: ModelConfig, conv: str, devic
             losses = _full_epoch(o, t, split, train_idx, cfg, tensors, y_dev, dev)
         else:
             losses = _sampled_epoch(o, t, split, loader, cfg, targets.label, dev)
+        if ema is not None:
+            ema.update_parameters(model)
         epoch_times.append(time.perf_counter() - t0)
-        val_scores = predict(model, t, val_idx, cfg, dev, chunks=1, mode=mode)
+        val_scores = predict(kept, t, val_idx, cfg, dev, chunks=1, mode=mode)
         val = summary(y_val, val_scores)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_auprc": val["auprc"],
                         "seconds": epoch_times[-1]})
         if val["auprc"] > best[0] + tc.min_delta or best[1] == 0:
-            best = (val["auprc"], epoch, copy.deepcopy(model.state_dict()))
+            best = (val["auprc"], epoch, copy.deepcopy(kept.state_dict()))
         if epoch % 10 == 0 or epoch == 1:
             log(f"epoch {epoch:4d}  loss {history[-1]['loss']:.4f}  val AUPRC {val['auprc']:.4f}  "
                 f"({epoch_times[-1]:.2f} s)")
