@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +50,7 @@ import numpy as np
 from identigraph.config import Settings, load_settings
 from identigraph.config_loader import packaged_default
 from identigraph.etl import dead_letters
-from identigraph.etl.packing import unpack
+from identigraph.etl.packing import element_body, unpack
 from identigraph.etl.publish import publish, sqs_client
 from identigraph.etl.stream_events import TABLE_COLUMNS, as_tables, parse_message
 from identigraph.graph import queries
@@ -321,7 +322,7 @@ def _parse_metrics(text: str) -> dict[str, float]:
 def _canon(body: str) -> str:
     """A body as the consumer dead-letters it when it came packed: compact JSON (not JSON: as it came)."""
     try:
-        return json.dumps(json.loads(body), separators=(",", ":"))
+        return element_body(json.loads(body))
     except ValueError:
         return body
 
@@ -475,20 +476,19 @@ def run(plan: Plan, data: Path | None = None, out: Path | None = None) -> dict[s
     twice_raw = [s for s, copies in raw_dlq.by_source().items() if len(copies) > 1]
     twice = [s for s, copies in dlq_after.by_source().items() if len(copies) > 1]
     # bodies compared as the consumer re-encodes a packed element (compact JSON); a lone body is unchanged
-    dead_bodies: dict[str, int] = {}
-    for x in dlq_after.letters:
-        dead_bodies[_canon(x.body)] = dead_bodies.get(_canon(x.body), 0) + 1
+    dead_bodies = Counter(_canon(x.body) for x in dlq_after.letters)
+    poison = [_canon(b) for b in ev["poison"]]
     no_reason = [x for x in raw_dlq.letters if not x.reason]
     ambiguous = {_canon(b) for sent in pub_report["ambiguous_bodies"] for b in (unpack(sent) or [sent])}
     poison_ok = all(dead_bodies.get(p, 0) == 1 or (p in ambiguous and dead_bodies.get(p, 0) in (1, 2))
-                    for p in map(_canon, ev["poison"]))
+                    for p in poison)
     lost_conflicts, applied_variant = [], {}
     for orig, other in ev["conflicts"]:
         n_o, n_v = dead_bodies.get(_canon(orig), 0), dead_bodies.get(_canon(other), 0)
         if n_o + n_v < 1:
             lost_conflicts.append(json.loads(orig)["event_id"])
         applied_variant[json.loads(orig)["event_id"]] = json.loads(other) if n_o >= 1 and n_v == 0 else None
-    expected_dead = {_canon(b) for b in ev["poison"]} | {_canon(b) for pair in ev["conflicts"] for b in pair}
+    expected_dead = set(poison) | {_canon(b) for pair in ev["conflicts"] for b in pair}
     unexpected = {_canon(x.body) for x in raw_dlq.letters} - expected_dead
     applied = [applied_variant.get(rec["event_id"]) or rec for rec in ev["records"]]
     want = _expected_graph(plan, r, applied)

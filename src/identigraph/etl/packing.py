@@ -67,6 +67,11 @@ def pack(lines: Iterable[str], max_events: int, max_bytes: int = MAX_BYTES) -> I
     yield from flush()
 
 
+def element_body(element: object) -> str:
+    """How an unpacked element is re-encoded (and so how it reads in the DLQ): compact JSON."""
+    return json.dumps(element, separators=(",", ":"))
+
+
 def unpack(body: str) -> list[str] | None:
     """The element bodies of an envelope, or None when ``body`` is a single event (or not JSON: the parser
     reports it). An envelope without events is poison."""
@@ -80,4 +85,4 @@ def unpack(body: str) -> list[str] | None:
         return None
     if not data[KEY]:
         raise PoisonMessage(f"{KEY}: an envelope needs at least one event")
-    return [json.dumps(e, separators=(",", ":")) for e in data[KEY]]
+    return [element_body(e) for e in data[KEY]]
