@@ -1,18 +1,19 @@
-"""Gremlin Server CPU per streamed event: the old write traversal against the current one, in one run.
+"""Gremlin Server CPU per streamed event: the write traversal of an earlier commit against the current one, in one run.
 
-Usage: python bench/stream_write.py [--customers 3000] [--events 6000] [--rounds 2] [--jfr old,new]
-                                    [--out bench/results/stream_write.json]
+Usage: python bench/stream_write.py [--before a64b9b3] [--shapes old,new] [--customers 3000] [--events 6000]
+                                    [--rounds 2] [--jfr old,new] [--out bench/results/stream_write.json]
 
 No queue and no consumer: a synthetic world's stream (fresh event ids, a hub IP in 1/7 of identity events, as in
-bench/stream.py) is cut into 500-event batches and written straight through a ``StreamWriter`` — the frozen copy in
-bench/stream_writer_before.py ("old"), the one in src ("new"), and two variants of it that tell the shape's share from
-the Gremlin-Server-only source tuning: every strategy on and no sack ("new_untuned"), strategies skipped but no sack
-("new_no_sack"). Every phase starts from an empty graph and writes the same batches; phases alternate for ``--rounds``
-rounds after one full warm-up pass of each (the JIT compiles the first requests for a long time on 2 cores). ``--jfr``
-shapes are profiled in extra, unmeasured phases (a JFR ``profile`` recording costs this server a lot more than a few
-percent). Measured per phase: Gremlin Server CPU (utime+stime from /proc), this process's CPU, events/s, and a digest
-of everything the graph holds, so the shapes are shown to write the same graph. Checkpoints are set to once an hour:
-they serialise the whole graph whatever the traversal, and would only add noise here.
+bench/stream.py) is cut into 500-event batches and written straight through a ``StreamWriter`` — the one of commit
+``--before`` loaded from git ("old": its whole module, rows and traversal), the one in src ("new"), and on request two
+variants of it that tell the shape's share from the Gremlin-Server-only source tuning: every strategy on and no sack
+("new_untuned"), strategies skipped but no sack ("new_no_sack"). Every phase starts from an empty graph and writes the
+same batches; phases alternate for ``--rounds`` rounds after one full warm-up pass of each (the JIT compiles the first
+requests for a long time on 2 cores). ``--jfr`` shapes are profiled in extra, unmeasured phases (a JFR ``profile``
+recording costs this server a lot more than a few percent). Measured per phase: Gremlin Server CPU (utime+stime from
+/proc), this process's CPU, events/s, and a digest of everything the graph holds, so the shapes are shown to write the
+same graph. Checkpoints are set to once an hour: they serialise the whole graph whatever the traversal, and would only
+add noise here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,11 +46,21 @@ from identigraph.services.process import free_port
 from identigraph.synth import SynthParams, generate_world
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stream_writer_before  # the frozen old shape lives next to this script, not in the package
 from stream import HUB_IP, IDENTITY, PII_KEY, _bodies, _cpu  # same world and CPU reading as stream.py
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 500
+
+
+def _writer_of(commit: str) -> Any:
+    """The stream writer module as it was at ``commit``, as a module of its own (the package's other modules are
+    today's: the writer only uses their stable parts)."""
+    text = subprocess.run(["git", "show", f"{commit}:src/identigraph/etl/stream_writer.py"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout
+    mod = types.ModuleType("identigraph_stream_writer_before")
+    sys.modules[mod.__name__] = mod  # dataclasses look their module up while the class is built
+    exec(compile(text, f"<{commit}:stream_writer.py>", "exec"), mod.__dict__)
+    return mod
 
 
 class _Untuned(StreamWriter):
@@ -111,6 +123,8 @@ def _phase(settings: Any, writer: Any, batches: list[list[Any]], jfr: Path | Non
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", default="a64b9b3", help="commit whose writer is the 'old' shape")
+    ap.add_argument("--shapes", default="old,new", help="of old, new_untuned, new_no_sack, new; 'old' first")
     ap.add_argument("--customers", type=int, default=3000)
     ap.add_argument("--events", type=int, default=6000, help="events per phase")
     ap.add_argument("--rounds", type=int, default=2, help="measured old/new pairs after the warm-up")
@@ -135,15 +149,16 @@ def main() -> None:
     result: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
-        "customers": args.customers, "events_per_phase": len(events), "batch": BATCH, "phases": []}
+        "before": args.before, "customers": args.customers, "events_per_phase": len(events), "batch": BATCH, "phases": []}
     jfr_shapes = {s for s in args.jfr.split(",") if s}
     local.up(settings, [local.GREMLIN])
     try:
         with GraphClient(settings) as client:
-            shapes = {"old": stream_writer_before.StreamWriter(client, pseudo),
-                      "new_untuned": _Untuned(client, pseudo),
-                      "new_no_sack": _StrategiesOnly(client, pseudo),
-                      "new": StreamWriter(client, pseudo)}
+            make = {"old": lambda: _writer_of(args.before).StreamWriter(client, pseudo),
+                    "new_untuned": lambda: _Untuned(client, pseudo),
+                    "new_no_sack": lambda: _StrategiesOnly(client, pseudo),
+                    "new": lambda: StreamWriter(client, pseudo)}
+            shapes = {name: make[name]() for name in args.shapes.split(",")}
             for name, writer in shapes.items():  # warm-up: the JIT compiles both shapes' steps
                 print(json.dumps({"warm-up": name, **_phase(settings, writer, batches)}), flush=True)
             for rnd in range(args.rounds):
@@ -167,7 +182,7 @@ def main() -> None:
                                    for k in ("server_cpu_ms_per_event", "client_cpu_ms_per_event", "events_per_s")}
     result["old_over_new"] = {k: round(mean("old", k) / mean("new", k), 2)
                               for k in ("server_cpu_ms_per_event", "client_cpu_ms_per_event")}
-    for shape in ("new_untuned", "new_no_sack"):
+    for shape in [s for s in by if s.startswith("new_")]:
         result[f"old_over_{shape}_server_cpu"] = round(
             mean("old", "server_cpu_ms_per_event") / mean(shape, "server_cpu_ms_per_event"), 2)
     result["new_over_old_events_per_s"] = round(mean("new", "events_per_s") / mean("old", "events_per_s"), 2)

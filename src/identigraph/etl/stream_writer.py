@@ -25,12 +25,14 @@ touching identifiers that recur in the batch go last: the hub is read for the la
 only. Unchanged first/last seen are not written, so an identifier is modified only when something moved.
 
 Rows are flat maps injected without gremlinpython's deep copy; the request's step count is fixed (one shape
-per kind of event, chosen by ``choose``: 345 steps), so it stays under Neptune's step limit whatever the batch size.
+per kind of event, chosen by ``choose``: 351 steps), so it stays under Neptune's step limit whatever the batch size.
 
 Gremlin Server's CPU per event is what limits a consumer, and the request is shaped for it (bench/stream_write.py):
 effects run inline in ``choose`` branches or inside ``map(... .fold())``, never in a ``side_effect`` holding a large
 child, because TinkerPop closes such a child, recursively through every nested traversal, each time it runs dry — once
-per event and per edge, which was a quarter of the server's CPU. On Gremlin Server only, the source also skips two
+per event and per edge, which was a quarter of the server's CPU. An edge is merged by id and label only, with its
+endpoints (the vertices in hand) given for creation: ``mergeE`` turns endpoints in its search map into two ``where``
+children of the search traversal it builds per edge. On Gremlin Server only, the source also skips two
 optimisation strategies and gives traversers an unmergeable sack (see ``StreamWriter._source``).
 """
 
@@ -63,6 +65,9 @@ CUSTOMER_DEFAULTS = {"n_blocks": 0, "blocked": False, "n_block_reviews": 0}
 # the counters of schema.IDENTIFIER_PROPS start at zero; first/last seen come with the first edge
 IDENTIFIER_DEFAULTS = {k: 0 for k in IDENTIFIER_PROPS if k.startswith("n_")}
 EDGE_DEFAULTS = {k: 0 for k in EDGE_COUNT_PROPS}
+# An edge is searched by id and label only (its id hashes both endpoints and the label, so an id match is the
+# same edge); the endpoints are the vertices the row already holds, given only when the edge is created.
+_EDGE_CREATE = {Direction.OUT: Merge.out_v, Direction.IN: Merge.in_v, **EDGE_DEFAULTS}
 NEW, DUPLICATE, CONFLICT, FLOOR = "new", "dup", "conflict", "floor"
 _TS = 20  # width of the time part of an entry: %Y%m%d%H%M%S%f
 _HID = 12  # hex digits of sha256(event_id)
@@ -158,7 +163,8 @@ def _identity_branch() -> GraphTraversal:
     per_edge = (__.select("r").select("E").unfold().as_("x")
                 .merge_v(__.select("v")).option(Merge.on_create, __.constant(dict(IDENTIFIER_DEFAULTS))).as_("iv"))
     per_edge = _raise(_lower(per_edge, "first_seen", "tt"), "last_seen", "tt")
-    per_edge = per_edge.select("x").merge_e(__.select("m")).option(Merge.on_create, __.constant(dict(EDGE_DEFAULTS)))
+    per_edge = (per_edge.select("x").merge_e(__.select("m")).option(Merge.on_create, __.constant(_EDGE_CREATE))
+                .option(Merge.out_v, __.select("cust")).option(Merge.in_v, __.select("iv")))
     per_edge = _raise(_lower(per_edge, "first_seen", "tt", False), "last_seen", "tt", False)
     per_edge = per_edge.property("event_count", _plus("event_count")).choose(__.select("r").select("y"))
     for etype in IDENTITY_EVENT_TYPES:
@@ -327,7 +333,7 @@ class StreamWriter:
             }
             if isinstance(e, IdentityEvent):
                 row["E"] = [{"v": {T.id: r.to_id, T.label: r.identifier_label},
-                             "m": {T.id: r.id, T.label: r.label, Direction.OUT: r.from_id, Direction.IN: r.to_id}}
+                             "m": {T.id: r.id, T.label: r.label}}
                             for r in edges[pos]]
             elif isinstance(e, CustomerCreated):
                 row["ltv"] = float(e.lifetime_value)
