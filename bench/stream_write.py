@@ -1,11 +1,12 @@
 """Gremlin Server CPU per streamed event: the write traversal of an earlier commit against the current one, in one run.
 
-Usage: python bench/stream_write.py [--before a64b9b3] [--shapes old,new] [--customers 3000] [--events 6000]
+Usage: python bench/stream_write.py [--before a64b9b3[,commit...]] [--shapes old,new] [--customers 3000] [--events 6000]
                                     [--rounds 2] [--jfr old,new] [--out bench/results/stream_write.json]
 
 No queue and no consumer: a synthetic world's stream (fresh event ids, a hub IP in 1/7 of identity events, as in
-bench/stream.py) is cut into 500-event batches and written straight through a ``StreamWriter`` — the one of commit
-``--before`` loaded from git ("old": its whole module, rows and traversal), the one in src ("new"), and on request two
+bench/stream.py) is cut into 500-event batches and written straight through a ``StreamWriter`` — the one of each commit
+in ``--before`` loaded from git ("old" for the first, "at-<commit>" for the others: its whole module, rows and
+traversal), the one in src ("new"), and on request two
 variants of it that tell the shape's share from the Gremlin-Server-only source tuning: every strategy on and no sack
 ("new_untuned"), strategies skipped but no sack ("new_no_sack"). Every phase starts from an empty graph and writes the
 same batches; phases alternate for ``--rounds`` rounds after one full warm-up pass of each (the JIT compiles the first
@@ -57,7 +58,7 @@ def _writer_of(commit: str) -> Any:
     today's: the writer only uses their stable parts)."""
     text = subprocess.run(["git", "show", f"{commit}:src/identigraph/etl/stream_writer.py"], cwd=REPO,
                           capture_output=True, text=True, check=True).stdout
-    mod = types.ModuleType("identigraph_stream_writer_before")
+    mod = types.ModuleType(f"identigraph_stream_writer_{commit}")
     sys.modules[mod.__name__] = mod  # dataclasses look their module up while the class is built
     exec(compile(text, f"<{commit}:stream_writer.py>", "exec"), mod.__dict__)
     return mod
@@ -123,8 +124,8 @@ def _phase(settings: Any, writer: Any, batches: list[list[Any]], jfr: Path | Non
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before", default="a64b9b3", help="commit whose writer is the 'old' shape")
-    ap.add_argument("--shapes", default="old,new", help="of old, new_untuned, new_no_sack, new; 'old' first")
+    ap.add_argument("--before", default="a64b9b3", help="commits whose writers are measured: 'old', then 'at-<commit>'")
+    ap.add_argument("--shapes", default="old,new", help="of old, at-<commit>, new_untuned, new_no_sack, new; 'old' first")
     ap.add_argument("--customers", type=int, default=3000)
     ap.add_argument("--events", type=int, default=6000, help="events per phase")
     ap.add_argument("--rounds", type=int, default=2, help="measured old/new pairs after the warm-up")
@@ -154,7 +155,9 @@ def main() -> None:
     local.up(settings, [local.GREMLIN])
     try:
         with GraphClient(settings) as client:
-            make = {"old": lambda: _writer_of(args.before).StreamWriter(client, pseudo),
+            commits = args.before.split(",")
+            make = {"old": lambda: _writer_of(commits[0]).StreamWriter(client, pseudo),
+                    **{f"at-{c}": lambda c=c: _writer_of(c).StreamWriter(client, pseudo) for c in commits[1:]},
                     "new_untuned": lambda: _Untuned(client, pseudo),
                     "new_no_sack": lambda: _StrategiesOnly(client, pseudo),
                     "new": lambda: StreamWriter(client, pseudo)}
@@ -182,7 +185,7 @@ def main() -> None:
                                    for k in ("server_cpu_ms_per_event", "client_cpu_ms_per_event", "events_per_s")}
     result["old_over_new"] = {k: round(mean("old", k) / mean("new", k), 2)
                               for k in ("server_cpu_ms_per_event", "client_cpu_ms_per_event")}
-    for shape in [s for s in by if s.startswith("new_")]:
+    for shape in [s for s in by if s not in ("old", "new")]:
         result[f"old_over_{shape}_server_cpu"] = round(
             mean("old", "server_cpu_ms_per_event") / mean(shape, "server_cpu_ms_per_event"), 2)
     result["new_over_old_events_per_s"] = round(mean("new", "events_per_s") / mean("old", "events_per_s"), 2)
