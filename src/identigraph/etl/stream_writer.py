@@ -159,22 +159,18 @@ def _identity_branch() -> GraphTraversal:
 
     The edges run inside ``map(... .fold())``: the fold drains them and map takes its one list, so the child is never
     run to exhaustion and never closed (a ``side_effect`` child is closed, whole tree, per traverser). Identifier
-    statistics come last and filter: once ``event_count`` was raised, 1 means the edge was new.
-
-    The identifier is merged only when its edge is created (``mergeE`` evaluates its ``inV`` option then and only
-    then); a known edge reaches it by ``inV()``, a step that builds and plans no traversal of its own, as every merge
-    does for its search."""
-    identifier = __.select("x").merge_v(__.select("v")).option(Merge.on_create, __.constant(dict(IDENTIFIER_DEFAULTS)))
+    statistics come last and filter: once ``event_count`` was raised, 1 means the edge was new."""
     per_edge = (__.select("r").select("E").unfold().as_("x")
-                .merge_e(__.select("m")).option(Merge.on_create, __.constant(_EDGE_CREATE))
-                .option(Merge.out_v, __.select("cust")).option(Merge.in_v, identifier).as_("ee"))
+                .merge_v(__.select("v")).option(Merge.on_create, __.constant(dict(IDENTIFIER_DEFAULTS))).as_("iv"))
+    per_edge = _raise(_lower(per_edge, "first_seen", "tt"), "last_seen", "tt")
+    per_edge = (per_edge.select("x").merge_e(__.select("m")).option(Merge.on_create, __.constant(_EDGE_CREATE))
+                .option(Merge.out_v, __.select("cust")).option(Merge.in_v, __.select("iv")))
     per_edge = _raise(_lower(per_edge, "first_seen", "tt", False), "last_seen", "tt", False)
     per_edge = per_edge.property("event_count", _plus("event_count")).choose(__.select("r").select("y"))
     for etype in IDENTITY_EVENT_TYPES:
         per_edge = per_edge.option(etype, __.property(f"n_{etype}", _plus(f"n_{etype}")))
-    per_edge = _raise(_lower(per_edge.in_v().as_("iv"), "first_seen", "tt"), "last_seen", "tt")
     per_edge = (
-        per_edge.select("ee").has("event_count", 1).select("iv")
+        per_edge.has("event_count", 1).select("iv")
         .property(Cardinality.single, "n_customers", _plus("n_customers"))
         .choose(__.select("cust").has("blocked", True),
                 __.property(Cardinality.single, "n_blocked", _plus("n_blocked")))
