@@ -74,22 +74,24 @@ def _bodies(records: list[dict], n: int, tag: str) -> list[str]:
     return out
 
 
+def module_at(commit: str, path: str, name: str, replace: tuple[str, str] | None = None) -> Any:
+    """The module at ``path`` as it was at ``commit``, registered as ``name`` (dataclasses look their module up
+    while a class is built); ``replace`` rewrites one line of its source first, e.g. an import."""
+    text = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout
+    if replace:
+        text = text.replace(*replace)
+    mod = types.ModuleType(name)
+    sys.modules[name] = mod
+    exec(compile(text, f"<{commit}:{path}>", "exec"), mod.__dict__)
+    return mod
+
+
 def _load_before(commit: str) -> Any:
     """The consumer and stream writer as they were at ``commit``, as modules of their own."""
-    def source(path: str) -> str:
-        return subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout
-
-    writer_src = source("src/identigraph/etl/stream_writer.py")
-    consumer_src = source("src/identigraph/etl/consumer.py").replace(
-        "from identigraph.etl.stream_writer import StreamWriter", "from identigraph_before_writer import StreamWriter")
-    mods = {}
-    for name, text in (("identigraph_before_writer", writer_src), ("identigraph_before_consumer", consumer_src)):
-        mod = types.ModuleType(name)
-        sys.modules[name] = mod
-        exec(compile(text, f"<{commit}:{name}>", "exec"), mod.__dict__)
-        mods[name] = mod
-    return mods["identigraph_before_consumer"]
+    module_at(commit, "src/identigraph/etl/stream_writer.py", "identigraph_before_writer")
+    return module_at(commit, "src/identigraph/etl/consumer.py", "identigraph_before_consumer", replace=(
+        "from identigraph.etl.stream_writer import StreamWriter", "from identigraph_before_writer import StreamWriter"))
 
 
 def _old_consumer(old: Any, settings: Any, client: Any, sqs: Any) -> Any:

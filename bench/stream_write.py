@@ -6,9 +6,9 @@ Usage: python bench/stream_write.py [--before a64b9b3[,commit...]] [--shapes old
 No queue and no consumer: a synthetic world's stream (fresh event ids, a hub IP in 1/7 of identity events, as in
 bench/stream.py) is cut into 500-event batches and written straight through a ``StreamWriter`` — the one of each commit
 in ``--before`` loaded from git ("old" for the first, "at-<commit>" for the others: its whole module, rows and
-traversal), the one in src ("new"), and on request two
-variants of it that tell the shape's share from the Gremlin-Server-only source tuning: every strategy on and no sack
-("new_untuned"), strategies skipped but no sack ("new_no_sack"). Every phase starts from an empty graph and writes the
+traversal), the one in src ("new"), and on request two variants of it that tell the shape's share from the
+Gremlin-Server-only source tuning: every strategy on and no sack ("new_untuned"), strategies skipped but no sack
+("new_no_sack"). Every phase starts from an empty graph and writes the
 same batches; phases alternate for ``--rounds`` rounds after one full warm-up pass of each (the JIT compiles the first
 requests for a long time on 2 cores). ``--jfr`` shapes are profiled in extra, unmeasured phases (a JFR ``profile``
 recording costs this server a lot more than a few percent). Measured per phase: Gremlin Server CPU (utime+stime from
@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,21 +46,16 @@ from identigraph.services.process import free_port
 from identigraph.synth import SynthParams, generate_world
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stream import HUB_IP, IDENTITY, PII_KEY, _bodies, _cpu  # same world and CPU reading as stream.py
+from stream import HUB_IP, IDENTITY, PII_KEY, _bodies, _cpu, module_at  # same world, CPU reading, git loader
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 500
 
 
 def _writer_of(commit: str) -> Any:
-    """The stream writer module as it was at ``commit``, as a module of its own (the package's other modules are
-    today's: the writer only uses their stable parts)."""
-    text = subprocess.run(["git", "show", f"{commit}:src/identigraph/etl/stream_writer.py"], cwd=REPO,
-                          capture_output=True, text=True, check=True).stdout
-    mod = types.ModuleType(f"identigraph_stream_writer_{commit}")
-    sys.modules[mod.__name__] = mod  # dataclasses look their module up while the class is built
-    exec(compile(text, f"<{commit}:stream_writer.py>", "exec"), mod.__dict__)
-    return mod
+    """The stream writer module as it was at ``commit`` (the package's other modules are today's: the writer only uses
+    their stable parts)."""
+    return module_at(commit, "src/identigraph/etl/stream_writer.py", f"identigraph_stream_writer_{commit}")
 
 
 class _Untuned(StreamWriter):
