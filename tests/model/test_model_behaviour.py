@@ -123,11 +123,12 @@ def test_backtest_trains_in_the_past_and_judges_against_what_the_platform_confir
     cfg = load_model_config(overrides={"training.epochs": 30})
     past = prepare(root / "past", cfg, labels=root / "past_labels")
     assert pd.Timestamp(past.frame.as_of) == pd.Timestamp(as_of) - pd.Timedelta(days=60)
-    bt = run_backtest(past, frame, cfg, truth=read_truth(root / "world" / "truth.csv"), log=lambda _: None)
+    truth = read_truth(root / "world" / "truth.csv")
+    bt = run_backtest(past, frame, cfg, truth=truth, log=lambda _: None)
     assert bt["horizon_days"] == pytest.approx(60, abs=0.01)
     blocked_then = past.frame.vertices["customer"]["blocked"] == 1.0
     assert bt["scored"] == int((~blocked_then).sum())
-    for view in ("confirmed_by_T", "truth"):
+    for view in ("confirmed_by_T", "truth", "confirmed_fraud_by_T"):
         rows = bt["views"][view]
         assert set(rows) == {"model", "rgcn_ablation", "gbdt_baseline", "neighbour_rule"}
         assert rows["model"]["positives"] > 0 and 0 <= rows["model"]["auprc"] <= 1
@@ -141,3 +142,22 @@ def test_backtest_trains_in_the_past_and_judges_against_what_the_platform_confir
     assert lead["confirmed"] == bt["views"]["confirmed_by_T"]["model"]["positives"]
     if lead["flagged_then_blocked"]:
         assert 0 <= lead["median_days"] <= 60
+    # the right later blocks: confirmed and, by the truth, fraud that had begun by the back-test date
+    start = pd.to_datetime(truth["fraud_start"], utc=True, errors="coerce")
+    begun = pd.Series(((truth["is_fraud"] == 1) & (start <= pd.Timestamp(past.frame.as_of))).to_numpy(),
+                      index="customer:" + truth["customer_id"].astype(str))
+    right = standing.reindex(scored).fillna(False) & begun.reindex(scored).fillna(False)
+    assert bt["views"]["confirmed_fraud_by_T"]["model"]["positives"] == lead["confirmed_fraud"] == int(right.sum())
+    c = bt["confirmations"]
+    assert c["confirmed"] == lead["confirmed"] and c["fraud_begun_by_then"] == int(right.sum())
+    assert c["fraud_begun_by_then"] + c["fraud_begun_after"] + c["honest"] == c["confirmed"]
+    assert lead["flagged_then_blocked_fraud"] <= lead["flagged_then_blocked"]
+    # what `identigraph evaluate --backtest-*` prints
+    from rich.console import Console
+
+    from identigraph.model.cli import print_backtest
+    out = Console(record=True, width=250)
+    print_backtest(bt, out)
+    text = out.export_text()
+    assert f"{c['confirmed']:,} later fraud blocks, by the truth: {c['fraud_begun_by_then']:,} fraud visible" in text
+    assert "back-test vs confirmed fraud by T" in text and "median days, fraud" in text

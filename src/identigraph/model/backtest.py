@@ -7,12 +7,17 @@ platform went on to block* — and how many days earlier the model said so. So:
 - the model (same configuration and conv), the plain-RGCN ablation, the GBDT baseline and the neighbour-
   block rule are all trained/fitted on the past snapshot and the labels built as of the past;
 - they score every customer of the past snapshot **not blocked at the past as-of**;
-- two targets: **confirmed by T** — a fraud block after the past as-of that still stands in the current
+- targets: **confirmed by T** — a fraud block after the past as-of that still stands in the current
   snapshot (what the platform itself found), and, when ground truth exists, **truth** — fraud that had begun
-  by the past as-of (a takeover that starts later was an honest account when it was scored);
+  by the past as-of (a takeover that starts later was an honest account when it was scored) — and
+  **confirmed fraud by T**, the two together: the platform's later blocks that were right and could have been
+  seen at the past as-of. The platform's recent blocks are the least reviewed (a wrong block is lifted only
+  after a contest), so "confirmed by T" can be mostly wrong blocks and future takeovers; ``confirmations``
+  says how many of each, and a model that ignores them is right to;
 - **lead time**: for customers the model flagged at its own threshold (chosen on the past validation split
   for precision 0.85) and the platform then blocked, days from the past as-of (when the model scored them)
-  to the platform's block. The back-test scores once, so the flag date is the past as-of for everyone.
+  to the platform's block — over all later blocks, and (``*_fraud`` keys, with truth) over the right ones.
+  The back-test scores once, so the flag date is the past as-of for everyone.
 """
 
 from __future__ import annotations
@@ -55,8 +60,9 @@ def truth_at(truth: pd.DataFrame, when: pd.Timestamp, label: str = "customer") -
     return pd.Series(y.to_numpy(), index=f"{label}:" + truth["customer_id"].astype(str))
 
 
-def lead_times(flagged: np.ndarray, block_at: pd.Series, scored_at: pd.Timestamp) -> dict[str, Any]:
-    """Days between the flag (the past as-of) and the platform's block, over flagged customers later blocked."""
+def lead_times(flagged: np.ndarray, block_at: pd.Series, scored_at: pd.Timestamp, suffix: str = "") -> dict[str, Any]:
+    """Days between the flag (the past as-of) and the platform's block, over flagged customers later blocked;
+    ``suffix`` names the keys of a narrower set of blocks (``_fraud``: the right ones)."""
     hit = flagged & block_at.notna().to_numpy()
     days = ((block_at[hit] - scored_at).dt.total_seconds() / DAY_S).to_numpy()
     out: dict[str, Any] = {"flagged": int(flagged.sum()), "flagged_then_blocked": int(hit.sum()),
@@ -65,7 +71,18 @@ def lead_times(flagged: np.ndarray, block_at: pd.Series, scored_at: pd.Timestamp
         out.update(median_days=float(np.median(days)), mean_days=float(days.mean()),
                    p25_days=float(np.percentile(days, 25)), p75_days=float(np.percentile(days, 75)))
     out["caught_early_share"] = out["flagged_then_blocked"] / out["confirmed"] if out["confirmed"] else float("nan")
-    return out
+    return {k if k == "flagged" else k + suffix: v for k, v in out.items()}
+
+
+def confirmations(block_at: pd.Series, truth: pd.DataFrame, scored_at: pd.Timestamp, label: str) -> dict[str, int]:
+    """What the platform's later blocks were, by the truth: fraud visible at the back-test date, fraud that
+    began after it (a takeover of a then-honest account), and honest customers (wrong blocks)."""
+    ids = block_at.index[block_at.notna().to_numpy()]
+    ever = pd.Series(truth["is_fraud"].astype(int).to_numpy() == 1,
+                     index=f"{label}:" + truth["customer_id"].astype(str)).reindex(ids).fillna(False)
+    begun = truth_at(truth, scored_at, label).reindex(ids).fillna(0.0) == 1.0
+    return {"confirmed": len(ids), "fraud_begun_by_then": int(begun.sum()),
+            "fraud_begun_after": int((ever & ~begun).sum()), "honest": int((~ever).sum())}
 
 
 def run_backtest(past: Any, current: GraphFrame, cfg: ModelConfig, conv: str = "edge",
@@ -93,8 +110,11 @@ def run_backtest(past: Any, current: GraphFrame, cfg: ModelConfig, conv: str = "
     models["neighbour_rule"] = neighbour_block_scores(past.frame, tg.label).reindex(ids).to_numpy(dtype=float)
     block_at = confirmed_after(current, scored_at, tg.label).reindex(ids)
     targets = {"confirmed_by_T": block_at.notna().to_numpy(dtype=float)}
+    fraud_block_at = None
     if truth is not None:
         targets["truth"] = truth_at(truth, scored_at, tg.label).reindex(ids).to_numpy(dtype=float)
+        fraud_block_at = block_at.where(targets["truth"] == 1.0)
+        targets["confirmed_fraud_by_T"] = fraud_block_at.notna().to_numpy(dtype=float)
     views = {}
     for target, y in targets.items():
         has = ~np.isnan(y)
@@ -102,10 +122,15 @@ def run_backtest(past: Any, current: GraphFrame, cfg: ModelConfig, conv: str = "
     lead = {name: lead_times(models[name] >= thresholds[name], block_at, scored_at) for name in thresholds}
     for name in lead:
         flagged = models[name] >= thresholds[name]
+        if fraud_block_at is not None:
+            lead[name].update(lead_times(flagged, fraud_block_at, scored_at, suffix="_fraud"))
         for target, y in targets.items():
             f = flagged & ~np.isnan(y)
             lead[name][f"precision_vs_{target}"] = float(y[f].mean()) if f.any() else float("nan")
     current_as_of = _utc(current.as_of)
-    return {"scored_at": scored_at.isoformat(), "current_as_of": current_as_of.isoformat(),
-            "horizon_days": (current_as_of - scored_at).total_seconds() / DAY_S, "scored": len(nodes),
-            "views": views, "lead_time": lead, "thresholds": thresholds}
+    out = {"scored_at": scored_at.isoformat(), "current_as_of": current_as_of.isoformat(),
+           "horizon_days": (current_as_of - scored_at).total_seconds() / DAY_S, "scored": len(nodes),
+           "views": views, "lead_time": lead, "thresholds": thresholds}
+    if truth is not None:
+        out["confirmations"] = confirmations(block_at, truth, scored_at, tg.label)
+    return out

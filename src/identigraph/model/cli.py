@@ -145,14 +145,22 @@ def print_backtest(bt: dict, out: Console = console) -> None:
             table.add_row(name, f"{m['n']:,}", f"{m['positives']:,}",
                           *(f"{m[k]:.4f}" for k in ("auroc", "auprc", "recall_at_p85", "precision_at_r50")))
         out.print(table)
+    if "confirmations" in bt:
+        c = bt["confirmations"]
+        out.print(f"the platform's {c['confirmed']:,} later fraud blocks, by the truth: {c['fraud_begun_by_then']:,} "
+                  f"fraud visible then, {c['fraud_begun_after']:,} fraud begun after, {c['honest']:,} honest")
     table = Table(title="lead time: flagged at the back-test date (own threshold), blocked by the platform later")
-    for col in ("", "flagged", "then blocked", "of confirmed", "median days", "p25–p75 days", "precision vs T",
-                "precision vs truth"):
+    cols = ["", "flagged", "then blocked", "of confirmed", "median days", "p25–p75 days", "precision vs T",
+            "precision vs truth"]
+    right = "flagged_then_blocked_fraud" in next(iter(bt["lead_time"].values()), {})
+    cols += ["then blocked, fraud", "median days, fraud"] if right else []
+    for col in cols:
         table.add_column(col, justify="right" if col else "left")
     for name, lt in bt["lead_time"].items():
         span = f"{lt['p25_days']:.0f}–{lt['p75_days']:.0f}" if "p25_days" in lt else "–"
+        extra = [f"{lt['flagged_then_blocked_fraud']:,}", f"{lt.get('median_days_fraud', float('nan')):.1f}"]
         table.add_row(name, f"{lt['flagged']:,}", f"{lt['flagged_then_blocked']:,}",
                       f"{lt['caught_early_share']:.3f}", f"{lt.get('median_days', float('nan')):.1f}", span,
                       f"{lt.get('precision_vs_confirmed_by_T', float('nan')):.3f}",
-                      f"{lt.get('precision_vs_truth', float('nan')):.3f}")
+                      f"{lt.get('precision_vs_truth', float('nan')):.3f}", *(extra if right else []))
     out.print(table)
