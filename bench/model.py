@@ -2,6 +2,7 @@
 
 Usage: python bench/model.py [--customers 50000] [--world-seeds 11,12,13] [--train-seeds 1,2,3]
                              [--profile hard] [--work DIR] [--only synthetic,backtest,tolokers,speed]
+                             [--no-backtest] [--combine FILE,FILE…]
 
 - synthetic: for each world seed, synth (``--profile hard``) → Spark snapshot at T and at T − 60 days →
   labels for each → for each training seed: ``run_train`` (the shipped model) and ``run_evaluate`` with the
@@ -9,6 +10,8 @@ Usage: python bench/model.py [--customers 50000] [--world-seeds 11,12,13] [--tra
   judged on unblocked test customers against the truth, plus the back-test (train as of T − 60, score the
   customers not blocked then, against the platform's confirmations by T and the truth, lead time). Figures
   are mean ± sd over every (world, training seed) run, and per world seed (mean over training seeds).
+  ``--no-backtest`` leaves the back-test out (it trains two more models per run); ``--combine`` builds this
+  section from the runs of result files written by such runs side by side (one per core), without training.
 - backtest: the back-test alone on the same worlds (every (world, training seed)), with what the platform's
   later blocks were by the truth and the models against the right ones among them; not in the default run
   (``synthetic`` runs it too).
@@ -136,7 +139,7 @@ def _targets(per_world: dict[str, dict[str, Any]], view: str = "test_unblocked_v
 
 
 def synthetic(work: Path, customers: int, world_seeds: list[int], train_seeds: list[int], profile: str,
-              threads: int) -> dict[str, Any]:
+              threads: int, with_backtest: bool = True) -> dict[str, Any]:
 
     from identigraph.config import load_settings
     from identigraph.model.config import load_model_config
@@ -152,7 +155,7 @@ def synthetic(work: Path, customers: int, world_seeds: list[int], train_seeds: l
         base = load_model_config(overrides={"training.threads": threads})
         t0 = time.perf_counter()
         current = prepare(paths["snapshot"], base, labels=paths["labels"])
-        past = prepare(paths["past_snapshot"], base, labels=paths["past_labels"])
+        past = prepare(paths["past_snapshot"], base, labels=paths["past_labels"]) if with_backtest else None
         prep_s = time.perf_counter() - t0
         label_report = json.loads((paths["labels"] / "report.json").read_text())
         world_runs = []
@@ -162,7 +165,8 @@ def synthetic(work: Path, customers: int, world_seeds: list[int], train_seeds: l
             print(f"== world {ws}, training seed {ts}", flush=True)
             _, metrics = run_train(paths["snapshot"], model_dir, cfg, labels=paths["labels"], prepared=current)
             evaluation = run_evaluate(paths["snapshot"], model_dir, cfg, labels=paths["labels"],
-                                      truth=paths["world"] / "truth.csv", prepared=current, backtest=past)
+                                      truth=paths["world"] / "truth.csv", prepared=current,
+                                      backtest=past if with_backtest else None)
             run = {"world_seed": ws, "train_seed": ts, "train": metrics, "evaluation": evaluation}
             print(json.dumps({"world": ws, "seed": ts, "test_unblocked_vs_truth": {
                 m: {k: round(v[k], 4) for k in METRICS}
@@ -228,6 +232,29 @@ def backtest(work: Path, customers: int, world_seeds: list[int], train_seeds: li
             "aggregate": {"backtest": agg["backtest"], "lead_time": agg["lead_time"]},
             "confirmations": {k: _mean_sd([r["evaluation"]["backtest"]["confirmations"][k] for r in runs])
                               for k in runs[0]["evaluation"]["backtest"]["confirmations"]}}
+
+
+def combine(files: list[Path]) -> dict[str, Any]:
+    """One ``synthetic`` section from the runs of several result files (training seeds run as separate
+    processes side by side), aggregated exactly as one run would have been."""
+    runs: list[dict[str, Any]] = []
+    worlds: dict[str, Any] = {}
+    head: dict[str, Any] = {}
+    for f in files:
+        syn = json.loads(f.read_text())["synthetic"]
+        head = head or {k: syn[k] for k in ("customers", "profile", "backtest_days")}
+        runs += syn["runs"]
+        for ws, w in syn["worlds"].items():
+            worlds.setdefault(ws, {k: v for k, v in w.items() if k != "aggregate"})
+    seen = [(r["world_seed"], r["train_seed"]) for r in runs]
+    if len(set(seen)) != len(seen):
+        raise SystemExit(f"combine: a (world, training seed) run appears twice in {files}")
+    for ws, w in worlds.items():
+        w["aggregate"] = _aggregate([r for r in runs if str(r["world_seed"]) == ws])
+    return {**head, "world_seeds": sorted({r["world_seed"] for r in runs}),
+            "train_seeds": sorted({r["train_seed"] for r in runs}), "runs": runs, "worlds": worlds,
+            "aggregate": _aggregate(runs), "targets": _targets({ws: w["aggregate"] for ws, w in worlds.items()}),
+            "combined_from": [str(f.relative_to(REPO)) if f.is_relative_to(REPO) else str(f) for f in files]}
 
 
 # ---- Tolokers ----------------------------------------------------------------------------------------------
@@ -331,6 +358,10 @@ def main() -> None:
     ap.add_argument("--profile", default="hard")
     ap.add_argument("--work", type=Path, default=None, help="keep worlds/snapshots here (reused when present)")
     ap.add_argument("--only", default="synthetic,tolokers,speed")
+    ap.add_argument("--combine", default="",
+                    help="FILE,FILE…: the synthetic section from these result files' runs (no training)")
+    ap.add_argument("--no-backtest", action="store_true",
+                    help="synthetic: the hold-out views only (the back-test trains two more models per run)")
     ap.add_argument("--tolokers-splits", type=int, default=5)
     ap.add_argument("--speed-customers", type=int, default=30_000)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "1")),
@@ -345,10 +376,13 @@ def main() -> None:
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "gpu": "no GPU lent to this task (device status: not drawn)"}
     only = set(args.only.split(","))
+    if args.combine:
+        result["synthetic"] = combine([Path(f) for f in args.combine.split(",")])
+        only -= {"synthetic"}
     seeds = [int(s) for s in args.world_seeds.split(",")]
     if "synthetic" in only:
-        result["synthetic"] = synthetic(work, args.customers, seeds,
-                                        [int(s) for s in args.train_seeds.split(",")], args.profile, args.threads)
+        result["synthetic"] = synthetic(work, args.customers, seeds, [int(s) for s in args.train_seeds.split(",")],
+                                        args.profile, args.threads, with_backtest=not args.no_backtest)
     if "backtest" in only:
         result["backtest"] = backtest(work, args.customers, seeds, [int(s) for s in args.train_seeds.split(",")],
                                       args.profile, args.threads)
