@@ -23,6 +23,9 @@ def test_demo_runs_every_stage_on_a_tiny_world(tmp_path):
     assert 0 < summary["model"]["threshold"] < 1 and summary["model"]["val"]["auprc"] > 0.5
     views = summary["evaluation"]["views"]
     assert set(views["test_unblocked_vs_truth"]) >= {"model", "rgcn_ablation", "gbdt_baseline"}
+    kinds = summary["evaluation"]["by_fraud_type"]["model"]  # hidden fraud per scenario, printed as a table
+    assert kinds and sum(k["positives"] for k in kinds.values()) == views["test_unblocked_vs_truth"]["model"]["positives"]
+    assert "by fraud scenario" in text
     decisions = summary["decisions"]
     assert {d["who"] for d in decisions} >= {"ring member (never blocked)", "household member (legitimate)"}
     for d in decisions:

@@ -16,7 +16,7 @@ from identigraph.model.config import load_model_config
 from identigraph.model.dataset import build_targets
 from identigraph.model.features import FeatureEncoder, mask_labels
 from identigraph.model.frame import read_snapshot
-from identigraph.model.metrics import recall_at_precision, summary, threshold_for_precision
+from identigraph.model.metrics import by_group, recall_at_precision, summary, threshold_for_precision
 from identigraph.model.nets import FraudGNN, RelationalConv, _plan
 from identigraph.model.train import predict, train
 from model_graphs import customer, link, live_edge_terms, make_frame
@@ -228,6 +228,20 @@ def test_metrics_and_threshold_choice():
     assert ok and ((s >= thr) & (y == 1)).sum() / (s >= thr).sum() >= 0.8
     thr, ok = threshold_for_precision(np.array([1, 0, 1, 0]), np.array([0.1, 0.9, 0.2, 0.8]), 0.99)
     assert not ok  # unreachable target is reported, not hidden
+
+
+def test_per_scenario_figures_show_a_scenario_the_average_hides():
+    """Rings on top, takeovers below one honest account: the queue at precision 1 holds every ring member
+    and no takeover, though the takeovers still rank above most honest customers."""
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 0, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.75, 0.8, 0.9])
+    kinds = np.array(["none"] * 4 + ["ato"] * 3 + ["none", "ring", "ring"])
+    rows = by_group(y, s, kinds, 1.0)
+    assert set(rows) == {"ato", "ring"}
+    assert rows["ring"] == {"positives": 2, "auroc": 1.0, "recall_in_queue": 1.0}
+    assert rows["ato"]["positives"] == 3 and rows["ato"]["recall_in_queue"] == 0.0
+    assert rows["ato"]["auroc"] == pytest.approx(12 / 15)  # each takeover beats 4 of the 5 honest customers
+    assert by_group(np.zeros(3), np.ones(3), np.array(["none"] * 3), 0.85) == {}
 
 
 def test_targets_from_property_validate_values(toy):

@@ -129,6 +129,17 @@ def print_evaluation(results: dict, out: Console = console) -> None:
         op = results["operating_point"]
         out.print(f"operating point (threshold {op['threshold']:.4f}) on unblocked test customers: "
                   f"{op['flagged']:,} flagged, precision {op['precision']:.3f}, recall {op['recall']:.3f}")
+    if results.get("by_fraud_type"):
+        kinds = sorted({k for rows in results["by_fraud_type"].values() for k in rows})
+        out.print("hidden fraud by scenario (unblocked test customers): AUROC against every honest customer · "
+                  "share in the queue at precision 0.85 (positives)")
+        table = Table(title="by fraud scenario")
+        for col in ("", *kinds):
+            table.add_column(col, justify="right" if col else "left")
+        for name, rows in results["by_fraud_type"].items():
+            table.add_row(name, *(f"{rows[k]['auroc']:.3f} · {rows[k]['recall_in_queue']:.2f} ({rows[k]['positives']})"
+                                  if k in rows else "–" for k in kinds))
+        out.print(table)
     if "backtest" in results:
         print_backtest(results["backtest"], out)
 

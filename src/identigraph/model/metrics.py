@@ -48,3 +48,22 @@ def summary(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
         "recall_at_p90": recall_at_precision(y, score, 0.90),
         "precision_at_r50": precision_at_recall(y, score, 0.5),
     }
+
+
+def by_group(y: np.ndarray, score: np.ndarray, groups: np.ndarray, precision: float) -> dict[str, dict[str, float]]:
+    """Per kind of positive (a fraud scenario), how it ranks against every negative (AUROC) and how much of it
+    the queue at ``precision`` over all kinds holds: a model can win on average and miss one scenario whole."""
+    y = np.asarray(y).astype(int)
+    score = np.asarray(score, dtype=float)
+    if y.min() == y.max():
+        return {}
+    cut, reached = threshold_for_precision(y, score, precision)
+    flagged = score >= cut if reached else np.zeros(len(y), bool)
+    neg = y == 0
+    out = {}
+    for g in sorted(set(np.asarray(groups)[y == 1].tolist())):
+        pos = (y == 1) & (groups == g)
+        both = pos | neg
+        out[str(g)] = {"positives": int(pos.sum()), "auroc": float(roc_auc_score(y[both], score[both])),
+                       "recall_in_queue": float(flagged[pos].mean())}
+    return out

@@ -20,7 +20,7 @@ from identigraph.model.config import ModelConfig
 from identigraph.model.dataset import Targets, build_targets, parse_target
 from identigraph.model.features import FeatureEncoder, GraphTensors
 from identigraph.model.frame import GraphFrame, read_snapshot
-from identigraph.model.metrics import summary
+from identigraph.model.metrics import by_group, summary
 from identigraph.model.train import TrainResult, predict, train
 
 Log = Callable[[str], None]
@@ -199,16 +199,22 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
             sel = part & ~blocked & has_truth
             views[name] = (p.nodes[sel], truth_y[sel])
     results: dict[str, Any] = {"views": {}, "threshold": loaded.threshold, "version": loaded.version}
+    scores: dict[str, dict[str, np.ndarray]] = {}
     for view, (nodes, y) in views.items():
-        results["views"][view] = {name: summary(y, fn(nodes)) for name, fn in scorers.items()}
-    if truth is not None:  # at the model's own operating threshold, on the unblocked test customers
+        scores[view] = {name: fn(nodes) for name, fn in scorers.items()}
+        results["views"][view] = {name: summary(y, s) for name, s in scores[view].items()}
+    if truth_table is not None:  # at the model's own operating threshold, on the unblocked test customers
         nodes, y = views["test_unblocked_vs_truth"]
-        s = scorers["model"](nodes)
-        flagged = s >= loaded.threshold
+        flagged = scores["test_unblocked_vs_truth"]["model"] >= loaded.threshold
         results["operating_point"] = {
             "threshold": loaded.threshold, "flagged": int(flagged.sum()),
             "precision": float(y[flagged].mean()) if flagged.any() else float("nan"),
             "recall": float(flagged[y == 1].mean()) if (y == 1).any() else float("nan")}
+        # the same customers per fraud scenario: which kinds of hidden fraud each scorer finds
+        kind = truth_table.set_index(f"{tg.label}:" + truth_table["customer_id"])["fraud_type"]
+        kinds = kind.reindex(t.node_ids[nodes]).fillna("none").astype(str).to_numpy()
+        results["by_fraud_type"] = {name: by_group(y, s, kinds, cfg.target_precision)
+                                    for name, s in scores["test_unblocked_vs_truth"].items()}
     if backtest is not None:
         results["backtest"] = run_backtest(backtest, p.frame, cfg, conv=loaded.metrics.get("conv", "edge"),
                                            truth=truth_table, log=log)
