@@ -112,6 +112,12 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for m in bts[0]["lead_time"]:
             keys = [k for k, v in bts[0]["lead_time"][m].items() if isinstance(v, (int, float))]
             out["lead_time"][m] = {k: _mean_sd([b["lead_time"][m].get(k, float("nan")) for b in bts]) for k in keys}
+    kinds = [r["evaluation"]["by_fraud_type"] for r in runs if r["evaluation"].get("by_fraud_type")]
+    if kinds:  # runs before the per-scenario figures existed have none; "n" says over how many runs
+        out["by_fraud_type"] = {m: {k: {f: _mean_sd([b[m][k][f] for b in kinds if k in b[m]])
+                                        for f in ("positives", "auroc", "recall_in_queue")}
+                                    for k in sorted({k for b in kinds for k in b[m]})}
+                                for m in kinds[0]}
     if all("train" in r for r in runs):
         out["train_seconds"] = _mean_sd([r["train"]["train_seconds"] for r in runs])
         out["best_epoch"] = _mean_sd([r["train"]["best_epoch"] for r in runs])
