@@ -210,7 +210,9 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
             "threshold": loaded.threshold, "flagged": int(flagged.sum()),
             "precision": float(y[flagged].mean()) if flagged.any() else float("nan"),
             "recall": float(flagged[y == 1].mean()) if (y == 1).any() else float("nan")}
+    if truth_table is not None and "fraud_type" in truth_table:
         # the same customers per fraud scenario: which kinds of hidden fraud each scorer finds
+        nodes, y = views["test_unblocked_vs_truth"]
         kind = truth_table.set_index(f"{tg.label}:" + truth_table["customer_id"])["fraud_type"]
         kinds = kind.reindex(t.node_ids[nodes]).fillna("none").astype(str).to_numpy()
         results["by_fraud_type"] = {name: by_group(y, s, kinds, cfg.target_precision)
