@@ -288,7 +288,10 @@ def tolokers_snapshot(out: Path, split: int) -> np.ndarray:
     return split_names
 
 
-def tolokers(work: Path, splits: int, threads: int) -> dict:
+def tolokers(work: Path, splits: int, threads: int, epochs: int | None = None,
+             progress: Path | None = None) -> dict:
+    """``epochs``: a cap for both networks (no early stop before it), for a run that must fit a session;
+    ``progress``: rewritten after every split, so a run cut short keeps the splits it finished."""
     from identigraph.model.baseline import GBDTBaseline
     from identigraph.model.config import load_model_config
     from identigraph.model.metrics import summary
@@ -296,8 +299,9 @@ def tolokers(work: Path, splits: int, threads: int) -> dict:
     from identigraph.model.train import predict, train
 
     y_true = np.load(TOLOKERS)["node_labels"]
+    cap = {"training.epochs": epochs, "training.patience": epochs} if epochs else {}
     cfg = load_model_config(overrides={"target_label": "worker", "label_columns": {}, "time_property": None,
-                                       "training.threads": threads})
+                                       "training.threads": threads, **cap})
     per_split = []
     for s in range(splits):
         root = work / f"tolokers-{s}"
@@ -323,9 +327,11 @@ def tolokers(work: Path, splits: int, threads: int) -> dict:
                                 "seconds": time.perf_counter() - t0}
         print(json.dumps({m: round(v["auroc"], 4) for m, v in row.items() if isinstance(v, dict)}), flush=True)
         per_split.append(row)
+        if progress is not None:
+            progress.write_text(json.dumps({"epochs_cap": epochs, "splits": per_split}, indent=2, default=str))
     mean = {m: {k: _mean_sd([r[m][k] for r in per_split]) for k in ("auroc", "auprc")}
             for m in ("model", "rgcn_ablation", "gbdt_baseline")}
-    return {"splits": per_split, "mean": mean}
+    return {"epochs_cap": epochs, "threads": threads, "splits": per_split, "mean": mean}
 
 
 # ---- speed -------------------------------------------------------------------------------------------------
@@ -369,6 +375,8 @@ def main() -> None:
     ap.add_argument("--no-backtest", action="store_true",
                     help="synthetic: the hold-out views only (the back-test trains two more models per run)")
     ap.add_argument("--tolokers-splits", type=int, default=5)
+    ap.add_argument("--tolokers-epochs", type=int, default=None,
+                    help="cap both networks' epochs (default: the model configuration's, with early stopping)")
     ap.add_argument("--speed-customers", type=int, default=30_000)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "1")),
                     help="torch intra-op threads (1: faster than 2 on this shared 2-core VM)")
@@ -393,7 +401,8 @@ def main() -> None:
         result["backtest"] = backtest(work, args.customers, seeds, [int(s) for s in args.train_seeds.split(",")],
                                       args.profile, args.threads)
     if "tolokers" in only:
-        result["tolokers"] = tolokers(work, args.tolokers_splits, args.threads)
+        result["tolokers"] = tolokers(work, args.tolokers_splits, args.threads, args.tolokers_epochs,
+                                      progress=args.out.with_suffix(".partial.json"))
     if "speed" in only:
         result["speed"] = speed(work, args.speed_customers, seeds[0], args.profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
