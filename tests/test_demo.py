@@ -23,6 +23,10 @@ def test_demo_runs_every_stage_on_a_tiny_world(tmp_path):
     assert 0 < summary["model"]["threshold"] < 1 and summary["model"]["val"]["auprc"] > 0.5
     views = summary["evaluation"]["views"]
     assert set(views["test_unblocked_vs_truth"]) >= {"model", "rgcn_ablation", "gbdt_baseline"}
+    for net in ("model", "rgcn_ablation"):  # where each network stopped, so a cut-short comparison shows
+        run = summary["evaluation"]["training"][net]
+        assert 1 <= run["best_epoch"] <= run["epochs_run"] <= 25
+    assert "best epoch / epochs run: model " in text
     kinds = summary["evaluation"]["by_fraud_type"]["model"]  # hidden fraud per scenario, printed as a table
     assert kinds and sum(k["positives"] for k in kinds.values()) == views["test_unblocked_vs_truth"]["model"]["positives"]
     assert "by fraud scenario" in text

@@ -129,6 +129,9 @@ def print_evaluation(results: dict, out: Console = console) -> None:
         op = results["operating_point"]
         out.print(f"operating point (threshold {op['threshold']:.4f}) on unblocked test customers: "
                   f"{op['flagged']:,} flagged, precision {op['precision']:.3f}, recall {op['recall']:.3f}")
+    if "training" in results:
+        out.print("best epoch / epochs run: " + ", ".join(
+            f"{name} {r['best_epoch']}/{r['epochs_run']}" for name, r in results["training"].items()))
     if results.get("by_fraud_type"):
         kinds = sorted({k for rows in results["by_fraud_type"].values() for k in rows})
         out.print("hidden fraud by scenario (unblocked test customers): AUROC against every honest customer · "

@@ -199,6 +199,12 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
             sel = part & ~blocked & has_truth
             views[name] = (p.nodes[sel], truth_y[sel])
     results: dict[str, Any] = {"views": {}, "threshold": loaded.threshold, "version": loaded.version}
+    # where each network stopped: a best epoch at the cap says it had not converged, and a comparison
+    # between the two is only fair when neither was cut short
+    results["training"] = {
+        "model": {k: loaded.metrics.get(k) for k in ("best_epoch", "epochs_run", "train_seconds")},
+        "rgcn_ablation": {"best_epoch": ablation.best_epoch, "epochs_run": len(ablation.history),
+                          "train_seconds": ablation.seconds}}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for view, (nodes, y) in views.items():
         scores[view] = {name: fn(nodes) for name, fn in scorers.items()}
