@@ -2,7 +2,7 @@
 
 Usage: python bench/model.py [--customers 50000] [--world-seeds 11,12,13] [--train-seeds 1,2,3]
                              [--profile hard] [--work DIR] [--only synthetic,backtest,tolokers,speed]
-                             [--no-backtest] [--combine FILE,FILE…]
+                             [--no-backtest] [--combine FILE,FILE…] [--tolokers-splits 5] [--tolokers-epochs N]
 
 - synthetic: for each world seed, synth (``--profile hard``) → Spark snapshot at T and at T − 60 days →
   labels for each → for each training seed: ``run_train`` (the shipped model) and ``run_evaluate`` with the
@@ -16,7 +16,8 @@ Usage: python bench/model.py [--customers 50000] [--world-seeds 11,12,13] [--tra
   later blocks were by the truth and the models against the right ones among them; not in the default run
   (``synthetic`` runs it too).
 - tolokers: ../shared/data/tolokers.npz as a snapshot (test labels hidden), official splits 0–4, model vs
-  plain RGCN vs GBDT.
+  plain RGCN vs GBDT; ``--tolokers-epochs`` caps both networks (no early stop before the cap) for a run that
+  must fit a session, and each finished split is kept in ``<out>.partial.json`` as it goes.
 - speed: ``identigraph train`` on a 30,000-customer hard world as a whole process (wall time, CPU time,
   peak RSS of the process tree), under the benchmark lock when run by ``flock``.
 """
