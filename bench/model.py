@@ -303,6 +303,7 @@ def tolokers(work: Path, splits: int, threads: int, epochs: int | None = None,
     cap = {"training.epochs": epochs, "training.patience": epochs} if epochs else {}
     cfg = load_model_config(overrides={"target_label": "worker", "label_columns": {}, "time_property": None,
                                        "training.threads": threads, **cap})
+    head = {"epochs_cap": epochs, "threads": threads}
     per_split = []
     for s in range(splits):
         root = work / f"tolokers-{s}"
@@ -329,10 +330,10 @@ def tolokers(work: Path, splits: int, threads: int, epochs: int | None = None,
         print(json.dumps({m: round(v["auroc"], 4) for m, v in row.items() if isinstance(v, dict)}), flush=True)
         per_split.append(row)
         if progress is not None:
-            progress.write_text(json.dumps({"epochs_cap": epochs, "splits": per_split}, indent=2, default=str))
+            progress.write_text(json.dumps({**head, "splits": per_split}, indent=2, default=str))
     mean = {m: {k: _mean_sd([r[m][k] for r in per_split]) for k in ("auroc", "auprc")}
             for m in ("model", "rgcn_ablation", "gbdt_baseline")}
-    return {"epochs_cap": epochs, "threads": threads, "splits": per_split, "mean": mean}
+    return {**head, "splits": per_split, "mean": mean}
 
 
 # ---- speed -------------------------------------------------------------------------------------------------
