@@ -163,6 +163,27 @@ def test_residual_gate_starts_as_the_plain_rgcn_learns_from_edges_and_drops_them
         assert torch.equal(dropped([x], [0] * r, x, plan), kept.eval()([x], [0] * r, x, plan))  # scoring: never
 
 
+def test_a_relation_whose_edges_share_one_attribute_row_gets_the_same_messages_from_one_gate():
+    torch.manual_seed(0)
+    n, e, d, r, de = 30, 300, 8, 3, 4
+    x, ei, et = torch.randn(n, d), torch.randint(0, n, (2, e)), torch.randint(0, r, (e,))
+    ea = torch.randn(e, de)
+    ea[et == 1] = torch.tensor([0.5, -1.0, 0.0, 2.0])  # relation 1: constant rows; relation 2: all zero
+    ea[et == 2] = 0.0
+    plan = _plan(ei, et, ea, r, n, None, per_edge=False)
+    assert plan.constant_attr is not None
+    assert [c is not None for c in plan.constant_attr] == [False, True, True]
+    for gate in ("residual", "sigmoid"):
+        conv = live_edge_terms(RelationalConv(d, r, de, edge_gate=gate)).eval()
+        general = _plan(ei, et, ea, r, n, None, per_edge=False)
+        general.constant_attr = None  # the per-edge gate everywhere
+        assert torch.allclose(conv([x], [0] * r, x, plan), conv([x], [0] * r, x, general), atol=1e-5)
+        assert torch.allclose(conv([x], [0] * r, x, plan),
+                              conv([x], [0] * r, x, _plan(ei, et, ea, r, n, None, per_edge=True)), atol=1e-5)
+    dropped = live_edge_terms(RelationalConv(d, r, de, edge_dropout=0.5))  # training with edge dropout: per edge
+    assert not torch.allclose(dropped([x], [0] * r, x, plan), dropped([x], [0] * r, x, plan))
+
+
 def test_models_saved_before_the_gate_choice_load_with_the_sigmoid_gate(tmp_path, toy):
     _frame, enc, t = toy
     model = FraudGNN(t.x.shape[1], 16, len(t.relations), t.edge_attr.shape[1], edge_gate="sigmoid")

@@ -66,6 +66,9 @@ class LayerPlan:
     # small layers (≤ SMALL_GRAPH_EDGES edges) only, in the same edge order as dst: (source rows, relations,
     # attributes); the per-relation fields above are then empty
     per_edge: tuple[Tensor, Tensor, Tensor] | None = None
+    # per relation: its edges' one attribute row [1, edge_dim] when they all share it (a graph without link
+    # properties, e.g. Tolokers), else None — the gate and shift are then one row, folded into W_r
+    constant_attr: list[Tensor | None] | None = None
 
 
 def _positions(nodes: Tensor, num_nodes: int) -> Tensor:
@@ -101,9 +104,10 @@ def _plan(edge_index: Tensor, edge_type: Tensor, edge_attr: Tensor, num_relation
     key = dst * num_relations + edge_type.index_select(0, order)
     deg = torch.bincount(key, minlength=num_out * num_relations)
     norm = (1.0 / deg.index_select(0, key).to(edge_attr.dtype)).unsqueeze(1)
-    return LayerPlan(out_nodes=out_nodes, counts=counts, src=srcs, inverse=inverses,
-                     edge_attr=list(edge_attr.index_select(0, order).split(counts)), dst=dst, key=key, norm=norm,
-                     num_out=num_out)
+    attrs = list(edge_attr.index_select(0, order).split(counts))
+    constant = [a[:1] if len(a) and bool((a == a[:1]).all()) else None for a in attrs]
+    return LayerPlan(out_nodes=out_nodes, counts=counts, src=srcs, inverse=inverses, edge_attr=attrs, dst=dst,
+                     key=key, norm=norm, num_out=num_out, constant_attr=constant)
 
 
 class RelationalConv(nn.Module):
@@ -138,10 +142,17 @@ class RelationalConv(nn.Module):
         for r in range(self.num_relations if plan.per_edge is None else 0):
             if plan.counts[r] == 0:
                 continue
-            m = (states[source_state[r]].index_select(0, plan.src[r]) @ self.weight[r]).index_select(0, plan.inverse[r])
-            if self.edge_features:
-                g, add = (self._attr(plan.edge_attr[r]) @ self.edge_weight[r]).split(self.channels, dim=1)
-                m = m * self._gate(g + self.gate_bias[r]) + add
+            h_src = states[source_state[r]].index_select(0, plan.src[r])
+            row = plan.constant_attr[r] if plan.constant_attr is not None else None
+            if self.edge_features and row is not None and not (self.training and self.edge_dropout):
+                # one gate and shift for the whole relation: per source, not per edge (same message)
+                g, add = (row @ self.edge_weight[r]).split(self.channels, dim=1)
+                m = (h_src @ (self.weight[r] * self._gate(g + self.gate_bias[r])) + add).index_select(0, plan.inverse[r])
+            else:
+                m = (h_src @ self.weight[r]).index_select(0, plan.inverse[r])
+                if self.edge_features:
+                    g, add = (self._attr(plan.edge_attr[r]) @ self.edge_weight[r]).split(self.channels, dim=1)
+                    m = m * self._gate(g + self.gate_bias[r]) + add
             msgs.append(m)
         out = self.root(h_out)
         if not msgs:
