@@ -3,6 +3,7 @@
 Usage: python bench/model.py [--customers 50000] [--world-seeds 11,12,13] [--train-seeds 1,2,3]
                              [--profile hard] [--work DIR] [--only synthetic,backtest,tolokers,speed]
                              [--no-backtest] [--combine FILE,FILE…] [--tolokers-splits 5] [--tolokers-epochs N]
+                             [--tolokers-nets model,rgcn_ablation]
 
 - synthetic: for each world seed, synth (``--profile hard``) → Spark snapshot at T and at T − 60 days →
   labels for each → for each training seed: ``run_train`` (the shipped model) and ``run_evaluate`` with the
@@ -12,12 +13,14 @@ Usage: python bench/model.py [--customers 50000] [--world-seeds 11,12,13] [--tra
   are mean ± sd over every (world, training seed) run, and per world seed (mean over training seeds).
   ``--no-backtest`` leaves the back-test out (it trains two more models per run); ``--combine`` builds this
   section from the runs of result files written by such runs side by side (one per core), without training.
+  The runs finished so far are kept in ``<out>.partial.json`` as it goes.
 - backtest: the back-test alone on the same worlds (every (world, training seed)), with what the platform's
   later blocks were by the truth and the models against the right ones among them; not in the default run
   (``synthetic`` runs it too).
 - tolokers: ../shared/data/tolokers.npz as a snapshot (test labels hidden), official splits 0–4, model vs
-  plain RGCN vs GBDT; ``--tolokers-epochs`` caps both networks (no early stop before the cap) for a run that
-  must fit a session, and each finished split is kept in ``<out>.partial.json`` as it goes.
+  plain RGCN vs GBDT vs the stacked blend of the model and the GBDT; ``--tolokers-epochs`` caps both
+  networks (no early stop before the cap) for a run that must fit a session, ``--tolokers-nets model`` skips
+  the ablation, and each finished split is kept in ``<out>.partial.json`` as it goes.
 - speed: ``identigraph train`` on a 30,000-customer hard world as a whole process (wall time, CPU time,
   peak RSS of the process tree), under the benchmark lock when run by ``flock``.
 """
@@ -142,11 +145,16 @@ def _targets(per_world: dict[str, dict[str, Any]], view: str = "test_unblocked_v
             "neighbour_rule_recall_at_p85": v["neighbour_rule"]["recall_at_p85"]["mean"],
             "gbdt_recall_at_p85": g["recall_at_p85"]["mean"],
         }
+        if "stacked_blend" in v:  # the stacked candidate against the model alone and the GBDT
+            st = v["stacked_blend"]
+            rows[ws].update({f"stacked_minus_{name}_{k}": st[k]["mean"] - v[name][k]["mean"]
+                             for name in ("model", "gbdt_baseline") for k in ("auprc", "recall_at_p85")})
     return rows
 
 
 def synthetic(work: Path, customers: int, world_seeds: list[int], train_seeds: list[int], profile: str,
-              threads: int, with_backtest: bool = True) -> dict[str, Any]:
+              threads: int, with_backtest: bool = True, progress: Path | None = None) -> dict[str, Any]:
+    """``progress``: the runs so far, rewritten after each, so a run cut short keeps what it finished."""
 
     from identigraph.config import load_settings
     from identigraph.model.config import load_model_config
@@ -179,6 +187,9 @@ def synthetic(work: Path, customers: int, world_seeds: list[int], train_seeds: l
                 m: {k: round(v[k], 4) for k in METRICS}
                 for m, v in evaluation["views"]["test_unblocked_vs_truth"].items()}}), flush=True)
             world_runs.append(run)
+            if progress is not None:
+                progress.write_text(json.dumps({"customers": customers, "profile": profile,
+                                                "runs": runs + world_runs}, indent=2, default=str))
         runs += world_runs
         worlds[str(ws)] = {"graph": {"nodes": len(current.tensors.x),
                                      "directed_edges": int(current.tensors.edge_index.shape[1]),
@@ -290,20 +301,24 @@ def tolokers_snapshot(out: Path, split: int) -> np.ndarray:
 
 
 def tolokers(work: Path, splits: int, threads: int, epochs: int | None = None,
-             progress: Path | None = None) -> dict:
+             progress: Path | None = None, nets: tuple[str, ...] = ("model", "rgcn_ablation")) -> dict:
     """``epochs``: a cap for both networks (no early stop before it), for a run that must fit a session;
-    ``progress``: rewritten after every split, so a run cut short keeps the splits it finished."""
+    ``progress``: rewritten after every split, so a run cut short keeps the splits it finished; ``nets``:
+    which networks to train (the RGCN ablation equals the edge-aware conv here: Tolokers has no edge
+    features). The stacked blend (``model.stacking``) takes its weight from the validation split."""
     from identigraph.model.baseline import GBDTBaseline
     from identigraph.model.config import load_model_config
     from identigraph.model.metrics import summary
     from identigraph.model.pipeline import prepare
+    from identigraph.model.stacking import fit_blend
     from identigraph.model.train import predict, train
 
     y_true = np.load(TOLOKERS)["node_labels"]
     cap = {"training.epochs": epochs, "training.patience": epochs} if epochs else {}
     cfg = load_model_config(overrides={"target_label": "worker", "label_columns": {}, "time_property": None,
                                        "training.threads": threads, **cap})
-    head = {"epochs_cap": epochs, "threads": threads}
+    head = {"epochs_cap": epochs, "threads": threads, "nets": list(nets)}
+    convs = {"model": "edge", "rgcn_ablation": "rgcn"}
     per_split = []
     for s in range(splits):
         root = work / f"tolokers-{s}"
@@ -312,28 +327,38 @@ def tolokers(work: Path, splits: int, threads: int, epochs: int | None = None,
         order = np.array([int(i.split(":")[1]) for i in p.targets.ids])
         test_nodes = p.nodes[split[order] == "test"]
         y_test = y_true[order][split[order] == "test"]
-        row: dict[str, Any] = {"split": s}
-        for name, conv in (("model", "edge"), ("rgcn_ablation", "rgcn")):
-            t0 = time.perf_counter()
-            res = train(p.tensors, p.targets, cfg, conv=conv,
-                        log=lambda m, s=s, conv=conv: print(f"  [{s} {conv}] {m}", flush=True))
-            row[name] = {**summary(y_test, predict(res.model, p.tensors, test_nodes, cfg, mode=res.mode)),
-                         "seconds": time.perf_counter() - t0, "best_epoch": res.best_epoch,
-                         "epoch_seconds": res.epoch_seconds}
         known = ~np.isnan(p.targets.y)
         tr = known & (p.targets.split == "train")
         va = known & (p.targets.split == "val")
+        row: dict[str, Any] = {"split": s}
+        val_scores, test_scores = {}, {}
+        for name in nets:
+            conv = convs[name]
+            t0 = time.perf_counter()
+            res = train(p.tensors, p.targets, cfg, conv=conv,
+                        log=lambda m, s=s, conv=conv: print(f"  [{s} {conv}] {m}", flush=True))
+            test_scores[name] = predict(res.model, p.tensors, test_nodes, cfg, mode=res.mode)
+            val_scores[name] = predict(res.model, p.tensors, p.nodes[va], cfg, mode=res.mode)
+            row[name] = {**summary(y_test, test_scores[name]), "seconds": time.perf_counter() - t0,
+                         "best_epoch": res.best_epoch, "epochs_run": len(res.history),
+                         "epoch_seconds": res.epoch_seconds}
         t0 = time.perf_counter()
         gbdt = GBDTBaseline(cfg).fit(p.tensors, p.nodes[tr], p.targets.y[tr], p.nodes[va], p.targets.y[va])
-        row["gbdt_baseline"] = {**summary(y_test, gbdt.predict(p.tensors, test_nodes)),
-                                "seconds": time.perf_counter() - t0}
+        test_scores["gbdt_baseline"] = gbdt.predict(p.tensors, test_nodes)
+        row["gbdt_baseline"] = {**summary(y_test, test_scores["gbdt_baseline"]), "seconds": time.perf_counter() - t0}
+        net = nets[0]
+        blend = fit_blend(p.targets.y[va], val_scores[net], gbdt.predict(p.tensors, p.nodes[va]))
+        row["stacked_blend"] = {**summary(y_test, blend(test_scores[net], test_scores["gbdt_baseline"])),
+                                "network": net, "weight_on_network": blend.weight, "val_auprc": blend.val_auprc}
+        row["peak_rss_mb_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({m: round(v["auroc"], 4) for m, v in row.items() if isinstance(v, dict)}), flush=True)
         per_split.append(row)
         if progress is not None:
             progress.write_text(json.dumps({**head, "splits": per_split}, indent=2, default=str))
     mean = {m: {k: _mean_sd([r[m][k] for r in per_split]) for k in ("auroc", "auprc")}
-            for m in ("model", "rgcn_ablation", "gbdt_baseline")}
-    return {**head, "splits": per_split, "mean": mean}
+            for m in (*nets, "gbdt_baseline", "stacked_blend")}
+    return {**head, "splits": per_split, "mean": mean,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 # ---- speed -------------------------------------------------------------------------------------------------
@@ -379,6 +404,8 @@ def main() -> None:
     ap.add_argument("--tolokers-splits", type=int, default=5)
     ap.add_argument("--tolokers-epochs", type=int, default=None,
                     help="cap both networks' epochs (default: the model configuration's, with early stopping)")
+    ap.add_argument("--tolokers-nets", default="model,rgcn_ablation",
+                    help="the networks to train on Tolokers (model: edge-aware; rgcn_ablation: plain RGCN)")
     ap.add_argument("--speed-customers", type=int, default=30_000)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "1")),
                     help="torch intra-op threads (1: faster than 2 on this shared 2-core VM)")
@@ -398,13 +425,15 @@ def main() -> None:
     seeds = [int(s) for s in args.world_seeds.split(",")]
     if "synthetic" in only:
         result["synthetic"] = synthetic(work, args.customers, seeds, [int(s) for s in args.train_seeds.split(",")],
-                                        args.profile, args.threads, with_backtest=not args.no_backtest)
+                                        args.profile, args.threads, with_backtest=not args.no_backtest,
+                                        progress=args.out.with_suffix(".partial.json"))
     if "backtest" in only:
         result["backtest"] = backtest(work, args.customers, seeds, [int(s) for s in args.train_seeds.split(",")],
                                       args.profile, args.threads)
     if "tolokers" in only:
         result["tolokers"] = tolokers(work, args.tolokers_splits, args.threads, args.tolokers_epochs,
-                                      progress=args.out.with_suffix(".partial.json"))
+                                      progress=args.out.with_suffix(".partial.json"),
+                                      nets=tuple(args.tolokers_nets.split(",")))
     if "speed" in only:
         result["speed"] = speed(work, args.speed_customers, seeds[0], args.profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)

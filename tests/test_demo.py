@@ -27,6 +27,9 @@ def test_demo_runs_every_stage_on_a_tiny_world(tmp_path):
         run = summary["evaluation"]["training"][net]
         assert 1 <= run["best_epoch"] <= run["epochs_run"] <= 25
     assert "best epoch / epochs run: model " in text
+    blend = summary["evaluation"]["stacked_blend"]  # the GNN + GBDT candidate, its weight from validation
+    assert 0.0 <= blend["weight_on_model"] <= 1.0 and "stacked_blend" in views["test_unblocked_vs_truth"]
+    assert "stacked_blend (a candidate, not served): " in text
     kinds = summary["evaluation"]["by_fraud_type"]["model"]  # hidden fraud per scenario, printed as a table
     assert kinds and sum(k["positives"] for k in kinds.values()) == views["test_unblocked_vs_truth"]["model"]["positives"]
     assert "by fraud scenario" in text

@@ -18,6 +18,7 @@ from identigraph.model.features import FeatureEncoder, mask_labels
 from identigraph.model.frame import read_snapshot
 from identigraph.model.metrics import by_group, recall_at_precision, summary, threshold_for_precision
 from identigraph.model.nets import FraudGNN, RelationalConv, _plan
+from identigraph.model.stacking import fit_blend
 from identigraph.model.train import predict, train
 from model_graphs import customer, link, live_edge_terms, make_frame
 
@@ -182,6 +183,24 @@ def test_a_relation_whose_edges_share_one_attribute_row_gets_the_same_messages_f
                               conv([x], [0] * r, x, _plan(ei, et, ea, r, n, None, per_edge=True)), atol=1e-5)
     dropped = live_edge_terms(RelationalConv(d, r, de, edge_dropout=0.5))  # training with edge dropout: per edge
     assert not torch.allclose(dropped([x], [0] * r, x, plan), dropped([x], [0] * r, x, plan))
+
+
+def test_the_stacked_blend_leans_on_whichever_model_validation_prefers():
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.2).astype(float)
+    sharp = 1 / (1 + np.exp(-(4 * y - 2 + rng.normal(0, 0.8, y.size))))  # separates the classes
+    noise = rng.random(y.size)  # knows nothing
+    assert fit_blend(y, sharp, noise).weight == 1.0  # all on the network
+    assert fit_blend(y, noise, sharp).weight == 0.0  # all on the GBDT
+    half = 1 / (1 + np.exp(-(2 * y - 1 + rng.normal(0, 1.0, y.size))))  # two half-informed, independent models
+    other = 1 / (1 + np.exp(-(2 * y - 1 + rng.normal(0, 1.0, y.size))))
+    b = fit_blend(y, half, other)
+    assert 0.0 < b.weight < 1.0
+    blended = summary(y, b(half, other))["auprc"]
+    assert blended > max(summary(y, half)["auprc"], summary(y, other)["auprc"])
+    assert b.val_auprc == pytest.approx(blended)
+    with pytest.raises(ValueError, match="one class"):
+        fit_blend(np.zeros(10), half[:10], other[:10])
 
 
 def test_models_saved_before_the_gate_choice_load_with_the_sigmoid_gate(tmp_path, toy):

@@ -132,6 +132,10 @@ def print_evaluation(results: dict, out: Console = console) -> None:
     if "training" in results:
         out.print("best epoch / epochs run: " + ", ".join(
             f"{name} {r['best_epoch']}/{r['epochs_run']}" for name, r in results["training"].items()))
+    if "stacked_blend" in results:
+        w = results["stacked_blend"]["weight_on_model"]
+        out.print(f"stacked_blend (a candidate, not served): {w:.1f} × model + {1 - w:.1f} × GBDT on standardised "
+                  f"logits, weight picked on validation (AUPRC {results['stacked_blend']['val_auprc']:.4f})")
     if results.get("by_fraud_type"):
         kinds = sorted({k for rows in results["by_fraud_type"].values() for k in rows})
         out.print("hidden fraud by scenario (unblocked test customers): AUROC against every honest customer · "

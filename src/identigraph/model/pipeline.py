@@ -21,6 +21,7 @@ from identigraph.model.dataset import Targets, build_targets, parse_target
 from identigraph.model.features import FeatureEncoder, GraphTensors
 from identigraph.model.frame import GraphFrame, read_snapshot
 from identigraph.model.metrics import by_group, summary
+from identigraph.model.stacking import Blend, fit_blend
 from identigraph.model.train import TrainResult, predict, train
 
 Log = Callable[[str], None]
@@ -184,6 +185,11 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
         "rgcn_ablation": lambda nodes: predict(ablation.model, t, nodes, cfg, mode=ablation.mode),
         "gbdt_baseline": lambda nodes: gbdt.predict(t, nodes),
     }
+    y_val = tg.y[known & (tg.split == "val")]
+    blend: Blend | None = None
+    if len(np.unique(y_val)) == 2:  # a stacked GNN + GBDT candidate, its weight picked on validation
+        blend = b = fit_blend(y_val, scorers["model"](val_nodes), scorers["gbdt_baseline"](val_nodes))
+        scorers["stacked_blend"] = lambda nodes: b(scorers["model"](nodes), scorers["gbdt_baseline"](nodes))
     if tg.label in p.frame.vertices and "blocked" in p.frame.vertices[tg.label]:
         rule = neighbour_block_scores(p.frame, tg.label)
         scorers["neighbour_rule"] = lambda nodes: rule.reindex(t.node_ids[nodes]).to_numpy(dtype=float)
@@ -199,6 +205,8 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
             sel = part & ~blocked & has_truth
             views[name] = (p.nodes[sel], truth_y[sel])
     results: dict[str, Any] = {"views": {}, "threshold": loaded.threshold, "version": loaded.version}
+    if blend is not None:
+        results["stacked_blend"] = {"weight_on_model": blend.weight, "val_auprc": blend.val_auprc}
     # where each network stopped: a best epoch at the cap says it had not converged, and a comparison
     # between the two is only fair when neither was cut short
     results["training"] = {
