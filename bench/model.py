@@ -106,8 +106,11 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """mean ± sd of every (view, model, metric) over runs, and of the back-test's lead times."""
     out: dict[str, Any] = {"views": {}, "backtest": {}, "lead_time": {}}
     for view in runs[0]["evaluation"]["views"]:
-        out["views"][view] = {m: {k: _mean_sd([r["evaluation"]["views"][view][m][k] for r in runs]) for k in METRICS}
-                              for m in runs[0]["evaluation"]["views"][view]}
+        # runs from before a scorer existed (the stacked blend) lack it: "n" says over how many runs
+        scorers = sorted({m for r in runs for m in r["evaluation"]["views"][view]})
+        out["views"][view] = {m: {k: _mean_sd([r["evaluation"]["views"][view][m][k] for r in runs
+                                               if m in r["evaluation"]["views"][view]]) for k in METRICS}
+                              for m in scorers}
     bts = [r["evaluation"]["backtest"] for r in runs if "backtest" in r["evaluation"]]
     if bts:
         for view in bts[0]["views"]:
