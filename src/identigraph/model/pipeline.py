@@ -188,8 +188,7 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
     y_val = tg.y[known & (tg.split == "val")]
     blend: Blend | None = None
     if len(np.unique(y_val)) == 2:  # a stacked GNN + GBDT candidate, its weight picked on validation
-        blend = b = fit_blend(y_val, scorers["model"](val_nodes), scorers["gbdt_baseline"](val_nodes))
-        scorers["stacked_blend"] = lambda nodes: b(scorers["model"](nodes), scorers["gbdt_baseline"](nodes))
+        blend = fit_blend(y_val, scorers["model"](val_nodes), scorers["gbdt_baseline"](val_nodes))
     if tg.label in p.frame.vertices and "blocked" in p.frame.vertices[tg.label]:
         rule = neighbour_block_scores(p.frame, tg.label)
         scorers["neighbour_rule"] = lambda nodes: rule.reindex(t.node_ids[nodes]).to_numpy(dtype=float)
@@ -216,6 +215,8 @@ def run_evaluate(snapshot: Path | GraphFrame, model_dir: Path, cfg: ModelConfig,
     scores: dict[str, dict[str, np.ndarray]] = {}
     for view, (nodes, y) in views.items():
         scores[view] = {name: fn(nodes) for name, fn in scorers.items()}
+        if blend is not None:  # from the two scores just computed: no second prediction per view
+            scores[view]["stacked_blend"] = blend(scores[view]["model"], scores[view]["gbdt_baseline"])
         results["views"][view] = {name: summary(y, s) for name, s in scores[view].items()}
     if truth_table is not None:  # at the model's own operating threshold, on the unblocked test customers
         nodes, y = views["test_unblocked_vs_truth"]
