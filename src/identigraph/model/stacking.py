@@ -14,7 +14,7 @@ where validation against the platform's labels is too saturated to choose a weig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.metrics import average_precision_score
@@ -58,6 +58,6 @@ def fit_blend(y_val: np.ndarray, gnn_val: np.ndarray, gbdt_val: np.ndarray) -> B
         b = Blend(weight=w, val_auprc=0.0, **scales)
         ap = float(average_precision_score(y, b(gnn_val, gbdt_val)))
         if best is None or ap >= best.val_auprc:
-            best = Blend(weight=w, val_auprc=ap, **scales)
+            best = replace(b, val_auprc=ap)
     assert best is not None
     return best
